@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The README's main command: sets up ./.venv if needed, then trains and evaluates the default
+# experiment (ssd_tiny on the built-in synthetic dataset, CPU) in ./runs/synthetic.
+# Extra arguments go to experiments/main.py, e.g. `--config.num_train_steps=100`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="$(bash "$root/experiments/ensure_venv.sh")"
+cd "$root"
+exec "$python" -m experiments.main --config=experiments/configs/synthetic.py \
+  --workdir="${WORKDIR:-runs/synthetic}" "$@"

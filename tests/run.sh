@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The README's test command: sets up ./.venv if needed, then runs the test suite.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -k priors`.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="$(bash "$root/experiments/ensure_venv.sh")"
+cd "$root"
+exec "$python" -m pytest -p no:cacheprovider tests "$@"
