@@ -1,0 +1,80 @@
+"""The SSD multibox loss: softmax confidence loss with hard negative mining + Smooth-L1."""
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jnp.ndarray
+
+
+def hard_negatives(background_loss: Array, positive: Array, neg_pos_ratio: float) -> Array:
+  """Selects, per image, the negatives with the largest background confidence loss.
+
+  Static-shape ranking (no boolean indexing): each prior's rank among its image's negatives comes
+  from a double argsort; a negative is kept when its rank is below
+  ``min(neg_pos_ratio * num_pos, num_negatives)``. Ties keep the lower prior index.
+
+  Args:
+    background_loss: ``[B, P]`` loss of each prior were it background (``-log softmax(.)_0``).
+    positive: ``[B, P]`` bool, priors matched to an object.
+    neg_pos_ratio: negatives kept per positive (3 in the paper).
+
+  Returns:
+    ``[B, P]`` bool mask of the selected negatives (never overlaps ``positive``).
+  """
+  num_pos = positive.sum(axis=1, keepdims=True)
+  num_neg = jnp.minimum(jnp.floor(neg_pos_ratio * num_pos).astype(jnp.int32),
+                        positive.shape[1] - num_pos)
+  ranked_loss = jnp.where(positive, -jnp.inf, background_loss)
+  order = jnp.argsort(-ranked_loss, axis=1, stable=True)
+  rank = jnp.argsort(order, axis=1, stable=True)
+  return (rank < num_neg) & ~positive
+
+
+def smooth_l1(x: Array, beta: float = 1.0) -> Array:
+  """Elementwise Smooth-L1 (Huber with slope 1): ``0.5 x^2 / beta`` if ``|x| < beta``."""
+  ax = jnp.abs(x)
+  return jnp.where(ax < beta, 0.5 * x * x / beta, ax - 0.5 * beta)
+
+
+def multibox_loss(loc_pred: Array, logits: Array, loc_targets: Array, cls_targets: Array,
+                  neg_pos_ratio: float = 3.0, alpha: float = 1.0,
+                  axis_name: Optional[str] = None) -> tuple[Array, dict[str, Array]]:
+  """``L = (L_conf + alpha L_loc) / N`` of Liu et al. Eq. 1, ``N`` = positives in the batch.
+
+  Args:
+    loc_pred: ``[B, P, 4]`` predicted offsets (encoded like ``loc_targets``).
+    logits: ``[B, P, C + 1]`` class scores, index 0 = background (any float dtype; the loss is
+      computed in float32).
+    loc_targets: ``[B, P, 4]`` from :func:`ssd_jax.matching.encode_targets`.
+    cls_targets: ``[B, P]`` int, 0 = background.
+    neg_pos_ratio: hard negatives kept per positive, per image.
+    alpha: weight of the localization term.
+    axis_name: when called per device inside ``shard_map``/``pmap``, the data axis name: ``N`` is
+      then the positives of the *global* batch, so summing the per-device losses (and gradients)
+      gives exactly the single-device loss.
+
+  Returns:
+    ``(loss, aux)``: scalar loss (0 with finite gradients when ``N == 0``) and a dict with the
+    normalized ``conf_loss`` and ``loc_loss`` and the counts ``num_pos`` and ``num_neg``.
+  """
+  logits = logits.astype(jnp.float32)
+  loc_pred = loc_pred.astype(jnp.float32)
+  positive = cls_targets > 0
+  ce = optax.softmax_cross_entropy_with_integer_labels(logits, cls_targets)  # [B, P]
+  background_loss = -jax.nn.log_softmax(logits)[..., 0]
+  negative = jax.lax.stop_gradient(hard_negatives(background_loss, positive, neg_pos_ratio))
+  conf_sum = jnp.sum(jnp.where(positive | negative, ce, 0.0))
+  loc_sum = jnp.sum(jnp.where(positive[..., None], smooth_l1(loc_pred - loc_targets), 0.0))
+  num_pos = positive.sum().astype(jnp.float32)
+  num_neg = negative.sum().astype(jnp.float32)
+  if axis_name is not None:
+    num_pos_total = jax.lax.psum(num_pos, axis_name)
+  else:
+    num_pos_total = num_pos
+  normalizer = jnp.maximum(num_pos_total, 1.0)
+  conf_loss, loc_loss = conf_sum / normalizer, loc_sum / normalizer
+  aux = {"conf_loss": conf_loss, "loc_loss": loc_loss, "num_pos": num_pos, "num_neg": num_neg}
+  return conf_loss + alpha * loc_loss, aux
