@@ -9,12 +9,21 @@ import optax
 Array = jnp.ndarray
 
 
+def _order_keys(x: Array) -> Array:
+  """Maps float32 to uint32 so that unsigned integer order equals float order."""
+  bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+  sign = bits >> 31
+  return jnp.where(sign == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
 def hard_negatives(background_loss: Array, positive: Array, neg_pos_ratio: float) -> Array:
   """Selects, per image, the negatives with the largest background confidence loss.
 
-  Static-shape ranking (no boolean indexing): each prior's rank among its image's negatives comes
-  from a double argsort; a negative is kept when its rank is below
-  ``min(neg_pos_ratio * num_pos, num_negatives)``. Ties keep the lower prior index.
+  Keeps the top ``k = min(floor(neg_pos_ratio * num_pos), num_negatives)`` negatives of each
+  image, ties going to the lower prior index (what a stable descending sort would keep). Static
+  shapes and no sort: sorting is slow on XLA:CPU, so the k-th largest loss is found by a radix
+  select (32 counting passes over the float bits, one per bit), then the negatives above it and
+  the first of those equal to it are kept.
 
   Args:
     background_loss: ``[B, P]`` loss of each prior were it background (``-log softmax(.)_0``).
@@ -24,13 +33,23 @@ def hard_negatives(background_loss: Array, positive: Array, neg_pos_ratio: float
   Returns:
     ``[B, P]`` bool mask of the selected negatives (never overlaps ``positive``).
   """
+  negative = ~positive
   num_pos = positive.sum(axis=1, keepdims=True)
-  num_neg = jnp.minimum(jnp.floor(neg_pos_ratio * num_pos).astype(jnp.int32),
-                        positive.shape[1] - num_pos)
-  ranked_loss = jnp.where(positive, -jnp.inf, background_loss)
-  order = jnp.argsort(-ranked_loss, axis=1, stable=True)
-  rank = jnp.argsort(order, axis=1, stable=True)
-  return (rank < num_neg) & ~positive
+  k = jnp.minimum(jnp.floor(neg_pos_ratio * num_pos).astype(jnp.int32),
+                  negative.sum(axis=1, keepdims=True))
+  keys = _order_keys(background_loss)
+
+  def refine(bit, threshold):
+    # Largest threshold with at least k negatives >= it, decided one bit at a time from the top.
+    candidate = threshold | (jnp.uint32(1) << (31 - bit).astype(jnp.uint32))
+    count = jnp.sum(negative & (keys >= candidate), axis=1, keepdims=True)
+    return jnp.where(count >= k, candidate, threshold)
+
+  kth = jax.lax.fori_loop(0, 32, refine, jnp.zeros(k.shape, jnp.uint32))
+  above = negative & (keys > kth)
+  at = negative & (keys == kth)
+  room = k - above.sum(axis=1, keepdims=True)
+  return above | (at & (jnp.cumsum(at, axis=1) <= room))
 
 
 def smooth_l1(x: Array, beta: float = 1.0) -> Array:

@@ -1,0 +1,80 @@
+"""Matching + target encoding + multibox loss: jitted JAX vs the loop-based NumPy reference.
+
+  python -m benchmarks.bench_targets [--batch 32] [--max_boxes 50] [--mode per_gt]
+
+Batch of ``--batch`` images, SSD300 priors (8732), each image with 1..``--max_boxes`` real boxes
+padded to ``--max_boxes``. The NumPy reference (tests/reference_ssd.py, one prior and one box at
+a time) is timed on ``--ref_images`` images and reported as images/s too.
+"""
+
+import time
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import common
+from ssd_jax import losses, matching, priors
+from tests import reference_ssd as ref
+
+_BATCH = flags.DEFINE_integer("batch", 32, "Images per batch.")
+_MAX_BOXES = flags.DEFINE_integer("max_boxes", 50, "Padded ground-truth rows per image.")
+_CLASSES = flags.DEFINE_integer("num_classes", 20, "Object classes (logits have one more).")
+_MODE = flags.DEFINE_enum("mode", "per_gt", matching.MATCH_MODES, "Matching mode.")
+_ITERS = flags.DEFINE_integer("iters", 20, "Timed iterations.")
+_REF_IMAGES = flags.DEFINE_integer("ref_images", 1, "Images timed with the NumPy reference.")
+_OUT = flags.DEFINE_string("out", "benchmarks/results/bench_targets.json", "JSON output.")
+
+
+def _batch(rng, b, m, p, c):
+  xy = rng.uniform(0, 0.8, (b, m, 2))
+  gt = np.concatenate([xy, xy + rng.uniform(0.02, 0.5, (b, m, 2))], -1).clip(0, 1)
+  counts = rng.integers(1, m + 1, b)
+  labels = np.where(np.arange(m)[None] < counts[:, None], rng.integers(1, c + 1, (b, m)), 0)
+  return (gt.astype(np.float32), labels.astype(np.int32),
+          rng.normal(size=(b, p, 4)).astype(np.float32),
+          rng.normal(size=(b, p, c + 1)).astype(np.float32))
+
+
+def main(_):
+  p = priors.generate(priors.SSD300_VOC)
+  gt, labels, loc_pred, logits = _batch(np.random.default_rng(0), _BATCH.value, _MAX_BOXES.value,
+                                        len(p), _CLASSES.value)
+
+  @jax.jit
+  def step(gt, labels, loc_pred, logits):
+    loc_t, cls_t = jax.vmap(lambda g, l: matching.encode_targets(g, l, jnp.asarray(p),
+                                                                 mode=_MODE.value))(gt, labels)
+    return losses.multibox_loss(loc_pred, logits, loc_t, cls_t)[0]
+
+  args = [jax.device_put(x) for x in (gt, labels, loc_pred, logits)]
+  t = common.time_fn(lambda: step(*args).block_until_ready(), _ITERS.value)
+  jax_ips = _BATCH.value / t["median_s"]
+
+  n = _REF_IMAGES.value
+  start = time.perf_counter()
+  for b in range(n):
+    idx = ref.match_reference(gt[b], labels[b], p, 0.5, _MODE.value)
+    cls_t = np.where(idx >= 0, labels[b][idx], 0)[None]
+    loc_t = np.zeros((1, len(p), 4))
+    for i in np.flatnonzero(idx >= 0):
+      loc_t[0, i] = ref.encode_one(gt[b, idx[i]], p[i])
+    ref.multibox_loss_reference(loc_pred[b:b + 1], logits[b:b + 1], loc_t, cls_t)
+  ref_ips = n / (time.perf_counter() - start)
+
+  print(f"batch {_BATCH.value}, {len(p)} priors, {_MAX_BOXES.value} padded boxes, "
+        f"mode {_MODE.value}")
+  print(f"  jax (jit, {jax.default_backend()}): {jax_ips:10.1f} images/s  "
+        f"(median {t['median_s'] * 1e3:.1f} ms/batch, compile+first {t['first_call_s']:.2f} s)")
+  print(f"  numpy loop reference:  {ref_ips:10.3f} images/s  ({n} images)")
+  print(f"  speed-up: {jax_ips / ref_ips:.0f}x")
+  common.write_json(_OUT.value, {
+      "benchmark": "bench_targets", "batch": _BATCH.value, "num_priors": len(p),
+      "max_boxes": _MAX_BOXES.value, "mode": _MODE.value, "jax_images_per_s": jax_ips,
+      "jax_ms_per_batch": t["median_s"] * 1e3, "compile_s": t["first_call_s"],
+      "numpy_reference_images_per_s": ref_ips, "peak_rss_mib": common.peak_rss_mib()})
+
+
+if __name__ == "__main__":
+  app.run(main)
