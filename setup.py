@@ -25,6 +25,7 @@ setup(
         "matplotlib>=3.8",
         "pillow>=10.0",
         "tqdm>=4.60",
+        "tensorboard>=2.15",
         "scipy>=1.11",
     ],
     extras_require={

@@ -45,7 +45,8 @@ def hard_negatives(background_loss: Array, positive: Array, neg_pos_ratio: float
     count = jnp.sum(negative & (keys >= candidate), axis=1, keepdims=True)
     return jnp.where(count >= k, candidate, threshold)
 
-  kth = jax.lax.fori_loop(0, 32, refine, jnp.zeros(k.shape, jnp.uint32))
+  # zeros_like(k) (not a constant) so that the carry matches under shard_map (varying axes).
+  kth = jax.lax.fori_loop(0, 32, refine, jnp.zeros_like(k, jnp.uint32))
   above = negative & (keys > kth)
   at = negative & (keys == kth)
   room = k - above.sum(axis=1, keepdims=True)

@@ -1,0 +1,272 @@
+"""The common interface of all dataset sources, and the in-memory-annotation source behind them.
+
+Every source yields the same **example** format, one dict per image, unaugmented and at the
+original image size:
+
+  * ``image``: ``tf.uint8 [H, W, 3]``, RGB.
+  * ``boxes``: ``tf.float32 [N, 4]``, normalized xyxy ``(xmin, ymin, xmax, ymax)`` in ``[0, 1]``,
+    every box with ``xmax > xmin`` and ``ymax > ymin``.
+  * ``labels``: ``tf.int32 [N]`` in ``1..C``; label ``k`` is ``class_names[k - 1]`` (0 is the
+    background and never appears).
+  * ``difficult``, ``crowd``: ``tf.bool [N]`` (VOC "difficult", COCO ``iscrowd``; False elsewhere).
+  * ``image_id``: ``tf.string`` scalar for every source (VOC ``'000005'``/``'2008_000002'``, COCO
+    ``'397133'``, synthetic ``'train_000042'``).
+
+Reading order (``Source.as_dataset(shuffle, seed, skip, shard)``):
+  1. ``shard=(index, count)`` keeps the ``index``-th of ``count`` contiguous, near-equal blocks of
+     the unshuffled order (like ``tfds.even_splits``: the first ``num_examples % count`` shards get
+     one example more). Each process of a multi-host job passes its own
+     ``(jax.process_index(), jax.process_count())``.
+  2. ``shuffle=True`` permutes the shard deterministically from ``seed`` (pass a new seed per
+     epoch, e.g. ``base_seed + epoch``).
+  3. ``skip`` drops the first ``skip`` examples of that order before any image is read or decoded,
+     so that resuming mid-epoch is cheap. ``skip >= len(shard)`` gives an empty dataset.
+One call is one pass (one epoch); the caller repeats.
+"""
+
+import abc
+import dataclasses
+import logging
+from typing import Sequence
+
+import numpy as np
+import tensorflow as tf
+
+logger = logging.getLogger("ssd_jax.data")
+
+Shard = tuple[int, int]
+
+# Boxes sticking out of the image by at most this many pixels are clipped without a warning:
+# annotation tools round coordinates, and COCO boxes often exceed the border by a fraction of a px.
+_SILENT_CLIP_PIXELS = 1.0
+# Individual warnings per kind of annotation problem before they are only counted.
+_MAX_WARNINGS_PER_KIND = 10
+
+
+def even_shard(num_examples: int, shard: Shard) -> np.ndarray:
+  """Indices ``[M]`` of shard ``shard = (index, count)`` of ``range(num_examples)``.
+
+  Contiguous near-equal blocks, the first ``num_examples % count`` one longer (``tfds.even_splits``
+  with ``drop_remainder=False``).
+  """
+  index, count = check_shard(shard)
+  return np.array_split(np.arange(num_examples, dtype=np.int64), count)[index]
+
+
+def example_order(num_examples: int, shuffle: bool = False, seed: int = 0, skip: int = 0,
+                  shard: Shard = (0, 1)) -> np.ndarray:
+  """The example indices ``[M]`` that ``as_dataset`` reads, in order (see the module docstring)."""
+  if skip < 0:
+    raise ValueError(f"skip must be >= 0, got {skip}")
+  order = even_shard(num_examples, shard)
+  if shuffle:
+    order = np.random.default_rng(seed).permutation(order)
+  return order[skip:]
+
+
+def check_shard(shard: Shard) -> Shard:
+  """Validates ``shard = (index, count)``; returns it as ints."""
+  index, count = (int(v) for v in shard)
+  if count < 1 or not 0 <= index < count:
+    raise ValueError(f"shard must be (index, count) with 0 <= index < count, got {shard}")
+  return index, count
+
+
+class Source(abc.ABC):
+  """A detection dataset: ``class_names``, ``num_examples`` and ``as_dataset``.
+
+  Attributes:
+    class_names: ``C`` names, background excluded; label ``k`` is ``class_names[k - 1]``.
+  """
+
+  class_names: list[str]
+
+  @property
+  @abc.abstractmethod
+  def num_examples(self) -> int:
+    """Number of examples (all shards)."""
+
+  def shard_size(self, shard: Shard) -> int:
+    """Number of examples in ``as_dataset(shard=shard)`` before ``skip`` (and before dropping
+    unreadable images, which only reading discovers)."""
+    return len(even_shard(self.num_examples, shard))
+
+  @abc.abstractmethod
+  def as_dataset(self, shuffle: bool = False, seed: int = 0, skip: int = 0,
+                 shard: Shard = (0, 1)) -> tf.data.Dataset:
+    """One pass over the examples (format and order in the module docstring)."""
+
+
+class IndexedSource(Source):
+  """A source with random access by example index: reads ``example_order(...)``."""
+
+  def as_dataset(self, shuffle: bool = False, seed: int = 0, skip: int = 0,
+                 shard: Shard = (0, 1)) -> tf.data.Dataset:
+    return self._load(example_order(self.num_examples, shuffle, seed, skip, shard))
+
+  @abc.abstractmethod
+  def _load(self, indices: np.ndarray) -> tf.data.Dataset:
+    """Examples for ``indices`` ``[M]`` (int64), in that order."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+  """The annotation of one image on disk (everything but the pixels).
+
+  Attributes:
+    image_path: path of the encoded image (JPEG, PNG, BMP or GIF).
+    image_id: identifier, e.g. ``'000005'`` (VOC) or ``'397133'`` (COCO).
+    boxes: ``[N, 4]`` float32, normalized xyxy.
+    labels: ``[N]`` int32 in ``1..C``.
+    difficult: ``[N]`` bool.
+    crowd: ``[N]`` bool.
+  """
+  image_path: str
+  image_id: str
+  boxes: np.ndarray
+  labels: np.ndarray
+  difficult: np.ndarray
+  crowd: np.ndarray
+
+
+class RecordSource(IndexedSource):
+  """Images on disk with annotations parsed eagerly into ``records``; pixels are read lazily.
+
+  An image that cannot be read or decoded (missing, truncated, not an image) is skipped with a
+  warning naming the file and the number skipped so far; the pass continues.
+  """
+
+  def __init__(self, records: Sequence[Record], class_names: Sequence[str]):
+    self.records = tuple(records)
+    self.class_names = list(class_names)
+    counts = [len(r.labels) for r in self.records]
+    # Flat annotation arrays + row splits, captured by reference (not as graph constants) in the
+    # tf.data functions below; an example is a slice [splits[i], splits[i + 1]).
+    self._splits = tf.constant(np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))
+    self._paths = tf.constant([r.image_path for r in self.records], tf.string)
+    self._ids = tf.constant([r.image_id for r in self.records], tf.string)
+
+    def flat(field, dtype, shape):
+      parts = [getattr(r, field).astype(dtype).reshape(shape) for r in self.records]
+      return tf.constant(np.concatenate(parts) if parts else np.zeros(shape, dtype))
+
+    self._boxes = flat("boxes", np.float32, (-1, 4) if self.records else (0, 4))
+    self._labels = flat("labels", np.int32, (-1,) if self.records else (0,))
+    self._difficult = flat("difficult", bool, (-1,) if self.records else (0,))
+    self._crowd = flat("crowd", bool, (-1,) if self.records else (0,))
+
+  @property
+  def num_examples(self) -> int:
+    return len(self.records)
+
+  def _load(self, indices: np.ndarray) -> tf.data.Dataset:
+    order = tf.constant(indices, tf.int64)
+    num = len(indices)
+
+    def load(position):
+      i = order[position]
+      start, stop = self._splits[i], self._splits[i + 1]
+      image = tf.io.decode_image(tf.io.read_file(self._paths[i]), channels=3,
+                                 expand_animations=False)
+      return {
+          "image": image,
+          "boxes": self._boxes[start:stop],
+          "labels": self._labels[start:stop],
+          "difficult": self._difficult[start:stop],
+          "crowd": self._crowd[start:stop],
+          "image_id": self._ids[i],
+          "position": position,
+      }
+
+    # An unreadable image fails its map element, which ignore_errors drops. The positions that
+    # come out then have gaps, which the scan finds (a sentinel at position `num` reveals a gap at
+    # the end) and `report` names. deterministic=True keeps positions in order even when the
+    # caller's tf.data options allow reordering.
+    ds = tf.data.Dataset.range(num).map(load, num_parallel_calls=tf.data.AUTOTUNE,
+                                        deterministic=True).ignore_errors()
+    sentinel = tf.nest.map_structure(
+        lambda spec: tf.zeros([0 if d is None else d for d in spec.shape], spec.dtype),
+        ds.element_spec)
+    ds = ds.concatenate(tf.data.Dataset.from_tensors(
+        {**sentinel, "position": tf.constant(num, tf.int64)}))
+    ds = ds.scan(tf.constant(0, tf.int64),
+                 lambda expected, ex: (ex["position"] + 1, {**ex, "expected": expected}))
+    skipped = [0]
+
+    def report(first, stop) -> bool:
+      for position in range(int(first), int(stop)):
+        skipped[0] += 1
+        logger.warning("Skipping unreadable or corrupt image %s (%d skipped so far by this "
+                       "dataset).", self.records[indices[position]].image_path, skipped[0])
+      return True
+
+    def keep(ex):
+      def log_gap():
+        result = tf.py_function(report, [ex["expected"], ex["position"]], tf.bool)
+        result.set_shape([])
+        return result
+
+      logged = tf.cond(ex["position"] > ex["expected"], log_gap, lambda: tf.constant(True))
+      return tf.logical_and(logged, ex["position"] < num)
+
+    return ds.filter(keep).map(
+        lambda ex: {k: v for k, v in ex.items() if k not in ("position", "expected")})
+
+
+class AnnotationIssues:
+  """Logs annotation problems found while parsing: the first few of each kind, then a count."""
+
+  def __init__(self):
+    self.counts: dict[str, int] = {}
+
+  def warn(self, kind: str, message: str):
+    self.counts[kind] = self.counts.get(kind, 0) + 1
+    if self.counts[kind] <= _MAX_WARNINGS_PER_KIND:
+      logger.warning(message)
+
+  def summarize(self, where: str):
+    for kind, count in self.counts.items():
+      if count > _MAX_WARNINGS_PER_KIND:
+        logger.warning("%s: %d boxes %s in total.", where, count, kind)
+
+
+def normalize_pixel_boxes(boxes: np.ndarray, width: float, height: float, where: str,
+                          object_names: Sequence[str],
+                          issues: AnnotationIssues) -> tuple[np.ndarray, np.ndarray]:
+  """Validates pixel boxes and normalizes them by the image size.
+
+  Args:
+    boxes: ``[N, 4]`` xyxy in continuous pixel coordinates (0 = left/top image border).
+    width: image width in pixels (> 0).
+    height: image height in pixels (> 0).
+    where: the annotation file (and image) for messages.
+    object_names: ``N`` names of the boxes for messages (e.g. ``"object 2 ('dog')"``).
+    issues: collects the warnings.
+
+  Returns:
+    ``([K, 4] float32 normalized xyxy, [N] bool keep)``. A box with a non-finite coordinate or
+    ``xmax <= xmin`` or ``ymax <= ymin`` is dropped with a warning; a box exceeding the image by
+    more than one pixel is clipped to it with a warning (by less: clipped silently) and dropped
+    with a warning if nothing is left.
+  """
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  keep = np.ones(len(boxes), bool)
+  limits = np.array([width, height, width, height])
+  clipped = np.clip(boxes, 0.0, limits)
+  for k, (box, name) in enumerate(zip(boxes, object_names)):
+    if not np.all(np.isfinite(box)):
+      issues.warn("dropped (non-finite)", f"{where}: {name} has non-finite box {box.tolist()}; "
+                  "dropped.")
+      keep[k] = False
+    elif box[2] <= box[0] or box[3] <= box[1]:
+      issues.warn("dropped (empty)", f"{where}: {name} has xmax <= xmin or ymax <= ymin "
+                  f"(xyxy {box.tolist()}); dropped.")
+      keep[k] = False
+    elif clipped[k, 2] <= clipped[k, 0] or clipped[k, 3] <= clipped[k, 1]:
+      issues.warn("dropped (outside)", f"{where}: {name} box {box.tolist()} lies outside the "
+                  f"{width:g}x{height:g} image; dropped.")
+      keep[k] = False
+    elif np.max(np.abs(clipped[k] - box)) > _SILENT_CLIP_PIXELS:
+      issues.warn("clipped", f"{where}: {name} box {box.tolist()} exceeds the {width:g}x"
+                  f"{height:g} image; clipped to {clipped[k].tolist()}.")
+  return (clipped[keep] / limits).astype(np.float32), keep

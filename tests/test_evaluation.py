@@ -1,0 +1,280 @@
+"""ssd_jax.evaluation: hand-computed VOC cases, the loop reference, and pycocotools run directly."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ssd_jax import evaluation
+from tests import reference_voc_eval as ref
+
+
+def _boxes(boxes):
+  boxes = np.asarray(boxes, np.float64)
+  return boxes.reshape(0, 4) if boxes.size == 0 else boxes
+
+
+def _gt(boxes, labels, difficult=None, crowd=None):
+  out = {'boxes': _boxes(boxes), 'labels': np.asarray(labels, int)}
+  if difficult is not None:
+    out['difficult'] = np.asarray(difficult, bool)
+  if crowd is not None:
+    out['crowd'] = np.asarray(crowd, bool)
+  return out
+
+
+def _det(boxes, scores, labels):
+  return {'boxes': _boxes(boxes), 'scores': np.asarray(scores, np.float64),
+          'labels': np.asarray(labels, int)}
+
+
+def _voc(gts, dets, **kwargs):
+  return (evaluation.evaluate_detections(gts, dets, 'voc07', **kwargs),
+          evaluation.evaluate_detections(gts, dets, 'voc', **kwargs))
+
+
+def _random_case(rng, num_images=12, num_classes=4, score_levels=None, crowd=False):
+  """Pixel boxes of many sizes; detections jitter gt (TPs, duplicates, misses) or are noise."""
+  gts, dets = [], []
+  for _ in range(num_images):
+    n = int(rng.integers(0, 7))
+    wh = np.exp(rng.uniform(np.log(6), np.log(250), size=(n, 2)))
+    xy = rng.uniform(0, 400, size=(n, 2))
+    boxes = np.round(np.concatenate([xy, xy + wh], 1))  # Integer pixels, like VOC annotations.
+    labels = rng.integers(1, num_classes + 1, n)
+    gts.append(_gt(boxes, labels, difficult=rng.random(n) < 0.2,
+                   crowd=(rng.random(n) < 0.15) if crowd else None))
+    copies = rng.integers(0, 3, n)
+    src = np.repeat(np.arange(n), copies)
+    jitter = rng.normal(0, 0.12, (len(src), 4)) * np.tile(wh[src], 2)
+    d_boxes = boxes[src] + jitter
+    d_labels = np.where(rng.random(len(src)) < 0.85, labels[src], rng.integers(1, num_classes + 1,
+                                                                               len(src)))
+    m = int(rng.integers(0, 4))
+    noise_xy = rng.uniform(0, 400, (m, 2))
+    noise = np.concatenate([noise_xy, noise_xy + rng.uniform(5, 150, (m, 2))], 1)
+    d_boxes = np.concatenate([d_boxes, noise])
+    d_boxes[:, 2:] = np.maximum(d_boxes[:, 2:], d_boxes[:, :2])
+    d_labels = np.concatenate([d_labels, rng.integers(1, num_classes + 1, m)])
+    scores = rng.random(len(d_boxes))
+    if score_levels:
+      scores = np.floor(scores * score_levels) / score_levels  # Many ties.
+    dets.append(_det(d_boxes, scores, d_labels))
+  return gts, dets
+
+
+# ------------------------------------------------------------------------------------------------
+# VOC: hand-computed cases.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_voc_hand_computed_tp_fp_sequence():
+  # 3 gt (two images); +1 widths make [0, 0, 9, 9] a 10x10 box.
+  gts = [_gt([[0, 0, 9, 9], [20, 20, 29, 29]], [1, 1]), _gt([[0, 0, 9, 9]], [1])]
+  dets = [_det([[0, 0, 9, 9], [0, 0, 9, 9]], [0.9, 0.8], [1, 1]),  # TP, then duplicate -> FP
+          _det([[0, 0, 9, 9], [50, 50, 60, 60]], [0.7, 0.6], [1, 1])]  # TP, then miss -> FP
+  voc07, voc = _voc(gts, dets)
+  # Ranked TP, FP, TP, FP: recall 1/3, 1/3, 2/3, 2/3; precision 1, 1/2, 2/3, 1/2.
+  # 11-point: t = 0, .1, .2, .3 -> max precision 1; t = .4, .5, .6 -> 2/3; t >= .7 -> 0.
+  assert voc07['map'] == pytest.approx((4 * 1 + 3 * (2 / 3)) / 11, abs=1e-12)
+  # All-point: envelope 1 on recall (0, 1/3], 2/3 on (1/3, 2/3], nothing beyond.
+  assert voc['map'] == pytest.approx(1 / 3 * 1 + 1 / 3 * (2 / 3), abs=1e-12)
+  assert voc07['per_class_ap'] == {'1': voc07['map']}
+
+
+def test_voc_plus_one_pixel_convention_and_strict_threshold():
+  gts = [_gt([[0, 0, 9, 9]], [1])]
+  # Inclusive pixels: intersection 5.5 * 10 = 55 over union 100 -> 0.55, a TP. With continuous
+  # widths the same boxes give 4.5 * 9 / 81 = 0.5 exactly, which would not pass `> 0.5`.
+  for metric in ('voc07', 'voc'):
+    hit = evaluation.evaluate_detections(gts, [_det([[0, 0, 4.5, 9]], [1.], [1])], metric)
+    assert hit['map'] == pytest.approx(1.0, abs=1e-12)  # 11 * (1 / 11) need not be exactly 1.
+    # Intersection 5 * 10 = 50 over union 100: IoU exactly 0.5 is not `> 0.5`: a FP.
+    miss = evaluation.evaluate_detections(gts, [_det([[0, 0, 4, 9]], [1.], [1])], metric)
+    assert miss['map'] == 0.0
+
+
+def test_voc_difficult_is_neither_tp_nor_fp_nor_positive():
+  # g0 = [0,0,9,9] normal, g1 = [2,0,11,9] difficult. The top detection is exactly g1, also
+  # overlapping g0 with IoU 80/120 > 0.5: it goes to its best gt g1 and is ignored; then one on g0.
+  # Ignored, the ranking is a single TP at recall 1: AP 1. Had the first been a FP (or taken g0) the
+  # 11-point AP would be 6/11; had g1 counted as a positive, recall would stop at 1/2.
+  gts = [_gt([[0, 0, 9, 9], [2, 0, 11, 9]], [1, 1], difficult=[False, True])]
+  dets = [_det([[2, 0, 11, 9], [0, 0, 9, 9]], [0.9, 0.8], [1, 1])]
+  assert ref.voc_eval_class(gts, dets, 1, True) == pytest.approx(1.0, abs=1e-12)
+  for result in _voc(gts, dets):
+    assert result['map'] == pytest.approx(1.0, abs=1e-12)
+  # A class whose only objects are difficult has no AP and stays out of the mean.
+  gts = [_gt([[0, 0, 9, 9], [30, 30, 39, 39]], [1, 2], difficult=[False, True])]
+  dets = [_det([[0, 0, 9, 9], [30, 30, 39, 39]], [0.9, 0.8], [1, 2])]
+  for result in _voc(gts, dets, class_names=['cat', 'dog']):
+    assert result['map'] == pytest.approx(1.0, abs=1e-12)
+    assert result['per_class_ap']['cat'] == pytest.approx(1.0, abs=1e-12)
+    assert np.isnan(result['per_class_ap']['dog'])
+
+
+def test_voc_best_overlap_already_detected_is_fp_without_fallback():
+  # A = [0,0,9,9], B = [2,0,11,9] (IoU 80/120). Both detections are exactly A: the second goes to
+  # its best gt A, already taken, so it is a FP although its IoU with the free B is 2/3.
+  gts = [_gt([[0, 0, 9, 9], [2, 0, 11, 9]], [1, 1])]
+  dets = [_det([[0, 0, 9, 9], [0, 0, 9, 9]], [0.9, 0.8], [1, 1])]
+  voc07, voc = _voc(gts, dets)
+  # Recall 1/2, 1/2; precision 1, 1/2: 11-point t = 0..0.5 -> 1 (6 points); all-point 1/2 * 1.
+  assert voc07['map'] == pytest.approx(6 / 11, abs=1e-12)
+  assert voc['map'] == pytest.approx(0.5, abs=1e-12)
+
+
+def test_voc07_keeps_the_devkit_recall_points():
+  # 10 objects, 3 found with precision 1: recall 3/10 stays below the devkit's 0.1 * 3 =
+  # 0.30000000000000004, so only t = 0, .1, .2 count: 3/11, not 4/11.
+  boxes = [[20 * i, 0, 20 * i + 9, 9] for i in range(10)]
+  gts = [_gt(boxes, [1] * 10)]
+  dets = [_det(boxes[:3], [0.9, 0.8, 0.7], [1] * 3)]
+  result = evaluation.evaluate_detections(gts, dets, 'voc07')
+  assert result['map'] == pytest.approx(3 / 11, abs=1e-15)
+  assert ref.voc_eval_class(gts, dets, 1, True) == pytest.approx(3 / 11, abs=1e-15)
+
+
+# ------------------------------------------------------------------------------------------------
+# VOC: against the loop reference.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('seed,score_levels', [(0, None), (1, None), (2, 5), (3, 3)])
+def test_voc_matches_loop_reference_on_random_cases(seed, score_levels):
+  rng = np.random.default_rng(seed)
+  num_classes = 4
+  gts, dets = _random_case(rng, num_classes=num_classes, score_levels=score_levels)
+  for metric, use_07 in (('voc07', True), ('voc', False)):
+    got = evaluation.evaluate_detections(gts, dets, metric, num_classes=num_classes)
+    want = [ref.voc_eval_class(gts, dets, c, use_07) for c in range(1, num_classes + 1)]
+    np.testing.assert_allclose(list(got['per_class_ap'].values()), want, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(got['map'], np.nanmean(want), rtol=0, atol=1e-12)
+    assert 0 < got['map'] < 1  # A non-trivial case.
+
+
+# ------------------------------------------------------------------------------------------------
+# COCO: against pycocotools run directly.
+# ------------------------------------------------------------------------------------------------
+
+
+def _direct_cocoeval(gts, dets, num_classes):
+  """pycocotools on the same data, built separately (numpy-array results, offset ids)."""
+  dataset = {'images': [{'id': 100 + i} for i in range(len(gts))],
+             'categories': [{'id': c} for c in range(1, num_classes + 1)], 'annotations': []}
+  for i, gt in enumerate(gts):
+    for j in range(len(gt['labels'])):
+      x0, y0, x1, y1 = gt['boxes'][j]
+      dataset['annotations'].append({
+          'id': 1000 + len(dataset['annotations']), 'image_id': 100 + i,
+          'category_id': int(gt['labels'][j]), 'bbox': [x0, y0, x1 - x0, y1 - y0],
+          'area': (x1 - x0) * (y1 - y0), 'iscrowd': int(gt.get('crowd', np.zeros(1))[j])})
+  rows = [[100 + i, *det['boxes'][j, :2], *(det['boxes'][j, 2:] - det['boxes'][j, :2]),
+           det['scores'][j], det['labels'][j]]
+          for i, det in enumerate(dets) for j in range(len(det['labels']))]
+  with contextlib.redirect_stdout(io.StringIO()):
+    coco_gt = COCO()
+    coco_gt.dataset = dataset
+    coco_gt.createIndex()
+    coco_eval = COCOeval(coco_gt, coco_gt.loadRes(np.array(rows)), 'bbox')
+    coco_eval.evaluate()
+    coco_eval.accumulate()
+    coco_eval.summarize()
+  return coco_eval
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_coco_matches_direct_pycocotools(seed):
+  rng = np.random.default_rng(seed)
+  gts, dets = _random_case(rng, num_images=10, num_classes=3, crowd=True)
+  got = evaluation.evaluate_detections(gts, dets, 'coco', class_names=['a', 'b', 'c'])
+  coco_eval = _direct_cocoeval(gts, dets, 3)
+  keys = ['map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
+          'ar1', 'ar10', 'ar100', 'ar_small', 'ar_medium', 'ar_large']
+  want = [np.nan if s == -1 else s for s in coco_eval.stats]
+  np.testing.assert_allclose([got[k] for k in keys], want, rtol=0, atol=1e-9)
+  assert 0 < got['map'] < 1
+  # Per class: mean precision over IoU thresholds and recall points, area 'all', 100 detections.
+  for k, name in enumerate('abc'):
+    p = coco_eval.eval['precision'][:, :, k, 0, 2]
+    assert got['per_class_ap'][name] == pytest.approx(p[p > -1].mean(), abs=1e-9)
+
+
+# ------------------------------------------------------------------------------------------------
+# All metrics: edge cases and output format.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize('metric', evaluation.METRICS)
+def test_perfect_and_empty_detections(metric):
+  gts, _ = _random_case(np.random.default_rng(5), num_classes=3)
+  for gt in gts:
+    gt['difficult'][:] = False
+  perfect = [_det(gt['boxes'], np.linspace(1, 0.5, len(gt['labels'])), gt['labels']) for gt in gts]
+  result = evaluation.evaluate_detections(gts, perfect, metric, num_classes=3)
+  assert result['map'] == pytest.approx(1.0, abs=1e-12)
+  assert list(result['per_class_ap'].values()) == pytest.approx([1.0] * 3, abs=1e-12)
+  empty = [{'boxes': np.zeros((0, 4)), 'scores': [], 'labels': []} for _ in gts]
+  result = evaluation.evaluate_detections(gts, empty, metric, num_classes=3)
+  assert result['map'] == 0.0 and list(result['per_class_ap'].values()) == [0.0] * 3
+  json.dumps(result)  # Plain Python floats.
+  assert all(type(v) is float for v in result['per_class_ap'].values())
+
+
+def test_class_without_ground_truth_is_nan_and_excluded():
+  gts = [_gt([[0, 0, 9, 9]], [1]), _gt([], [])]
+  dets = [_det([[0, 0, 9, 9]], [0.5], [1]), _det([[0, 0, 9, 9]], [0.5], [3])]
+  for metric in evaluation.METRICS:
+    result = evaluation.evaluate_detections(gts, dets, metric)  # C = 3 from the labels seen.
+    assert result['map'] == pytest.approx(1.0)
+    assert list(result['per_class_ap']) == ['1', '2', '3']
+    assert np.isnan(result['per_class_ap']['2']) and np.isnan(result['per_class_ap']['3'])
+
+
+def test_no_ground_truth_at_all_warns():
+  with pytest.warns(UserWarning, match='no class has ground truth'):
+    result = evaluation.evaluate_detections([_gt([], [])], [_det([[0, 0, 1, 1]], [1.], [1])], 'voc')
+  assert np.isnan(result['map'])
+
+
+@pytest.mark.parametrize('gts,dets,kwargs,match', [
+    ([_gt([], [])], [], {}, 'aligned'),
+    ([{'labels': []}], [_det([], [], [])], {}, r"ground_truth\[0\] has no 'boxes'"),
+    ([_gt([[0, 0, 1]], [1])], [_det([], [], [])], {}, r"ground_truth\[0\]\['boxes'\]: .*\[N, 4\]"),
+    ([_gt([[0, 0, 1, np.nan]], [1])], [_det([], [], [])], {}, r"ground_truth\[0\]\['boxes'\].*NaN"),
+    ([_gt([[2, 0, 1, 1]], [1])], [_det([], [], [])], {}, 'xmax >= xmin'),
+    ([_gt([[0, 0, 1, 1]], [1, 1])], [_det([], [], [])], {}, r"\['labels'\]: expected shape \[1\]"),
+    ([_gt([], [])], [_det([[0, 0, 1, 1]], [np.nan], [1])], {}, r"detections\[0\]\['scores'\].*NaN"),
+    ([_gt([], [])], [_det([[0, 0, 1, 1]], [0.5], [0])], {},
+     r"detections\[0\]\['labels'\].*label 0"),
+    ([_gt([[0, 0, 1, 1]], [4])], [_det([], [], [])], {'num_classes': 3}, 'outside 1..3'),
+    ([{'boxes': [[0, 0, 1, 1]], 'labels': [1], 'difficult': [2]}], [_det([], [], [])], {},
+     r"ground_truth\[0\]\['difficult'\] must be booleans"),
+    ([_gt([], [])], [_det([], [], [])], {'num_classes': 2, 'class_names': ['a']}, 'class_names'),
+])
+def test_invalid_input_raises(gts, dets, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    evaluation.evaluate_detections(gts, dets, 'voc07', **kwargs)
+
+
+def test_unknown_metric_and_float_labels_raise():
+  with pytest.raises(ValueError, match='Unknown metric'):
+    evaluation.evaluate_detections([], [], 'map50')
+  bad = {'boxes': [[0, 0, 1, 1]], 'labels': [1.0]}
+  with pytest.raises(ValueError, match=r"ground_truth\[0\]\['labels'\] must be integers"):
+    evaluation.evaluate_detections([bad], [_det([], [], [])], 'voc')
+
+
+def test_to_pixels():
+  boxes = np.array([[[0.1, 0.2, 0.5, 1.0]], [[0.0, 0.5, 1.0, 0.75]]])  # [B=2, N=1, 4]
+  got = evaluation.to_pixels(boxes, height=np.array([100, 40]), width=np.array([200, 10]))
+  np.testing.assert_allclose(got, [[[20, 20, 100, 100]], [[0, 20, 10, 30]]])
+  np.testing.assert_allclose(evaluation.to_pixels(boxes[0, 0], 10, 20), [2, 2, 10, 10])
+  with pytest.raises(ValueError, match='leading axes'):
+    evaluation.to_pixels(boxes, height=np.array([1, 2, 3]), width=np.array([1, 2, 3]))
+  with pytest.raises(ValueError, match='positive'):
+    evaluation.to_pixels(boxes, 0, 10)
