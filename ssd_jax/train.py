@@ -48,13 +48,20 @@ class TrainState:
 # Model, priors and optimizer from the config.
 # ---------------------------------------------------------------------------------------------
 def prior_spec_from_config(config: ml_collections.ConfigDict) -> Optional[priors_lib.PriorSpec]:
-  """The model's default layout, or the paper's linear rule if ``config.priors`` is set.
+  """The model's default layout, a preset, or the paper's linear rule (None = model default).
 
+  ``config.model.prior_preset`` names one of ``priors.PRESETS`` (e.g. ``'SSD300_COCO'``).
   ``config.priors`` (for ablations): ``layers`` (source layer names, a subset of the model's
   default ``layer_names``, None = all), ``s_min``, ``s_max``, ``first_scale`` (None = pure linear
   rule) and ``aspect_ratios`` (one tuple for all layers or one per layer).
   """
-  cfg = config.get("priors")
+  cfg, preset = config.get("priors"), config.model.get("prior_preset")
+  if cfg and preset:
+    raise ValueError("set config.priors or config.model.prior_preset, not both")
+  if preset:
+    if preset not in priors_lib.PRESETS:
+      raise ValueError(f"config.model.prior_preset={preset!r}; valid: {list(priors_lib.PRESETS)}")
+    return priors_lib.PRESETS[preset]
   if not cfg:
     return None
   base = models.create_model(config.model.name, 1).prior_spec
@@ -133,14 +140,14 @@ def _train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, model: mode
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.global_norm(grads)
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
   # A non-finite step leaves params untouched; the host stops at its next check (see _check).
   keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
   new_state = TrainState(
       step=state.step + 1, params=keep(params, state.params),
       opt_state=keep(opt_state, state.opt_state),
       first_bad_step=jnp.where(ok | (state.first_bad_step >= 0), state.first_bad_step,
-                               state.step))
+                               state.step + 1))  # 1-based, as logged
   metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "lr": lr_fn(state.step)}
   return new_state, metrics
 
@@ -239,9 +246,13 @@ def _write_metrics_json(workdir: str, metrics: dict[str, Any]) -> None:
 def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
   dist = config.get("distributed")
   if dist and dist.get("initialize"):
+    # Cross-process collectives between CPU devices need gloo (GPU/TPU ignore this setting).
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # Empty fields mean "auto-detect" (managed clusters: SLURM, Cloud TPU, ...).
     jax.distributed.initialize(
-        coordinator_address=dist.get("coordinator_address"),
-        num_processes=dist.get("num_processes"), process_id=dist.get("process_id"))
+        coordinator_address=dist.get("coordinator_address") or None,
+        num_processes=dist.get("num_processes") or None,
+        process_id=dist.get("process_id") if dist.get("num_processes") else None)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,

@@ -18,7 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict()
   c.model.name = "ssd300_vgg16"
   c.model.dtype = "float32"  # or "bfloat16": bf16 compute, float32 params and loss
-  c.model.conv_impl = "xla"
+  c.model.conv_impl = "auto"  # Winograd convs on CPU (ssd_jax.models.conv), XLA elsewhere
   # None = the model's default priors. For ablations, a ConfigDict with the fields of
   # ssd_jax.train.prior_spec_from_config (layers, s_min, s_max, first_scale, aspect_ratios).
   c.priors = ml_collections.config_dict.placeholder(ml_collections.ConfigDict)

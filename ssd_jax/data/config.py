@@ -6,7 +6,7 @@ dataset is a path on the command line, not code:
   synthetic      ``data.synthetic`` (kwargs of :func:`ssd_jax.data.synthetic`),
                  ``data.num_train_examples`` / ``data.num_eval_examples``
   voc_directory  ``data.root``, ``data.train_split``/``data.eval_split``,
-                 ``data.train_years``/``data.eval_years``
+                 ``data.train_years``/``data.eval_years``, ``data.class_names`` (default VOC's)
   coco_json      ``data.annotation_file`` + ``data.image_dir`` (training) and
                  ``data.eval_annotation_file`` + ``data.eval_image_dir`` (evaluation)
   tfds           ``data.tfds_name`` (or ``data.train_tfds_name``/``data.eval_tfds_name``),
@@ -15,7 +15,7 @@ dataset is a path on the command line, not code:
 
 import ml_collections
 
-from ssd_jax.data import coco_json, sources, synthetic, tfds_source, voc_directory
+from ssd_jax.data import VOC_CLASSES, coco_json, sources, synthetic, tfds_source, voc_directory
 
 SOURCES = ("synthetic", "voc_directory", "coco_json", "tfds")
 
@@ -37,7 +37,8 @@ def make_source(data: ml_collections.ConfigDict, train: bool) -> sources.Source:
                      num_examples=data.get(f"num_{which}_examples"), **dict(data.synthetic))
   if kind == "voc_directory":
     root = _required(data, "root", "/path/to/VOCdevkit")
-    return voc_directory(root, split=data[f"{which}_split"], years=tuple(data[f"{which}_years"]))
+    return voc_directory(root, split=data[f"{which}_split"], years=tuple(data[f"{which}_years"]),
+                         class_names=tuple(data.get("class_names") or VOC_CLASSES))
   if kind == "coco_json":
     prefix = "" if train else "eval_"
     return coco_json(_required(data, f"{prefix}annotation_file", "/path/to/annotations.json"),

@@ -1,0 +1,171 @@
+"""Our SSD300 vs torchvision's ``ssd300_vgg16`` on the same CPU, in one run.
+
+  pip install torch==2.14.1 torchvision==0.29.1   # optional extra, only for this script
+  python -m benchmarks.compare_torchvision [--batch 8] [--iters 3] [--threads 2]
+      [--out benchmarks/results/compare_torchvision.json]
+
+Both models have the same layers (VGG16-reduced, 6 sources, 8732 priors, 21 logits), random
+weights (torchvision: ``weights=None, weights_backbone=None``) and 300x300 inputs. Measured:
+  forward  backbone + heads on a normalized batch (torchvision ``model.head`` of the
+           ``model.backbone`` features under ``no_grad``; ours ``model.apply``, jitted);
+  train    a full step: matching, loss, backward, SGD-momentum update (torchvision in train mode
+           computes its own matching and loss from targets; ours ``encode_targets`` +
+           ``multibox_loss``);
+  detect   inference with post-processing (torchvision ``eval()`` call; ours forward +
+           ``postprocess.detect``).
+``--threads N`` pins the process to N cores (``os.sched_setaffinity``, before JAX starts, so
+XLA's thread pool sees N cores) and sets ``torch.set_num_threads(N)``; default: all cores.
+"""
+
+import os
+import sys
+
+from absl import app, flags
+import numpy as np
+
+_BATCH = flags.DEFINE_integer("batch", 8, "Images per batch.")
+_ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per function.")
+_THREADS = flags.DEFINE_integer("threads", None, "CPU threads for both frameworks.")
+_OUT = flags.DEFINE_string("out", "benchmarks/results/compare_torchvision.json", "JSON output.")
+
+_NUM_CLASSES = 20  # VOC; torchvision counts the background too (21)
+_INSTALL_HINT = ("benchmarks/compare_torchvision.py needs the optional torch and torchvision: "
+                 "pip install torch==2.14.1 torchvision==0.29.1")
+
+
+def _timed(fn, iters):
+  """``(first call s, median s)``; imported late: ``benchmarks.common`` imports JAX."""
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  t = common.time_fn(fn, iters)
+  return t["first_call_s"], t["median_s"]
+
+
+def _random_targets(rng, batch):
+  """Per image 1..8 boxes, normalized xyxy, and labels 1..20 (padded to 8 with label 0)."""
+  xy = rng.uniform(0, 0.7, (batch, 8, 2))
+  boxes = np.concatenate([xy, xy + rng.uniform(0.05, 0.3, (batch, 8, 2))], -1).clip(0, 1)
+  counts = rng.integers(1, 9, batch)
+  labels = np.where(np.arange(8)[None] < counts[:, None],
+                    rng.integers(1, _NUM_CLASSES + 1, (batch, 8)), 0)
+  return boxes.astype(np.float32), labels.astype(np.int32), counts
+
+
+def bench_torchvision(torch, torchvision, images, boxes, labels, counts, iters):
+  model = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None,
+                                                    num_classes=_NUM_CLASSES + 1)
+  x = torch.from_numpy(images.transpose(0, 3, 1, 2) / 255.0).float()
+  image_list = list(x)
+  targets = [{"boxes": torch.from_numpy(boxes[i, :n] * 300.0),
+              "labels": torch.from_numpy(labels[i, :n].astype(np.int64))}
+             for i, n in enumerate(counts)]
+  optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+  normalized = model.transform(image_list)[0].tensors
+
+  def forward():
+    with torch.no_grad():
+      model.head(list(model.backbone(normalized).values()))
+
+  def train():
+    loss = sum(model(image_list, targets).values())
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+
+  def detect():
+    with torch.no_grad():
+      model(image_list)
+
+  out = {}
+  model.eval()
+  out["forward"] = _timed(forward, iters)
+  out["detect"] = _timed(detect, iters)
+  model.train()
+  out["train"] = _timed(train, iters)
+  return out
+
+
+def bench_ours(images, boxes, labels, iters):
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import optax  # pylint: disable=g-import-not-at-top
+
+  from ssd_jax import losses, matching, models, postprocess, priors  # pylint: disable=g-import-not-at-top
+
+  model = models.create_model("ssd300_vgg16", _NUM_CLASSES)
+  prior_boxes = jnp.asarray(priors.generate(model.prior_spec))
+  images, boxes, labels = (jax.device_put(a) for a in (images, boxes, labels))
+  params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
+  tx = optax.sgd(1e-3, momentum=0.9)
+  opt_state = tx.init(params)
+
+  @jax.jit
+  def forward(params, images):
+    return model.apply({"params": params}, images)
+
+  @jax.jit
+  def train(params, opt_state, images, boxes, labels):
+    loc_t, cls_t = jax.vmap(
+        lambda b, l: matching.encode_targets(b, l, prior_boxes))(boxes, labels)
+    loss_fn = lambda p: losses.multibox_loss(
+        *model.apply({"params": p}, images, train=True), loc_t, cls_t)[0]
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+
+  @jax.jit
+  def detect(params, images):
+    return postprocess.detect(*model.apply({"params": params}, images), prior_boxes)
+
+  return {
+      "forward": _timed(lambda: jax.block_until_ready(forward(params, images)), iters),
+      "detect": _timed(lambda: jax.block_until_ready(detect(params, images)), iters),
+      "train": _timed(lambda: jax.block_until_ready(
+          train(params, opt_state, images, boxes, labels)), iters),
+  }
+
+
+def main(_):
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+    import torchvision  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    sys.exit(_INSTALL_HINT)
+  threads = _THREADS.value or len(os.sched_getaffinity(0))
+  torch.set_num_threads(threads)
+
+  from benchmarks import common  # pylint: disable=g-import-not-at-top  (imports JAX)
+
+  rng = np.random.default_rng(0)
+  batch = _BATCH.value
+  images = rng.integers(0, 256, (batch, 300, 300, 3)).astype(np.float32)
+  boxes, labels, counts = _random_targets(rng, batch)
+  tv = bench_torchvision(torch, torchvision, images, boxes, labels, counts, _ITERS.value)
+  ours = bench_ours(images, boxes, labels, _ITERS.value)
+
+  results = {}
+  print(f"batch {batch}, 300x300, {threads} threads; images/s (first call s)")
+  print(f"{'':8s} {'torchvision':>20s} {'ssd_jax':>20s} {'ratio ours/tv':>14s}")
+  for name in ("forward", "train", "detect"):
+    tv_ips, our_ips = batch / tv[name][1], batch / ours[name][1]
+    results[name] = {"torchvision_images_per_s": tv_ips, "ours_images_per_s": our_ips,
+                     "ratio": our_ips / tv_ips, "torchvision_first_call_s": tv[name][0],
+                     "ours_first_call_s": ours[name][0]}
+    print(f"{name:8s} {tv_ips:12.2f} ({tv[name][0]:5.1f}) {our_ips:12.2f} "
+          f"({ours[name][0]:5.1f}) {our_ips / tv_ips:14.2f}")
+  common.write_json(_OUT.value, {
+      "benchmark": "compare_torchvision", "batch": batch, "threads": threads,
+      "torch": torch.__version__, "torchvision": torchvision.__version__, "results": results,
+      "peak_rss_mib": common.peak_rss_mib()})
+
+
+if __name__ == "__main__":
+  flags.register_validator("threads", lambda n: n is None or n >= 1, "--threads must be >= 1")
+
+  def _pin_threads(argv):
+    """Applies --threads before JAX is imported (XLA sizes its thread pool at start-up)."""
+    rest = flags.FLAGS(argv)
+    if _THREADS.value:
+      os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:_THREADS.value])
+    return rest
+
+  app.run(main, flags_parser=_pin_threads)

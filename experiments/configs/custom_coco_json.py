@@ -1,0 +1,25 @@
+r"""Your own data as COCO-format JSON + an image folder; classes come from its ``categories``.
+
+  python -m experiments.main --config=experiments/configs/custom_coco_json.py \
+      --config.data.annotation_file=/data/train.json --config.data.image_dir=/data/images \
+      --config.data.eval_annotation_file=/data/val.json --config.data.eval_image_dir=/data/images \
+      --workdir=runs/mine
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = common.base_config()
+  c.data.source = "coco_json"
+  c.data.annotation_file = c.data.image_dir = ""
+  c.data.eval_annotation_file = c.data.eval_image_dir = ""
+  c.data.max_boxes = 100
+  c.num_train_steps = 20_000
+  c.optimizer.decay_steps = (14_000, 18_000)
+  c.eval.metrics = ("voc07", "voc", "coco")
+  c.eval.every_steps = 2_000
+  c.checkpoint.every_steps = 1_000
+  return c

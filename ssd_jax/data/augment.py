@@ -1,0 +1,589 @@
+"""SSD training augmentation (the Caffe recipe) as graph-mode TensorFlow ops for ``tf.data``.
+
+An *example* is a dict with ``image`` uint8 ``[H, W, 3]`` RGB, ``boxes`` float32 ``[N, 4]``
+normalized xyxy, and optional per-object fields ``labels`` int32 ``[N]``, ``difficult`` and
+``crowd`` bool ``[N]`` (other keys, e.g. ``image_id``, pass through untouched). Every step takes
+and returns such a dict; whenever objects are dropped, all per-object fields are dropped together.
+
+Randomness is stateless: each random step takes a seed, an int64 ``[2]`` tensor, and draws with
+``tf.random.stateless_*`` ops, so the same seed always gives the same output. The input pipeline
+derives one seed per example from (global seed, example index), which makes training resumable.
+
+The training recipe (:func:`train_preprocess`) follows the Caffe SSD release (``ssd_pascal.py``):
+  1. photometric distortion (:func:`photometric_distort`),
+  2. zoom-out onto a mean-coloured canvas (:func:`random_expand`),
+  3. the IoU-constrained patch sampler (:func:`sample_patch`) and crop (:func:`crop_to_patch`)
+     (2 and 3 only move a window over the image; its pixels are extracted once, see
+     :func:`extract_window`),
+  4. resize to ``image_size x image_size`` (:func:`resize`), uint8 output,
+  5. horizontal flip (:func:`random_flip`); done after the resize because bilinear resizing with
+     half-pixel centres commutes with mirroring, and flipping 300x300 pixels is cheaper,
+  6. dropping boxes that became degenerate (:func:`drop_degenerate`).
+Pixel values stay uint8 ``[0, 255]`` (half the host->device bytes of float32); the model
+normalizes them.
+"""
+
+import dataclasses
+import functools
+import itertools
+from typing import Any, Callable, Optional, Sequence, Union
+
+import tensorflow as tf
+
+Example = dict[str, Any]
+Seed = Union[tf.Tensor, Sequence[int]]
+
+# Per-object fields, aligned with ``boxes`` along axis 0.
+OBJECT_KEYS = ("boxes", "labels", "difficult", "crowd")
+# Caffe's ImageNet mean (BGR 104, 117, 123) in RGB order: the zoom-out canvas colour.
+IMAGENET_MEAN_RGB = (123.0, 117.0, 104.0)
+# The six channel orders a random channel swap chooses from.
+_CHANNEL_PERMUTATIONS = tuple(itertools.permutations(range(3)))
+# Interpolations Caffe picks from at random when resizing (LINEAR, AREA, NEAREST, CUBIC, LANCZOS4).
+_RANDOM_INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic", "lanczos3")
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """Knobs of :func:`train_preprocess`; the defaults are the Caffe SSD recipe.
+
+  Build one from an ``ml_collections.ConfigDict`` with ``AugmentConfig(**cfg)``; :meth:`none`
+  turns every random step off (the "no data augmentation" ablation of the paper's Table 2).
+
+  Attributes:
+    photometric: apply :func:`photometric_distort`.
+    expand: apply :func:`random_expand` (zoom-out).
+    crop: apply the IoU-constrained patch sampler and crop.
+    flip: apply :func:`random_flip`.
+    channel_swap: randomly permute RGB channels as the last photometric step (ssd.pytorch's
+      ``RandomLightingNoise``). Off by default, as in Caffe's ``ssd_pascal.py``
+      (``random_order_prob: 0``).
+    random_interpolation: resize with an interpolation chosen uniformly among bilinear, area,
+      nearest, bicubic and Lanczos (Caffe's ``interp_mode`` list). Off by default: always
+      bilinear, as ssd.pytorch does, which is cheaper.
+    distort_prob: probability of each photometric op (brightness, contrast, saturation, hue).
+    brightness_delta: brightness shift drawn from ``[-delta, delta]`` (pixel units, 0..255).
+    contrast_range: contrast factor range (pixels are multiplied by it, as in Caffe).
+    saturation_range: saturation factor range.
+    hue_delta: hue shift drawn from ``[-delta, delta]`` degrees.
+    channel_swap_prob: probability of a channel swap when ``channel_swap`` is on.
+    expand_prob: probability of zoom-out.
+    max_expand_ratio: zoom-out canvas side is ``ratio * side`` with ratio in ``[1, max]``.
+    fill_rgb: canvas colour of the zoom-out (the dataset mean, RGB, 0..255).
+    min_ious: one patch sampler per entry: a patch must have IoU >= this with some object; 0.0 is
+      Caffe's unconstrained "any patch" sampler. The whole image is always a candidate too.
+    num_trials: patches tried per sampler (the first valid one is that sampler's candidate).
+    scale_range: patch side scale range (fraction of the image, before the aspect ratio).
+    aspect_ratio_range: patch aspect ratio ``w / h`` range (in normalized coordinates).
+    flip_prob: probability of a horizontal flip.
+    min_box_size: boxes whose normalized width or height ends below this are dropped.
+  """
+  photometric: bool = True
+  expand: bool = True
+  crop: bool = True
+  flip: bool = True
+  channel_swap: bool = False
+  random_interpolation: bool = False
+  distort_prob: float = 0.5
+  brightness_delta: float = 32.0
+  contrast_range: tuple[float, float] = (0.5, 1.5)
+  saturation_range: tuple[float, float] = (0.5, 1.5)
+  hue_delta: float = 18.0
+  channel_swap_prob: float = 0.5
+  expand_prob: float = 0.5
+  max_expand_ratio: float = 4.0
+  fill_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB
+  min_ious: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9, 0.0)
+  num_trials: int = 50
+  scale_range: tuple[float, float] = (0.3, 1.0)
+  aspect_ratio_range: tuple[float, float] = (0.5, 2.0)
+  flip_prob: float = 0.5
+  min_box_size: float = 1e-3
+
+  def __post_init__(self):
+    for name in ("distort_prob", "channel_swap_prob", "expand_prob", "flip_prob"):
+      if not 0.0 <= getattr(self, name) <= 1.0:
+        raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+    for name in ("contrast_range", "saturation_range", "scale_range", "aspect_ratio_range"):
+      low, high = getattr(self, name)
+      # A factor of 0 is a valid (if extreme) contrast or saturation, not a valid patch size.
+      if not (0.0 <= low <= high if name in ("contrast_range", "saturation_range")
+              else 0.0 < low <= high):
+        raise ValueError(f"AugmentConfig.{name} must satisfy 0 < low <= high (0 <= low for "
+                         f"contrast and saturation), got {(low, high)}")
+    if self.scale_range[1] > 1.0:
+      raise ValueError(f"AugmentConfig.scale_range must be <= 1, got {self.scale_range}")
+    if self.max_expand_ratio < 1.0:
+      raise ValueError(f"AugmentConfig.max_expand_ratio must be >= 1, got {self.max_expand_ratio}")
+    if not all(0.0 <= t <= 1.0 for t in self.min_ious):
+      raise ValueError(f"AugmentConfig.min_ious must lie in [0, 1], got {self.min_ious}")
+    if self.num_trials < 1:
+      raise ValueError(f"AugmentConfig.num_trials must be >= 1, got {self.num_trials}")
+    if len(self.fill_rgb) != 3:
+      raise ValueError(f"AugmentConfig.fill_rgb needs 3 values, got {self.fill_rgb}")
+
+  @classmethod
+  def none(cls) -> "AugmentConfig":
+    """Every random step off: :func:`train_preprocess` then only resizes."""
+    return cls(photometric=False, expand=False, crop=False, flip=False)
+
+
+def _check_example(example: Example, where: str) -> None:
+  """Trace-time checks of the example format (shapes known statically)."""
+  for key in ("image", "boxes"):
+    if key not in example:
+      raise ValueError(f"{where}: example has no {key!r} (keys: {sorted(example)})")
+  image, boxes = example["image"], example["boxes"]
+  if image.dtype != tf.uint8 or image.shape.rank != 3 or image.shape[-1] not in (None, 3):
+    raise ValueError(f"{where}: image must be uint8 [H, W, 3], got {image.dtype} {image.shape}")
+  if boxes.dtype != tf.float32 or boxes.shape.rank != 2 or boxes.shape[-1] not in (None, 4):
+    raise ValueError(f"{where}: boxes must be float32 [N, 4], got {boxes.dtype} {boxes.shape}")
+
+
+def _uniform(seed: tf.Tensor, minval: float = 0.0, maxval: float = 1.0,
+             shape: Sequence[int] = ()) -> tf.Tensor:
+  return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=tf.float32)
+
+
+def _with_prob(prob: float, seed: tf.Tensor, fn, x):
+  """``fn(x)`` with probability ``prob``, else ``x`` (``fn`` only runs when chosen)."""
+  return tf.cond(_uniform(seed) < prob, lambda: fn(x), lambda: x)
+
+
+def _select_objects(example: Example, keep: tf.Tensor) -> Example:
+  """Keeps the objects where the bool ``[N]`` ``keep`` is true, in every per-object field."""
+  out = dict(example)
+  for key in OBJECT_KEYS:
+    if key in example:
+      out[key] = tf.boolean_mask(example[key], keep)
+  return out
+
+
+def _centers_inside(boxes: tf.Tensor, patches: tf.Tensor) -> tf.Tensor:
+  """bool ``[..., N]``: is the centre of each ``[N, 4]`` box inside each ``[..., 4]`` patch.
+
+  Borders count as inside (Caffe's ``MeetEmitConstraint`` with ``CENTER``).
+  """
+  centers = (boxes[:, :2] + boxes[:, 2:]) / 2  # [N, 2]
+  patches = patches[..., None, :]  # [..., 1, 4]
+  return tf.reduce_all((centers >= patches[..., :2]) & (centers <= patches[..., 2:]), axis=-1)
+
+
+def pairwise_iou(patches: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
+  """IoU of ``[..., 4]`` patches with ``[N, 4]`` boxes (xyxy) -> ``[..., N]``; 0 if union is 0."""
+  patches = patches[..., None, :]
+  wh = tf.maximum(tf.minimum(patches[..., 2:], boxes[:, 2:]) -
+                  tf.maximum(patches[..., :2], boxes[:, :2]), 0.0)
+  inter = wh[..., 0] * wh[..., 1]
+
+  def area(b):
+    return tf.maximum(b[..., 2] - b[..., 0], 0.0) * tf.maximum(b[..., 3] - b[..., 1], 0.0)
+
+  union = area(patches) + area(boxes) - inter
+  return tf.math.divide_no_nan(inter, union)
+
+
+# ------------------------------------------------------------------------------------------------
+# Photometric distortion.
+# ------------------------------------------------------------------------------------------------
+
+
+def photometric_distort(image: tf.Tensor, seed: Seed,
+                        config: AugmentConfig = AugmentConfig()) -> tf.Tensor:
+  """Caffe's ``DistortImage``: random brightness, contrast, saturation, hue (each with
+  ``config.distort_prob``), contrast before or after saturation/hue at random (p = 0.5), then an
+  optional channel swap.
+
+  Pixels are clipped to ``[0, 255]`` after every op, like Caffe's uint8 OpenCV images. Brightness
+  adds ``delta``; contrast multiplies by ``alpha`` (Caffe's ``convertTo``, no mean centering);
+  saturation scales HSV saturation; hue shifts by up to ``hue_delta`` degrees (ssd.pytorch's
+  reading of ``hue_delta: 18``; 8-bit OpenCV hue in Caffe makes it 36 degrees there).
+
+  Args:
+    image: uint8 ``[H, W, 3]`` RGB.
+    seed: int64 ``[2]`` stateless seed.
+    config: the knobs.
+
+  Returns:
+    uint8 ``[H, W, 3]``.
+  """
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 11)
+  p = config.distort_prob
+
+  def clip(x):
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+  def brightness(x):
+    delta = config.brightness_delta
+    return clip(x + _uniform(seeds[1], -delta, delta))
+
+  def contrast(x):
+    return clip(x * _uniform(seeds[3], *config.contrast_range))
+
+  def saturation(x):
+    return clip(tf.image.adjust_saturation(x, _uniform(seeds[5], *config.saturation_range)))
+
+  def hue(x):
+    delta = config.hue_delta / 360.0
+    return clip(tf.image.adjust_hue(x, _uniform(seeds[7], -delta, delta)))
+
+  def maybe_contrast(x):
+    return _with_prob(p, seeds[2], contrast, x)
+
+  def maybe_color(x):
+    return _with_prob(p, seeds[6], hue, _with_prob(p, seeds[4], saturation, x))
+
+  x = tf.cast(image, tf.float32)
+  x = _with_prob(p, seeds[0], brightness, x)
+  x = tf.cond(_uniform(seeds[8]) < 0.5,
+              lambda: maybe_color(maybe_contrast(x)),
+              lambda: maybe_contrast(maybe_color(x)))
+  if config.channel_swap:
+    def swap(x):
+      perm_index = tf.random.stateless_uniform((), seeds[10], 0, len(_CHANNEL_PERMUTATIONS),
+                                               dtype=tf.int32)
+      return tf.gather(x, tf.gather(tf.constant(_CHANNEL_PERMUTATIONS), perm_index), axis=-1)
+    x = _with_prob(config.channel_swap_prob, seeds[9], swap, x)
+  return tf.cast(tf.round(x), tf.uint8)
+
+
+# ------------------------------------------------------------------------------------------------
+# Geometry: zoom-out and crop move a window over the image plane; pixels are extracted once.
+# ------------------------------------------------------------------------------------------------
+# A zoom-out canvas averages 7x the image area (up to 16x), mostly fill colour, and the crop that
+# follows usually keeps a small part of it. So the geometric steps only move a *window*: int32
+# ``[4]`` pixel xyxy in the plane of the source image (the plane is the fill colour outside the
+# image), with the example's boxes normalized to the window. :func:`extract_window` then copies
+# just the pixels that survive.
+
+
+def _full_window(image: tf.Tensor) -> tf.Tensor:
+  size = tf.shape(image)[:2]
+  return tf.stack([0, 0, size[1], size[0]])
+
+
+def _window_size(window: tf.Tensor) -> tf.Tensor:
+  """int32 ``[2]`` (height, width) of an xyxy window."""
+  return tf.stack([window[3] - window[1], window[2] - window[0]])
+
+
+def extract_window(image: tf.Tensor, window: tf.Tensor,
+                   fill_rgb: Sequence[float] = IMAGENET_MEAN_RGB,
+                   pixel_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.Tensor:
+  """The pixels of ``window`` in the plane of ``image``, ``fill_rgb`` outside the image.
+
+  Args:
+    image: uint8 ``[H, W, 3]``.
+    window: int32 ``[4]`` pixel xyxy (``x1 > x0``, ``y1 > y0``); may extend beyond the image.
+    fill_rgb: colour of the plane outside the image (0..255).
+    pixel_fn: optional per-pixel uint8 -> uint8 op (e.g. photometric distortion) applied to the
+      image pixels inside the window before filling; per-pixel ops commute with cropping, so this
+      equals applying it to the whole image first, at the cost of the visible part only.
+
+  Returns:
+    uint8 ``[y1 - y0, x1 - x0, 3]``.
+  """
+  size = tf.shape(image)[:2]
+  limit = tf.stack([size[1], size[0]])  # (W, H)
+  window = tf.convert_to_tensor(window, tf.int32)
+  window_wh = window[2:] - window[:2]
+  inner_lo = tf.clip_by_value(window[:2], 0, limit)
+  inner_hi = tf.maximum(tf.clip_by_value(window[2:], 0, limit), inner_lo)
+  pixels = image[inner_lo[1]:inner_hi[1], inner_lo[0]:inner_hi[0]]
+  if pixel_fn is not None:
+    pixels = pixel_fn(pixels)
+  before = tf.clip_by_value(inner_lo - window[:2], 0, window_wh)  # (left, top) fill
+  after = window_wh - before - (inner_hi - inner_lo)  # (right, bottom) fill
+  fill = tf.constant([int(round(v)) for v in fill_rgb], tf.uint8)
+
+  def pad():
+    # Concatenating constant blocks is several times faster than tf.pad per channel (tf.pad takes
+    # a single scalar fill value, not a colour).
+    rows = inner_hi[1] - inner_lo[1]
+    middle = tf.concat([tf.broadcast_to(fill, tf.stack([rows, before[0], 3])), pixels,
+                        tf.broadcast_to(fill, tf.stack([rows, after[0], 3]))], axis=1)
+    return tf.concat([tf.broadcast_to(fill, tf.stack([before[1], window_wh[0], 3])), middle,
+                      tf.broadcast_to(fill, tf.stack([after[1], window_wh[0], 3]))], axis=0)
+
+  return tf.cond(tf.reduce_any(tf.concat([before, after], 0) > 0), pad, lambda: pixels)
+
+
+def _expand_window(example: Example, window: tf.Tensor, canvas_size: tf.Tensor,
+                   offset: tf.Tensor) -> tuple[Example, tf.Tensor]:
+  """Window step of :func:`expand`: the canvas, placed so the current window sits at ``offset``."""
+  size = tf.cast(_window_size(window), tf.float32)
+  canvas_size = tf.convert_to_tensor(canvas_size, tf.int32)
+  offset = tf.convert_to_tensor(offset, tf.int32)
+  canvas_lo = window[:2] - offset[::-1]
+  out = dict(example)
+  scale = tf.tile(size[::-1], [2])  # (w, h, w, h)
+  shift = tf.cast(tf.tile(offset[::-1], [2]), tf.float32)
+  canvas_scale = tf.cast(tf.tile(canvas_size[::-1], [2]), tf.float32)
+  out["boxes"] = (example["boxes"] * scale + shift) / canvas_scale
+  return out, tf.concat([canvas_lo, canvas_lo + canvas_size[::-1]], axis=0)
+
+
+def _random_expand_window(example: Example, window: tf.Tensor, seed: Seed,
+                          config: AugmentConfig) -> tuple[Example, tf.Tensor]:
+  """Window step of :func:`random_expand`."""
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+
+  def zoom_out(args):
+    size = _window_size(args[1])
+    ratio = _uniform(seeds[1], 1.0, config.max_expand_ratio)
+    canvas_size = tf.cast(tf.math.floor(tf.cast(size, tf.float32) * ratio), tf.int32)
+    slack = canvas_size - size
+    top = tf.random.stateless_uniform((), seeds[2], 0, slack[0] + 1, dtype=tf.int32)
+    left = tf.random.stateless_uniform((), seeds[3], 0, slack[1] + 1, dtype=tf.int32)
+    return _expand_window(*args, canvas_size, tf.stack([top, left]))
+
+  return _with_prob(config.expand_prob, seeds[0], zoom_out, (example, window))
+
+
+def _crop_window(example: Example, window: tf.Tensor,
+                 patch: tf.Tensor) -> tuple[Example, tf.Tensor]:
+  """Window step of :func:`crop_to_patch`."""
+  size = _window_size(window)
+  patch = _snap_to_pixels(tf.convert_to_tensor(patch, tf.float32), size)
+  patch_px = tf.cast(tf.round(patch * tf.cast(tf.tile(size[::-1], [2]), tf.float32)), tf.int32)
+  out = _select_objects(example, _centers_inside(example["boxes"], patch))
+  lo, hi = tf.tile(patch[:2], [2]), tf.tile(patch[2:], [2])
+  out["boxes"] = (tf.clip_by_value(out["boxes"], lo, hi) - lo) / (hi - lo)
+  return out, tf.tile(window[:2], [2]) + patch_px
+
+
+def _random_crop_window(example: Example, window: tf.Tensor, seed: Seed,
+                        config: AugmentConfig) -> tuple[Example, tf.Tensor]:
+  """Window step of :func:`random_crop`."""
+  patch, _ = sample_patch(example["boxes"], seed, config, _window_size(window))
+  return _crop_window(example, window, patch)
+
+
+def _apply_window_step(example: Example, step, fill_rgb: Sequence[float] = IMAGENET_MEAN_RGB
+                       ) -> Example:
+  """Runs a window step on the whole image and extracts the resulting pixels."""
+  _check_example(example, "augment")
+  out, window = step(example, _full_window(example["image"]))
+  out["image"] = extract_window(example["image"], window, fill_rgb)
+  return out
+
+
+def _snap_to_pixels(patches: tf.Tensor, image_size: tf.Tensor) -> tf.Tensor:
+  """Rounds normalized ``[..., 4]`` patches to whole pixels, at least one pixel wide and high."""
+  hw = tf.cast(image_size, tf.float32)
+  scale = tf.stack([hw[1], hw[0], hw[1], hw[0]])
+  px = tf.round(patches * scale)
+  lo = tf.minimum(px[..., :2], scale[2:] - 1)
+  hi = tf.minimum(tf.maximum(px[..., 2:], lo + 1), scale[2:])
+  return tf.concat([lo, hi], axis=-1) / scale
+
+
+def expand(example: Example, canvas_size: tf.Tensor, offset: tf.Tensor,
+           fill_rgb: Sequence[float] = IMAGENET_MEAN_RGB) -> Example:
+  """Places the image on a ``fill_rgb`` canvas and moves the boxes with it.
+
+  Args:
+    example: with uint8 ``[H, W, 3]`` image and ``[N, 4]`` normalized xyxy boxes.
+    canvas_size: int32 ``[2]`` (height, width) of the canvas, ``>= (H, W)``.
+    offset: int32 ``[2]`` (top, left) pixel position of the image on the canvas.
+    fill_rgb: canvas colour (0..255).
+
+  Returns:
+    The example with the canvas as image and boxes normalized to the canvas.
+  """
+  return _apply_window_step(
+      example, lambda ex, window: _expand_window(ex, window, canvas_size, offset), fill_rgb)
+
+
+def random_expand(example: Example, seed: Seed,
+                  config: AugmentConfig = AugmentConfig()) -> Example:
+  """With ``config.expand_prob``, :func:`expand` onto a canvas ``ratio`` times the image side
+  (ratio uniform in ``[1, max_expand_ratio]``, same for height and width), at a uniformly random
+  integer offset (Caffe's ``ExpandImage``)."""
+  return _apply_window_step(
+      example, lambda ex, window: _random_expand_window(ex, window, seed, config), config.fill_rgb)
+
+
+def sample_patch(boxes: tf.Tensor, seed: Seed, config: AugmentConfig = AugmentConfig(),
+                 image_size: Optional[tf.Tensor] = None) -> tuple[tf.Tensor, tf.Tensor]:
+  """Caffe's batch sampler: one patch among the whole image and the IoU-constrained samplers.
+
+  For each entry ``t`` of ``config.min_ious``, ``num_trials`` patches are drawn at once with scale
+  ``s`` in ``scale_range`` and aspect ratio ``a`` in ``aspect_ratio_range`` clamped to
+  ``[s**2, 1/s**2]`` (so ``w = s*sqrt(a) <= 1``, ``h = s/sqrt(a) <= 1``), at a uniform position in
+  the image. A trial is valid when its IoU with some box is ``>= t`` and the centre of at least one
+  box lies inside it (as ssd.pytorch requires; otherwise the crop would hold no object). Each
+  sampler's candidate is its first valid trial. As in Caffe, the result is drawn uniformly among
+  the whole image and the samplers that found a candidate, so an image without boxes always gets
+  the whole image.
+
+  Args:
+    boxes: ``[N, 4]`` normalized xyxy (``N`` may be 0).
+    seed: int64 ``[2]`` stateless seed.
+    config: the knobs (``min_ious``, ``num_trials``, ``scale_range``, ``aspect_ratio_range``).
+    image_size: optional int32 ``[2]`` (height, width): trials are snapped to whole pixels before
+      their constraints are checked, so that :func:`crop_to_patch` crops exactly that patch.
+
+  Returns:
+    ``(patch, min_iou)``: float32 ``[4]`` normalized xyxy patch, and the float32 scalar IoU
+    constraint it satisfies (0 for the whole image).
+  """
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
+  shape = (len(config.min_ious), config.num_trials)
+  scale = _uniform(seeds[0], *config.scale_range, shape=shape)
+  aspect = tf.clip_by_value(_uniform(seeds[1], *config.aspect_ratio_range, shape=shape),
+                            scale ** 2, 1.0 / scale ** 2)
+  w = tf.minimum(scale * tf.sqrt(aspect), 1.0)
+  h = tf.minimum(scale / tf.sqrt(aspect), 1.0)
+  x0 = _uniform(seeds[2], shape=shape) * (1.0 - w)
+  y0 = _uniform(seeds[3], shape=shape) * (1.0 - h)
+  trials = tf.stack([x0, y0, x0 + w, y0 + h], axis=-1)  # [S, T, 4]
+  if image_size is not None:
+    trials = _snap_to_pixels(trials, image_size)
+
+  boxes = tf.convert_to_tensor(boxes, tf.float32)
+  min_ious = tf.constant(config.min_ious, tf.float32)
+  overlap_ok = tf.reduce_any(pairwise_iou(trials, boxes) >= min_ious[:, None, None], axis=-1)
+  valid = overlap_ok & tf.reduce_any(_centers_inside(boxes, trials), axis=-1)  # [S, T]
+  first = tf.argmax(tf.cast(valid, tf.int32), axis=1, output_type=tf.int32)  # [S]
+  candidates = tf.concat([tf.constant([[0.0, 0.0, 1.0, 1.0]]),
+                          tf.gather(trials, first, axis=1, batch_dims=1)], axis=0)  # [S + 1, 4]
+  candidate_ok = tf.concat([[True], tf.reduce_any(valid, axis=1)], axis=0)
+  scores = tf.where(candidate_ok, _uniform(seeds[4], shape=(shape[0] + 1,)), -1.0)
+  pick = tf.argmax(scores, output_type=tf.int32)
+  return candidates[pick], tf.concat([[0.0], min_ious], axis=0)[pick]
+
+
+def crop_to_patch(example: Example, patch: tf.Tensor) -> Example:
+  """Crops the image to ``patch`` and keeps the objects whose box centre lies inside it.
+
+  The patch is rounded to whole pixels; kept boxes are clipped to it and renormalized to it.
+
+  Args:
+    example: with uint8 ``[H, W, 3]`` image and ``[N, 4]`` normalized xyxy boxes.
+    patch: float32 ``[4]`` normalized xyxy.
+
+  Returns:
+    The cropped example (objects outside the patch dropped from every per-object field).
+  """
+  return _apply_window_step(example, lambda ex, window: _crop_window(ex, window, patch))
+
+
+def random_crop(example: Example, seed: Seed, config: AugmentConfig = AugmentConfig()) -> Example:
+  """:func:`sample_patch` (snapped to the image's pixels), then :func:`crop_to_patch`."""
+  return _apply_window_step(
+      example, lambda ex, window: _random_crop_window(ex, window, seed, config))
+
+
+# ------------------------------------------------------------------------------------------------
+# Flip, resize, cleanup.
+# ------------------------------------------------------------------------------------------------
+
+
+def flip_horizontal(example: Example) -> Example:
+  """Mirrors the image left-right; box ``(x0, y0, x1, y1)`` becomes ``(1 - x1, y0, 1 - x0, y1)``."""
+  out = dict(example)
+  out["image"] = tf.reverse(example["image"], axis=[1])
+  x0, y0, x1, y1 = tf.unstack(example["boxes"], axis=-1)
+  out["boxes"] = tf.stack([1.0 - x1, y0, 1.0 - x0, y1], axis=-1)
+  return out
+
+
+def random_flip(example: Example, seed: Seed, prob: float = 0.5) -> Example:
+  """:func:`flip_horizontal` with probability ``prob``."""
+  return _with_prob(prob, tf.cast(seed, tf.int64), flip_horizontal, example)
+
+
+def resize(example: Example, image_size: int, method: Union[str, tf.Tensor] = "bilinear"
+           ) -> Example:
+  """Warps the image to uint8 ``[image_size, image_size, 3]`` (no aspect preservation, as SSD).
+
+  Boxes are normalized, so they are unchanged. ``method`` is a ``tf.image.resize`` method name, or
+  an int32 scalar tensor indexing the methods Caffe samples from (bilinear, area, nearest,
+  bicubic, Lanczos-3).
+  """
+  _check_example(example, "resize")
+  image = example["image"]
+
+  def warp(name):
+    # Float for every method but "nearest", which keeps uint8.
+    resized = tf.cast(tf.image.resize(image, (image_size, image_size), method=name,
+                                      antialias=False), tf.float32)
+    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+  out = dict(example)
+  if isinstance(method, str):
+    out["image"] = warp(method)
+  else:
+    out["image"] = tf.switch_case(method, [lambda n=n: warp(n) for n in _RANDOM_INTERPOLATIONS])
+  return out
+
+
+def drop_degenerate(example: Example, min_size: float = 1e-3) -> Example:
+  """Drops the objects whose normalized box width or height is below ``min_size``."""
+  boxes = example["boxes"]
+  keep = tf.reduce_all(boxes[:, 2:] - boxes[:, :2] >= min_size, axis=-1)
+  return _select_objects(example, keep)
+
+
+# ------------------------------------------------------------------------------------------------
+# Full recipes.
+# ------------------------------------------------------------------------------------------------
+
+
+def train_preprocess(example: Example, seed: Seed, image_size: int,
+                     config: AugmentConfig = AugmentConfig()) -> Example:
+  """The SSD training augmentation of one example (see the module docstring for the order).
+
+  Args:
+    example: image uint8 ``[H, W, 3]``, boxes float32 ``[N, 4]`` normalized xyxy, optional
+      per-object ``labels`` / ``difficult`` / ``crowd`` ``[N]``; other keys pass through.
+    seed: int64 ``[2]`` stateless seed; the same seed gives the same output.
+    image_size: output side in pixels.
+    config: the knobs; ``AugmentConfig.none()`` only resizes.
+
+  The result equals running the public steps one after the other with
+  ``tf.random.experimental.stateless_split(seed, 5)`` as the seeds of, in order,
+  :func:`photometric_distort`, :func:`random_expand`, :func:`random_crop`, the interpolation
+  choice and :func:`random_flip`; but the zoom-out canvas is never materialized (see
+  :func:`extract_window`) and the photometric ops only touch the pixels that survive the crop.
+
+  Returns:
+    The example with uint8 ``[image_size, image_size, 3]`` image and ``[M, 4]`` (``M <= N``)
+    normalized xyxy boxes, all in ``[0, 1]`` and at least ``min_box_size`` wide and high.
+  """
+  _check_example(example, "train_preprocess")
+  seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
+  image = example["image"]
+  example = dict(example)
+  example["boxes"] = tf.clip_by_value(example["boxes"], 0.0, 1.0)
+  window = _full_window(image)
+  if config.expand:
+    example, window = _random_expand_window(example, window, seeds[1], config)
+  if config.crop:
+    example, window = _random_crop_window(example, window, seeds[2], config)
+  pixel_fn = None
+  if config.photometric:
+    pixel_fn = functools.partial(photometric_distort, seed=seeds[0], config=config)
+  example["image"] = extract_window(image, window, config.fill_rgb, pixel_fn)
+  method = "bilinear"
+  if config.random_interpolation:
+    method = tf.random.stateless_uniform((), seeds[3], 0, len(_RANDOM_INTERPOLATIONS),
+                                         dtype=tf.int32)
+  example = resize(example, image_size, method)
+  if config.flip:
+    example = random_flip(example, seeds[4], config.flip_prob)
+  return drop_degenerate(example, config.min_box_size)
+
+
+def eval_preprocess(example: Example, image_size: int) -> Example:
+  """Evaluation preprocessing: resize only (boxes untouched) and record ``orig_size``.
+
+  Returns:
+    The example with uint8 ``[image_size, image_size, 3]`` image and int32 ``[2]`` ``orig_size``
+    (height, width of the original image).
+  """
+  _check_example(example, "eval_preprocess")
+  out = resize(example, image_size)
+  out["orig_size"] = tf.shape(example["image"])[:2]
+  return out

@@ -1,0 +1,288 @@
+"""Input pipelines: infinite, exactly resumable training batches and padded evaluation batches.
+
+Batches are dicts of NumPy arrays with fixed shapes, ``b = batch_size // process_count`` examples
+per process (each process reads its own shard of the source):
+
+  * ``image``: uint8 ``[b, S, S, 3]`` RGB (the model normalizes pixel values).
+  * ``boxes``: float32 ``[b, max_boxes, 4]`` normalized xyxy, zero rows for padding.
+  * ``labels``: int32 ``[b, max_boxes]`` in ``1..C``, 0 for padding.
+  * ``difficult``, ``crowd``: bool ``[b, max_boxes]``, False for padding.
+Evaluation batches add ``mask`` bool ``[b]`` (real example or padding), ``orig_size`` int32
+``[b, 2]`` (height, width of the original image) and ``image_id`` (str ``[b]``); their boxes are
+the ground truth of the original image (normalized, so unaffected by the resize).
+
+An image with more than ``max_boxes`` objects keeps its first ``max_boxes`` (source order, after
+augmentation) and a warning is logged once per pipeline; raise ``max_boxes`` to keep them all.
+
+Training order and resumption. Process ``i`` of ``n`` reads shard ``(i, n)`` of the source as an
+endless stream, epoch ``e`` shuffled with a seed derived from ``(seed, e)``. Example ``p`` of that
+stream (``p = e * shard_size + position in epoch``) is augmented with a seed derived from
+``(seed, i, p)``, never from iterator state, so ``start_step=k`` starts at ``p = k * b`` (skipping
+into the epoch through the source's ``skip``, without decoding the skipped images) and yields
+exactly the batches an uninterrupted iterator yields from step ``k`` on. (A source that skips
+unreadable images shortens that epoch, which shifts the rest of it; a warning names each one.)
+
+TensorFlow is kept off the GPUs (JAX owns them); jax is only imported to ask for the process
+index and count when they are not given.
+"""
+
+import concurrent.futures
+import dataclasses
+import functools
+import itertools
+import logging
+from typing import Any, Iterator, Mapping, Optional, Union
+
+import numpy as np
+import tensorflow as tf
+
+from ssd_jax.data import augment as augment_lib
+
+logger = logging.getLogger("ssd_jax.data")
+
+Batch = dict[str, np.ndarray]
+AugmentArg = Union[augment_lib.AugmentConfig, Mapping[str, Any], None]
+
+_OBJECT_PAD_VALUES = {"boxes": 0.0, "labels": 0, "difficult": False, "crowd": False}
+
+
+def _hide_gpus_from_tf() -> None:
+  """Keeps TensorFlow from reserving GPU memory that JAX needs."""
+  try:
+    tf.config.set_visible_devices([], "GPU")
+  except RuntimeError:  # TF already initialized its devices; nothing left to do.
+    pass
+
+
+_hide_gpus_from_tf()
+
+
+def _process_shard(process_index: Optional[int], process_count: Optional[int]) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top  (only needed for the defaults)
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if process_count < 1 or not 0 <= process_index < process_count:
+    raise ValueError(f"need 0 <= process_index < process_count, got process_index={process_index}"
+                     f", process_count={process_count}")
+  return int(process_index), int(process_count)
+
+
+def _per_process_batch(batch_size: int, process_count: int) -> int:
+  if batch_size < 1 or batch_size % process_count:
+    raise ValueError(f"batch_size={batch_size} must be a positive multiple of the process count "
+                     f"({process_count})")
+  return batch_size // process_count
+
+
+def _derived_seed(*values: int) -> int:
+  """A well-mixed non-negative 31-bit int from a tuple of non-negative ints."""
+  return int(np.random.SeedSequence(values).generate_state(1)[0] >> 1)
+
+
+def pad_objects(example: augment_lib.Example, max_boxes: int, warn_once: "_WarnOnce") -> dict:
+  """Pads (or truncates) the per-object fields of an example to ``max_boxes`` rows.
+
+  Args:
+    example: with ``boxes`` ``[N, 4]`` and ``labels``, ``difficult``, ``crowd`` ``[N]``.
+    max_boxes: rows of the output.
+    warn_once: logs the first truncation.
+
+  Returns:
+    The example with ``boxes`` ``[max_boxes, 4]`` and the other object fields ``[max_boxes]``;
+    padding rows are zero / False (label 0 = padding).
+  """
+  missing = [key for key in _OBJECT_PAD_VALUES if key not in example]
+  if missing:
+    raise ValueError(f"example lacks the object fields {missing} (keys: {sorted(example)})")
+  num = tf.shape(example["boxes"])[0]
+  warned = tf.cond(num > max_boxes, lambda: warn_once(num), lambda: tf.constant(False))
+  out = dict(example)
+  for key, pad_value in _OBJECT_PAD_VALUES.items():
+    values = example[key][:max_boxes]
+    paddings = [[0, max_boxes - tf.shape(values)[0]]] + [[0, 0]] * (values.shape.rank - 1)
+    padded = tf.pad(values, paddings, constant_values=tf.constant(pad_value, values.dtype))
+    with tf.control_dependencies([warned]):  # Makes sure the warning op runs.
+      out[key] = tf.ensure_shape(padded, [max_boxes] + values.shape[1:].as_list())
+  return out
+
+
+@dataclasses.dataclass
+class _WarnOnce:
+  """Graph op factory logging the first image with more than ``max_boxes`` objects."""
+  max_boxes: int
+  what: str
+  warned: bool = False
+
+  def _log(self, num):
+    if not self.warned:
+      self.warned = True
+      logger.warning("An image has %d objects but max_boxes=%d: %s keeps the first %d (warned "
+                     "once). Raise max_boxes to keep them all.", int(num), self.max_boxes,
+                     self.what, self.max_boxes)
+    return np.zeros((), np.bool_)
+
+  def __call__(self, num: tf.Tensor) -> tf.Tensor:
+    flag = tf.py_function(self._log, [num], tf.bool)
+    flag.set_shape([])
+    return flag
+
+
+def _augment_config(augment: AugmentArg) -> augment_lib.AugmentConfig:
+  if augment is None:
+    return augment_lib.AugmentConfig.none()
+  if isinstance(augment, augment_lib.AugmentConfig):
+    return augment
+  return augment_lib.AugmentConfig(**dict(augment))
+
+
+def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, seed: int,
+                   augment: AugmentArg = augment_lib.AugmentConfig(), start_step: int = 0,
+                   process_index: Optional[int] = None,
+                   process_count: Optional[int] = None) -> Iterator[Batch]:
+  """Endless NumPy training batches of this process (see the module docstring).
+
+  Args:
+    source: a dataset source (``shard_size(shard)``, ``as_dataset(shuffle, seed, skip, shard)``).
+    image_size: side of the square model input, pixels.
+    batch_size: global batch size (all processes together).
+    max_boxes: object rows per example.
+    seed: global seed of the shuffling and the augmentation.
+    augment: ``AugmentConfig`` (or a mapping of its fields); ``None`` only resizes.
+    start_step: first step to yield (resumption).
+    process_index: this process; default ``jax.process_index()``.
+    process_count: number of processes; default ``jax.process_count()``.
+
+  Returns:
+    An iterator of batches with ``image``, ``boxes``, ``labels``, ``difficult``, ``crowd`` of
+    ``batch_size // process_count`` examples each.
+
+  Raises:
+    ValueError: for an invalid argument or a process whose shard is empty.
+  """
+  _hide_gpus_from_tf()
+  config = _augment_config(augment)
+  process_index, process_count = _process_shard(process_index, process_count)
+  local_batch = _per_process_batch(batch_size, process_count)
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}")
+  if max_boxes < 1:
+    raise ValueError(f"max_boxes must be >= 1, got {max_boxes}")
+  shard = (process_index, process_count)
+  epoch_size = source.shard_size(shard)
+  if epoch_size < 1:
+    raise ValueError(f"shard {shard} of the source has no examples ({source.num_examples} in all)")
+  example_seed_base = tf.constant(_derived_seed(seed, process_index, 1), tf.int64)
+  warn_once = _WarnOnce(max_boxes, "training")
+
+  # A tf.function is traced once and reused by the map of every block.
+  @tf.function
+  def preprocess(position, example):
+    seed_pair = tf.stack([example_seed_base, position])
+    example = augment_lib.train_preprocess(example, seed_pair, image_size, config)
+    example = pad_objects(example, max_boxes, warn_once)
+    return {key: example[key] for key in ("image", *_OBJECT_PAD_VALUES)}
+
+  # The stream is read in blocks of about one epoch of whole batches, one tf.data pipeline each:
+  # the sources build an epoch from a Python seed, so epochs cannot be chained inside one graph.
+  block_size = local_batch * -(-epoch_size // local_batch)
+
+  def block(start: int) -> Iterator[Batch]:
+    ds = _stream_slice(source, shard, seed, epoch_size, start, block_size)
+    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    iterator = ds.with_options(_deterministic_options()).as_numpy_iterator()
+    first = next(iterator, None)  # Starts the pipeline (in the background, see below).
+    return itertools.chain([] if first is None else [first], iterator)
+
+  def batches() -> Iterator[Batch]:
+    # Creating a tf.data iterator and destroying it take up to a second each (its graph is
+    # optimized and instantiated, then torn down): a worker thread prepares the next block and
+    # drops the finished one while the current block is consumed.
+    starts = itertools.count(start_step * local_batch, block_size)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
+      upcoming = executor.submit(block, next(starts))
+      while True:
+        current = [upcoming.result()]
+        upcoming = executor.submit(block, next(starts))
+        yield from current[0]
+        executor.submit(current.clear)  # The last reference: destroyed in the worker.
+
+  return batches()
+
+
+def _stream_slice(source, shard: tuple[int, int], seed: int, epoch_size: int, start: int,
+                  length: int) -> tf.data.Dataset:
+  """``(position, example)`` for positions ``start .. start + length - 1`` of the endless stream.
+
+  Epoch ``e`` (positions ``e * epoch_size ..``) is the shard shuffled with a seed derived from
+  ``(seed, e)``; a slice starting mid-epoch uses the source's ``skip``.
+  """
+  pieces = []
+  position, stop = start, start + length
+  while position < stop:
+    epoch, skip = divmod(position, epoch_size)
+    take = min(epoch_size - skip, stop - position)
+    examples = source.as_dataset(shuffle=True, seed=_derived_seed(seed, epoch), skip=skip,
+                                 shard=shard).take(take)
+    pieces.append(tf.data.Dataset.zip(tf.data.Dataset.counter(position), examples))
+    position += take
+  return functools.reduce(tf.data.Dataset.concatenate, pieces)
+
+
+def eval_dataset(source, *, image_size: int, batch_size: int, max_boxes: int,
+                 process_index: Optional[int] = None,
+                 process_count: Optional[int] = None) -> tf.data.Dataset:
+  """One unshuffled, unaugmented pass over this process's shard, in padded batches.
+
+  Every process yields the same number of batches, ``ceil(largest shard / b)``, so that collective
+  evaluation steps stay in lockstep; rows beyond the shard (and in place of images the source
+  skipped as unreadable) have ``mask`` False, zero images and no objects.
+
+  Args:
+    source: a dataset source.
+    image_size: side of the square model input, pixels.
+    batch_size: global batch size; ``b = batch_size // process_count`` per process.
+    max_boxes: ground-truth rows per example (objects beyond are dropped with a warning, which
+      would bias the metrics: set it to at least the most objects in one image).
+    process_index: this process; default ``jax.process_index()``.
+    process_count: number of processes; default ``jax.process_count()``.
+
+  Returns:
+    A finite dataset of batches with ``image``, ``boxes``, ``labels``, ``difficult``, ``crowd``,
+    ``mask``, ``orig_size`` and ``image_id`` (tf.string).
+  """
+  _hide_gpus_from_tf()
+  process_index, process_count = _process_shard(process_index, process_count)
+  local_batch = _per_process_batch(batch_size, process_count)
+  shard = (process_index, process_count)
+  largest_shard = max(source.shard_size((i, process_count)) for i in range(process_count))
+  num_batches = -(-largest_shard // local_batch)
+  warn_once = _WarnOnce(max_boxes, "evaluation (the metrics will miss the rest)")
+
+  def preprocess(example):
+    example = pad_objects(augment_lib.eval_preprocess(example, image_size), max_boxes, warn_once)
+    example = {key: example[key] for key in ("image", "orig_size", "image_id",
+                                             *_OBJECT_PAD_VALUES)}
+    example["mask"] = tf.constant(True)
+    return example
+
+  ds = source.as_dataset(shuffle=False, shard=shard)
+  ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  filler = tf.nest.map_structure(lambda spec: tf.zeros(spec.shape, spec.dtype), ds.element_spec)
+  ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat())
+  ds = ds.take(num_batches * local_batch).batch(local_batch).prefetch(tf.data.AUTOTUNE)
+  return ds.with_options(_deterministic_options())
+
+
+def eval_iterator(source, **kwargs) -> Iterator[Batch]:
+  """NumPy batches of :func:`eval_dataset` (same arguments), ``image_id`` decoded to str."""
+  for batch in eval_dataset(source, **kwargs).as_numpy_iterator():
+    batch["image_id"] = np.array([i.decode() for i in batch["image_id"]])
+    yield batch
+
+
+def _deterministic_options() -> tf.data.Options:
+  options = tf.data.Options()
+  options.deterministic = True
+  return options
