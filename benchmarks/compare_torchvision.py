@@ -2,7 +2,11 @@
 
   pip install torch==2.14.1 torchvision==0.29.1   # optional extra, only for this script
   python -m benchmarks.compare_torchvision [--batch 8] [--iters 3] [--threads 2]
+      [--conv_impl auto|xla|cpu_fast] [--torch_site /path/to/site-packages]
       [--out benchmarks/results/compare_torchvision.json]
+
+``--torch_site`` appends a site-packages directory holding torch and torchvision (e.g. of a
+separate venv) to ``sys.path``, so they stay out of the project's environment.
 
 Both models have the same layers (VGG16-reduced, 6 sources, 8732 priors, 21 logits), random
 weights (torchvision: ``weights=None, weights_backbone=None``) and 300x300 inputs. Measured:
@@ -26,6 +30,9 @@ import numpy as np
 _BATCH = flags.DEFINE_integer("batch", 8, "Images per batch.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per function.")
 _THREADS = flags.DEFINE_integer("threads", None, "CPU threads for both frameworks.")
+_CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", ["auto", "xla", "cpu_fast"],
+                               "Our convolution implementation (ssd_jax.models.conv).")
+_TORCH_SITE = flags.DEFINE_string("torch_site", None, "Extra site-packages holding torch.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/compare_torchvision.json", "JSON output.")
 
 _NUM_CLASSES = 20  # VOC; torchvision counts the background too (21)
@@ -91,7 +98,7 @@ def bench_ours(images, boxes, labels, iters):
 
   from ssd_jax import losses, matching, models, postprocess, priors  # pylint: disable=g-import-not-at-top
 
-  model = models.create_model("ssd300_vgg16", _NUM_CLASSES)
+  model = models.create_model("ssd300_vgg16", _NUM_CLASSES, conv_impl=_CONV_IMPL.value)
   prior_boxes = jnp.asarray(priors.generate(model.prior_spec))
   images, boxes, labels = (jax.device_put(a) for a in (images, boxes, labels))
   params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
@@ -125,6 +132,8 @@ def bench_ours(images, boxes, labels, iters):
 
 
 def main(_):
+  if _TORCH_SITE.value:
+    sys.path.append(_TORCH_SITE.value)
   try:
     import torch  # pylint: disable=g-import-not-at-top
     import torchvision  # pylint: disable=g-import-not-at-top
@@ -143,7 +152,8 @@ def main(_):
   ours = bench_ours(images, boxes, labels, _ITERS.value)
 
   results = {}
-  print(f"batch {batch}, 300x300, {threads} threads; images/s (first call s)")
+  print(f"batch {batch}, 300x300, {threads} threads, conv_impl {_CONV_IMPL.value}; "
+        "images/s (first call s)")
   print(f"{'':8s} {'torchvision':>20s} {'ssd_jax':>20s} {'ratio ours/tv':>14s}")
   for name in ("forward", "train", "detect"):
     tv_ips, our_ips = batch / tv[name][1], batch / ours[name][1]
@@ -154,6 +164,7 @@ def main(_):
           f"({ours[name][0]:5.1f}) {our_ips / tv_ips:14.2f}")
   common.write_json(_OUT.value, {
       "benchmark": "compare_torchvision", "batch": batch, "threads": threads,
+      "conv_impl": _CONV_IMPL.value,
       "torch": torch.__version__, "torchvision": torchvision.__version__, "results": results,
       "peak_rss_mib": common.peak_rss_mib()})
 

@@ -135,12 +135,15 @@ def _train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, model: mode
                                 alpha=loss_cfg.alpha, axis_name="data")
 
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  # Each device's loss is already divided by the global positives: sum, do not average.
-  loss, grads, aux = jax.lax.psum((loss, grads, aux), "data")
+  # Each device's loss is already divided by the global positives: sum, do not average. The
+  # gradients need no collective: the replicated params enter this per-device loss through an
+  # implicit broadcast over 'data' (shard_map's varying-axis types), whose transpose is a psum,
+  # so autodiff returns them already summed over devices (and replicated).
+  loss, aux = jax.lax.psum((loss, aux), "data")
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  grad_norm = optax.global_norm(grads)
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(updates))
+  grad_norm = optax.tree.norm(grads)
+  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
   # A non-finite step leaves params untouched; the host stops at its next check (see _check).
   keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
   new_state = TrainState(

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax import lax
+from jax.sharding import PartitionSpec as P
 
 from ssd_jax.models import conv
 
@@ -226,3 +227,19 @@ def test_bad_arguments():
     conv.conv2d(x[0], kernel)
   with pytest.raises(ValueError, match='strides'):
     conv.conv2d(x, kernel, strides=(1, 1, 1))
+
+
+def test_gradients_inside_shard_map():
+  """Replicated kernel, batch sharded on 'data': the custom VJP's kernel gradient is typed and
+  summed like XLA's (autodiff psums the kernel's implicit broadcast)."""
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  kx, kk = jax.random.split(jax.random.PRNGKey(7))
+  x = jax.random.normal(kx, (2 * jax.device_count(), 6, 6, 16))
+  kernel = jax.random.normal(kk, (3, 3, 16, 8))
+  loss = lambda k, a, impl: jnp.sum(conv.conv2d(a, k, padding=1, impl=impl) ** 2)
+  per_device = lambda k, a: jax.grad(loss)(k, a, 'cpu_fast')
+  sharded = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P('data')),
+                                  out_specs=P()))
+  x_sharded = jax.device_put(x, jax.sharding.NamedSharding(mesh, P('data')))
+  _close(sharded(kernel, x_sharded), conv_vjp_np(x, kernel, 2 * conv_np(
+      x, kernel, (1, 1), ((1, 1), (1, 1)), (1, 1)), (1, 1), ((1, 1), (1, 1)), (1, 1))[1], 1e-4)

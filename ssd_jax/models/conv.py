@@ -232,6 +232,23 @@ def _tap_matmul_conv(x: jax.Array, kernel: jax.Array, strides, pads, dilation) -
   return y
 
 
+def _same_varying_axes(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Inside ``shard_map``, marks both operands as varying over the same mesh axes.
+
+  A custom VJP must return cotangents typed like its inputs, but the kernel gradient of a
+  per-device batch varies over the batch axis while replicated params do not. Broadcasting the
+  kernel explicitly (``pcast`` to varying) before the custom VJP lets autodiff transpose that
+  broadcast into the psum over devices, exactly as it does for ``lax.conv_general_dilated``.
+  Outside ``shard_map`` both sets are empty and nothing changes.
+  """
+  vx, vk = (jax.typeof(a).manual_axis_type.varying for a in (x, kernel))
+  if vx - vk:
+    kernel = lax.pcast(kernel, tuple(sorted(vx - vk)), to='varying')
+  if vk - vx:
+    x = lax.pcast(x, tuple(sorted(vk - vx)), to='varying')
+  return x, kernel
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]] = 1,
            padding: PaddingLike = 'SAME', dilation: Union[int, Sequence[int]] = 1,
            impl: str = 'xla') -> jax.Array:
@@ -270,6 +287,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
   if impl == 'cpu_fast' and _use_winograd(kernel_hw, strides, dilation, pads):
     dtype = jnp.result_type(x, kernel)
     compute = jnp.promote_types(dtype, jnp.float32)
+    x, kernel = _same_varying_axes(x, kernel)
     y = _winograd_conv(x.astype(compute), kernel.astype(compute), pads)
     return y.astype(dtype)
   if impl == 'cpu_fast':

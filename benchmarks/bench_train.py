@@ -1,0 +1,189 @@
+r"""Training throughput on the default JAX backend, built exactly as ``train_and_evaluate`` builds it.
+
+  python -m benchmarks.bench_train [--models=ssd_tiny,ssd300_vgg16] [--batch=0]
+      [--dtype=float32|bfloat16] [--steps=20] [--warmup_steps=3] [--measure=end_to_end,step]
+      [--config=experiments/configs/synthetic.py] [--config.<field>=<value> ...]
+      [--out=benchmarks/results/bench_train.json]
+
+Per model, the experiment config (default: the synthetic experiment) with the model name, the
+batch size, the dtype and, for the synthetic source, the image size of the data set to the
+model's input size (so that no resize is hidden in the figures) gives the source, the model, the
+optimizer, the initial state and the jitted data-parallel step on the trainer's mesh, through the
+same ``ssd_jax.train`` functions. Measured:
+  end_to_end  the train loop: ``next(batches)`` (augmenting ``train_iterator``) -> ``global_batch``
+              -> step, with the trainer's periodic metric fetch; images/s between the end of
+              ``--warmup_steps`` steps and the end of ``--steps`` more.
+  step        the step alone on one device-resident batch (no input pipeline, no transfer).
+Also reported: the wait for the first batch (pipeline start-up), the step's compile time
+(``lower().compile()``) and the peak resident memory. ``step`` above ``end_to_end`` means the
+input pipeline (or on CPU, its competition for the cores) holds training back. With several
+models each runs in its own subprocess, so that the peak memory belongs to one model.
+
+``--batch=0`` takes a per-model default: 32 for ``ssd_tiny``, for the VGG16 models 32 on an
+accelerator and 8 on CPU. Further ``--config.*`` overrides change what is measured, e.g.
+``--config.model.conv_impl=xla``; pass them as ``--flag=value``.
+"""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+import jax
+import ml_collections
+from ml_collections import config_flags
+
+from benchmarks import common
+from ssd_jax import models, priors as priors_lib, train
+from ssd_jax.data import config as data_config
+from ssd_jax.data import pipeline
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(_ROOT, "experiments", "configs", "synthetic.py"),
+    "Experiment config to measure (its model, batch size and dtype are set by the flags below).",
+    lock_config=True)
+_MODELS = flags.DEFINE_list("models", ["ssd_tiny", "ssd300_vgg16"], "Model names.")
+_BATCH = flags.DEFINE_integer("batch", 0, "Global batch size; 0 = per-model default.")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
+_STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
+_WARMUP = flags.DEFINE_integer("warmup_steps", 3, "Steps run before timing (after compiling).")
+_MEASURE = flags.DEFINE_multi_enum("measure", ["end_to_end", "step"], ["end_to_end", "step"],
+                                   "What to time (repeat the flag for both).")
+_OUT = flags.DEFINE_string("out", "benchmarks/results/bench_train.json", "JSON output.")
+
+
+def default_batch(name: str) -> int:
+  """The per-model batch of ``--batch=0``: VGG16 steps take seconds per image on CPU."""
+  if name == "ssd_tiny" or jax.default_backend() != "cpu":
+    return 32
+  return 8
+
+
+def model_config(base: ml_collections.ConfigDict, name: str, batch: int,
+                 dtype: str) -> ml_collections.ConfigDict:
+  """``base`` with the model, batch and dtype set, and synthetic images at the model's size."""
+  config = copy.deepcopy(base)
+  config.model.name = name
+  config.batch_size = batch
+  config.model.dtype = dtype
+  if config.data.source == "synthetic":
+    config.data.synthetic.image_size = train.create_model(config, num_classes=1).image_size
+  return config
+
+
+def _run_steps(step_fn, state, batch_fn, num_steps: int, fetch_every: int):
+  """Runs ``num_steps`` steps on ``batch_fn()`` batches, fetching metrics every ``fetch_every``
+  steps like the trainer's logging; returns the state once the last step has finished."""
+  pending = []
+  for i in range(1, num_steps + 1):
+    state, metrics = step_fn(state, batch_fn())
+    pending.append(metrics)
+    if i % fetch_every == 0:
+      jax.device_get(pending)
+      pending = []
+  return jax.block_until_ready(state)
+
+
+def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
+              measure: list[str]) -> dict:
+  """Throughput of the trainer built from ``config`` (see the module docstring)."""
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"batch {config.batch_size} is not divisible by the {jax.device_count()} "
+                     "devices")
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  source = data_config.make_source(config.data, train=True)
+  model = train.create_model(config, num_classes=len(source.class_names))
+  prior_boxes = priors_lib.generate(model.prior_spec)
+  lr_fn = train.create_learning_rate_fn(config)
+  tx = train.create_optimizer(config, lr_fn)
+  state = train.create_train_state(model, tx, config.seed, mesh)
+  train_step = train.make_train_step(model, tx, prior_boxes, lr_fn, config, mesh)
+  batches = pipeline.train_iterator(
+      source, image_size=model.image_size, batch_size=config.batch_size,
+      max_boxes=config.data.max_boxes, seed=config.seed, augment=config.augment)
+
+  start = time.perf_counter()
+  first = train.global_batch(next(batches), mesh)
+  first_batch_s = time.perf_counter() - start
+  start = time.perf_counter()
+  step_fn = train_step.lower(state, first).compile()
+  compile_s = time.perf_counter() - start
+  result = {
+      "model": config.model.name, "batch": config.batch_size, "dtype": config.model.dtype,
+      "conv_impl": config.model.conv_impl, "image_size": model.image_size,
+      "data": config.data.source,
+      "num_params": int(sum(x.size for x in jax.tree.leaves(state.params))),
+      "steps": steps, "warmup_steps": warmup_steps, "first_batch_s": first_batch_s,
+      "compile_s": compile_s}
+  fetch_every = config.log_every_steps
+  for name in ("end_to_end", "step"):
+    if name not in measure:
+      continue
+    if name == "end_to_end":
+      batch_fn = lambda: train.global_batch(next(batches), mesh)
+    else:
+      batches.close()  # Stops the pipeline, so that it does not compete for the CPU.
+      batch_fn = lambda: first
+    state = _run_steps(step_fn, state, batch_fn, warmup_steps, fetch_every)
+    start = time.perf_counter()
+    state = _run_steps(step_fn, state, batch_fn, steps, fetch_every)
+    seconds = time.perf_counter() - start
+    result[f"{name}_images_per_s"] = steps * config.batch_size / seconds
+    result[f"{name}_ms_per_step"] = seconds / steps * 1e3
+  if int(jax.device_get(state.first_bad_step)) >= 0:
+    result["warning"] = "non-finite loss during the benchmark"
+  result["peak_rss_mib"] = common.peak_rss_mib()
+  return result
+
+
+def _run_isolated(name: str) -> dict:
+  """Runs one model in a fresh interpreter with the same flags (its own peak memory)."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "result.json")
+    # absl keeps the last value of a repeated flag: these two override the caller's.
+    cmd = [sys.executable, "-m", "benchmarks.bench_train", *sys.argv[1:], f"--models={name}",
+           f"--out={out}"]
+    subprocess.run(cmd, check=True, cwd=_ROOT, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+      return json.load(f)["results"][0]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  unknown = [m for m in _MODELS.value if m not in models.MODEL_NAMES]
+  if unknown:
+    raise app.UsageError(f"unknown --models {unknown}; valid: {models.MODEL_NAMES}")
+  if len(_MODELS.value) == 1:
+    name = _MODELS.value[0]
+    config = model_config(_CONFIG.value, name, _BATCH.value or default_batch(name), _DTYPE.value)
+    results = [bench_one(config, _STEPS.value, _WARMUP.value, _MEASURE.value)]
+  else:
+    results = [_run_isolated(name) for name in _MODELS.value]
+
+  print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} "
+        f"cores; images/s over {_STEPS.value} steps after {_WARMUP.value} warm-up steps")
+  print(f"{'model':14s} {'px':>4s} {'batch':>5s} {'dtype':>8s} {'end-to-end':>10s} "
+        f"{'step only':>10s} {'1st batch s':>11s} {'compile s':>9s} {'peak MiB':>9s}")
+  for r in results:
+    ips = [f"{r[k]:10.2f}" if k in r else f"{'-':>10s}"
+           for k in ("end_to_end_images_per_s", "step_images_per_s")]
+    print(f"{r['model']:14s} {r['image_size']:4d} {r['batch']:5d} {r['dtype']:>8s} "
+          f"{ips[0]} {ips[1]} {r['first_batch_s']:11.2f} {r['compile_s']:9.1f} "
+          f"{r['peak_rss_mib']:9.0f}")
+  common.write_json(_OUT.value, {"benchmark": "bench_train",
+                                 "config": os.path.relpath(_config_path(), _ROOT),
+                                 "results": results})
+
+
+def _config_path() -> str:
+  return config_flags.get_config_filename(flags.FLAGS["config"])
+
+
+if __name__ == "__main__":
+  app.run(main)
