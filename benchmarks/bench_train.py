@@ -1,4 +1,4 @@
-r"""Training throughput on the default JAX backend, built exactly as ``train_and_evaluate`` builds it.
+r"""Training throughput on the default JAX backend, built as ``train.train_and_evaluate`` does.
 
   python -m benchmarks.bench_train [--models=ssd_tiny,ssd300_vgg16] [--batch=0]
       [--dtype=float32|bfloat16] [--steps=20] [--warmup_steps=3] [--measure=end_to_end,step]
@@ -16,7 +16,9 @@ same ``ssd_jax.train`` functions. Measured:
   step        the step alone on one device-resident batch (no input pipeline, no transfer).
 Also reported: the wait for the first batch (pipeline start-up), the step's compile time
 (``lower().compile()``) and the peak resident memory. ``step`` above ``end_to_end`` means the
-input pipeline (or on CPU, its competition for the cores) holds training back. With several
+input pipeline (or on CPU, its competition for the cores) holds training back. Batches the
+pipeline buffers while the step compiles make the first steps look faster than steady state
+when input is the bottleneck: use enough ``--warmup_steps`` and ``--steps``. With several
 models each runs in its own subprocess, so that the peak memory belongs to one model.
 
 ``--batch=0`` takes a per-model default: 32 for ``ssd_tiny``, for the VGG16 models 32 on an
@@ -58,7 +60,7 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_train.json", "JSON o
 
 
 def default_batch(name: str) -> int:
-  """The per-model batch of ``--batch=0``: VGG16 steps take seconds per image on CPU."""
+  """The per-model batch of ``--batch=0`` (a VGG16 step of 32 images takes long on CPU)."""
   if name == "ssd_tiny" or jax.default_backend() != "cpu":
     return 32
   return 8
@@ -159,6 +161,8 @@ def main(argv):
   unknown = [m for m in _MODELS.value if m not in models.MODEL_NAMES]
   if unknown:
     raise app.UsageError(f"unknown --models {unknown}; valid: {models.MODEL_NAMES}")
+  if _STEPS.value < 1 or _BATCH.value < 0 or _WARMUP.value < 0:
+    raise app.UsageError("need --steps >= 1, --batch >= 0 and --warmup_steps >= 0")
   if len(_MODELS.value) == 1:
     name = _MODELS.value[0]
     config = model_config(_CONFIG.value, name, _BATCH.value or default_batch(name), _DTYPE.value)

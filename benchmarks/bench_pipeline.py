@@ -1,0 +1,197 @@
+r"""Input pipeline throughput (Caffe augmentation) beside the train step's: is input the bottleneck?
+
+  python -m benchmarks.bench_pipeline [--cases=voc,synthetic300,synthetic128] [--batch=32]
+      [--batches=20] [--warmup_batches=5] [--images=200] [--voc_epoch=16551]
+      [--train_models=ssd_tiny]
+      [--train_steps=10] [--out=benchmarks/results/bench_pipeline.json]
+
+Pipeline cases: ``pipeline.train_iterator`` with the full Caffe augmentation (the configs'
+``AugmentConfig()``), ``--batch`` examples per batch, timed over ``--batches`` batches after
+``--warmup_batches`` (the first includes building the tf.data pipeline, reported separately):
+  voc           ``--images`` VOC-style JPEGs of 500x375 with 1-5 objects each, in a VOC devkit
+                folder written to a temporary directory, read with ``voc_directory`` and
+                repeated to ``--voc_epoch`` examples (VOC07+12's epoch: ``train_iterator`` builds
+                one tf.data pipeline per epoch); output 300 px (SSD300), ``max_boxes`` 50 as in
+                ``ssd300_voc0712``.
+  synthetic300  the built-in synthetic shapes (the synthetic config) generated at 300 px, out 300.
+  synthetic128  the synthetic config as is: 128 px, out 128 (the ``ssd_tiny`` default run).
+Train step: ``benchmarks.bench_train --measure=step`` (the trainer's jitted step on its mesh, one
+device-resident batch, per-model default batch: ``ssd_tiny`` 32, VGG16 8 on CPU) for each of
+``--train_models``, in a subprocess. A model is input-bound on a case with its input size when
+the pipeline delivers fewer examples/s than the step consumes.
+
+On CPU both compete for the same cores, so the two figures are upper bounds of what runs
+together; ``benchmarks.bench_train`` measures the combination (``end_to_end``).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+from absl import app, flags
+import numpy as np
+from PIL import Image
+
+from benchmarks import common
+from experiments.configs import ssd300_voc0712, synthetic as synthetic_config
+from ssd_jax import models
+from ssd_jax.data import VOC_CLASSES, augment, pipeline, sources, voc_directory
+from ssd_jax.data import config as data_config
+from tests import fixtures
+
+_CASES = ("voc", "synthetic300", "synthetic128")
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+_CASE_LIST = flags.DEFINE_list("cases", list(_CASES), f"Pipeline cases, of {_CASES}.")
+_BATCH = flags.DEFINE_integer("batch", 32, "Examples per pipeline batch.")
+_BATCHES = flags.DEFINE_integer("batches", 20, "Timed batches per pipeline case.")
+_WARMUP = flags.DEFINE_integer("warmup_batches", 5, "Batches read before timing (at least 1).")
+_IMAGES = flags.DEFINE_integer("images", 200, "VOC-style JPEGs written for the voc case.")
+_VOC_EPOCH = flags.DEFINE_integer(
+    "voc_epoch", 16551, "Examples per epoch of the voc case (the JPEGs, repeated); default "
+    "VOC07+12 trainval's, since train_iterator builds a new tf.data pipeline per epoch.")
+_TRAIN_MODELS = flags.DEFINE_list("train_models", ["ssd_tiny"],
+                                  "Models whose train step is timed (empty: none).")
+_TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Timed train steps per model.")
+_OUT = flags.DEFINE_string("out", "benchmarks/results/bench_pipeline.json", "JSON output.")
+
+_VOC_WIDTH, _VOC_HEIGHT = 500, 375
+# Gaussian noise on a smooth random colour field: the JPEGs (quality 90) come out near 90 KB,
+# the size of VOC's photos; decoding cost grows with the compressed size.
+_TEXTURE_NOISE = 16.0
+
+
+def write_voc_style_dataset(root: str, num_images: int, seed: int = 0) -> float:
+  """Writes ``num_images`` VOC2007 'trainval' images with 1-5 random objects under ``root``.
+
+  Returns:
+    The mean JPEG size in KiB.
+  """
+  rng = np.random.default_rng(seed)
+  images = []
+  for i in range(num_images):
+    objects = []
+    for _ in range(rng.integers(1, 6)):
+      w, h = rng.uniform(0.1, 0.8) * _VOC_WIDTH, rng.uniform(0.1, 0.8) * _VOC_HEIGHT
+      x0, y0 = rng.uniform(1, _VOC_WIDTH - w), rng.uniform(1, _VOC_HEIGHT - h)
+      objects.append(fixtures.FixtureObject(str(rng.choice(VOC_CLASSES)),
+                                            (int(x0), int(y0), int(x0 + w), int(y0 + h)),
+                                            difficult=bool(rng.random() < 0.1)))
+    images.append(fixtures.FixtureImage(f"{i:06d}", "2007", _VOC_WIDTH, _VOC_HEIGHT, objects))
+  # The fixture's devkit layout and annotations; its JPEGs are smooth gradients that compress
+  # ~10x better than photos, so they are re-encoded with texture.
+  fixtures.write_voc(root, images)
+  sizes = []
+  for image in images:
+    colors = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(colors).resize((_VOC_WIDTH, _VOC_HEIGHT), Image.BICUBIC))
+    pixels = field + rng.normal(0.0, _TEXTURE_NOISE, field.shape)
+    path = os.path.join(root, "VOC2007", "JPEGImages", f"{image.image_id}.jpg")
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+    sizes.append(os.path.getsize(path))
+  return float(np.mean(sizes)) / 1024
+
+
+def time_pipeline(source, image_size: int, max_boxes: int, batch: int, batches: int,
+                  warmup: int) -> dict:
+  """Examples/s of ``train_iterator`` with the Caffe augmentation, after ``warmup`` batches."""
+  iterator = pipeline.train_iterator(source, image_size=image_size, batch_size=batch,
+                                     max_boxes=max_boxes, seed=0,
+                                     augment=augment.AugmentConfig(), process_index=0,
+                                     process_count=1)
+  start = time.perf_counter()
+  next(iterator)
+  first_batch_s = time.perf_counter() - start
+  for _ in range(warmup - 1):
+    next(iterator)
+  start = time.perf_counter()
+  for _ in range(batches):
+    next(iterator)
+  seconds = time.perf_counter() - start
+  iterator.close()
+  return {"image_size": image_size, "batch": batch, "batches": batches,
+          "first_batch_s": first_batch_s, "examples_per_s": batches * batch / seconds,
+          "ms_per_batch": seconds / batches * 1e3}
+
+
+def _synthetic_source(image_size: int):
+  """The synthetic config's training source at ``image_size`` px, and its ``max_boxes``."""
+  config = synthetic_config.get_config()
+  config.data.synthetic.image_size = image_size
+  return data_config.make_source(config.data, train=True), config.data.max_boxes
+
+
+def pipeline_case(name: str, tmp: str) -> dict:
+  """Times one of ``_CASES``; ``tmp`` is an empty directory for its files."""
+  if name == "voc":
+    mean_kib = write_voc_style_dataset(tmp, _IMAGES.value)
+    records = voc_directory(tmp, split="trainval", years="2007").records
+    source = sources.RecordSource([records[i % len(records)] for i in range(_VOC_EPOCH.value)],
+                                  VOC_CLASSES)
+    result = time_pipeline(source, 300, ssd300_voc0712.get_config().data.max_boxes,
+                           _BATCH.value, _BATCHES.value, _WARMUP.value)
+    return {"case": name, "source": f"{_IMAGES.value} JPEGs {_VOC_WIDTH}x{_VOC_HEIGHT}, "
+                                    f"mean {mean_kib:.0f} KiB", "epoch": _VOC_EPOCH.value,
+            **result}
+  size = {"synthetic300": 300, "synthetic128": 128}[name]
+  source, max_boxes = _synthetic_source(size)
+  result = time_pipeline(source, size, max_boxes, _BATCH.value, _BATCHES.value, _WARMUP.value)
+  return {"case": name, "source": f"synthetic shapes {size}x{size}", **result}
+
+
+def train_step_results(names: list[str], tmp: str) -> tuple[list[dict], str]:
+  """``bench_train --measure=step`` for ``names`` (each model in its own process), and the JAX
+  backend it ran on. This process never initializes JAX before, so that on an accelerator the
+  subprocess gets all of its memory."""
+  out = os.path.join(tmp, "bench_train.json")
+  cmd = [sys.executable, "-m", "benchmarks.bench_train", f"--models={','.join(names)}",
+         "--measure=step", f"--steps={_TRAIN_STEPS.value}", f"--out={out}"]
+  subprocess.run(cmd, check=True, cwd=_ROOT, stdout=subprocess.DEVNULL)
+  with open(out) as f:
+    payload = json.load(f)
+  return payload["results"], payload["machine"]["backend"]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  unknown = [c for c in _CASE_LIST.value if c not in _CASES]
+  unknown += [m for m in _TRAIN_MODELS.value if m not in models.MODEL_NAMES]
+  if unknown:
+    raise app.UsageError(f"unknown --cases / --train_models {unknown}; valid: {_CASES}, "
+                         f"{models.MODEL_NAMES}")
+  if min(_BATCH.value, _BATCHES.value, _IMAGES.value, _VOC_EPOCH.value, _TRAIN_STEPS.value) < 1:
+    raise app.UsageError("--batch, --batches, --images, --voc_epoch and --train_steps must be "
+                         ">= 1")
+  with tempfile.TemporaryDirectory() as tmp:
+    cases = [pipeline_case(name, os.path.join(tmp, name)) for name in _CASE_LIST.value]
+    rss = common.peak_rss_mib()
+    steps, backend = (train_step_results(_TRAIN_MODELS.value, tmp) if _TRAIN_MODELS.value
+                      else ([], None))
+  for step in steps:
+    step["input_bound_on"] = [c["case"] for c in cases if c["image_size"] == step["image_size"]
+                              and c["examples_per_s"] < step["step_images_per_s"]]
+
+  print(f"Caffe augmentation, {os.cpu_count()} cores")
+  print(f"{'pipeline case':14s} {'source':38s} {'out px':>6s} {'batch':>5s} {'examples/s':>10s} "
+        f"{'ms/batch':>9s} {'1st batch s':>11s}")
+  for c in cases:
+    print(f"{c['case']:14s} {c['source']:38s} {c['image_size']:6d} {c['batch']:5d} "
+          f"{c['examples_per_s']:10.1f} {c['ms_per_batch']:9.1f} {c['first_batch_s']:11.2f}")
+  if steps:
+    print(f"\n{'train step':14s} {'backend':>8s} {'px':>4s} {'batch':>5s} {'images/s':>10s}  "
+          "input-bound on")
+    for s in steps:
+      print(f"{s['model']:14s} {backend:>8s} {s['image_size']:4d} "
+            f"{s['batch']:5d} {s['step_images_per_s']:10.1f}  "
+            f"{', '.join(s['input_bound_on']) or '-'}")
+  common.write_json(_OUT.value, {"benchmark": "bench_pipeline", "augment": "caffe (default)",
+                                 "pipeline": cases, "pipeline_peak_rss_mib": rss,
+                                 "train_step": steps})
+
+
+if __name__ == "__main__":
+  app.run(main)
