@@ -185,7 +185,8 @@ def from_linear_scales(feature_map_sizes: Sequence[int], s_min: float = 0.2,
   step = linear[1] - linear[0] if n_linear > 1 else s_max - s_min
   scales = ([first_scale] if first_scale is not None else []) + linear
   next_scales = scales[1:] + [linear[-1] + (step if step > 0 else 0.1)]
-  if aspect_ratios and not isinstance(aspect_ratios[0], (tuple, list)):
+  # One flat tuple (possibly empty: ratio-1 boxes only) applies to every layer.
+  if not aspect_ratios or not isinstance(aspect_ratios[0], (tuple, list)):
     aspect_ratios = [tuple(aspect_ratios)] * m
   return PriorSpec(
       image_size=float(image_size),

@@ -53,7 +53,7 @@ def prior_spec_from_config(config: ml_collections.ConfigDict) -> Optional[priors
   ``config.model.prior_preset`` names one of ``priors.PRESETS`` (e.g. ``'SSD300_COCO'``).
   ``config.priors`` (for ablations): ``layers`` (source layer names, a subset of the model's
   default ``layer_names``, None = all), ``s_min``, ``s_max``, ``first_scale`` (None = pure linear
-  rule) and ``aspect_ratios`` (one tuple for all layers or one per layer).
+  rule) and ``aspect_ratios`` (one tuple for all layers or one per layer; None = the model's).
   """
   cfg, preset = config.get("priors"), config.model.get("prior_preset")
   if cfg and preset:
@@ -71,7 +71,9 @@ def prior_spec_from_config(config: ml_collections.ConfigDict) -> Optional[priors
     raise ValueError(f"config.priors.layers: {unknown} are not source layers of "
                      f"{config.model.name} ({base.layer_names})")
   sizes = [base.feature_map_sizes[base.layer_names.index(n)] for n in names]
-  ratios = cfg.get("aspect_ratios", (2.0, 3.0))
+  ratios = cfg.get("aspect_ratios")
+  if ratios is None:  # the model's own ratios of the kept layers
+    ratios = [base.aspect_ratios[base.layer_names.index(n)] for n in names]
   return priors_lib.from_linear_scales(sizes, cfg.s_min, cfg.s_max, ratios,
                                        cfg.get("first_scale"), image_size=base.image_size,
                                        layer_names=names)

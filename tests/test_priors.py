@@ -74,6 +74,14 @@ def test_from_linear_scales_first_scale_and_paper_centres():
   np.testing.assert_allclose(got[0, :2], [0.5 / 38] * 2, rtol=1e-6)
 
 
+def test_from_linear_scales_without_extra_ratios_gives_two_squares_per_cell():
+  spec = priors.from_linear_scales((4, 2), 0.2, 0.9, aspect_ratios=())
+  assert spec.aspect_ratios == ((), ()) and spec.boxes_per_cell == (2, 2)
+  got = priors.generate(spec)
+  assert got.shape == ((16 + 4) * 2, 4)
+  np.testing.assert_allclose(got[:, 2], got[:, 3])  # squares only
+
+
 def test_clip_keeps_priors_inside_image():
   spec = dataclasses.replace(priors.SSD300_VOC, clip=True)
   extent = lambda p: np.concatenate([p[:, :2] - p[:, 2:] / 2, p[:, :2] + p[:, 2:] / 2], 1)

@@ -75,6 +75,9 @@ def test_prior_ablation_knobs_select_layers_and_ratios():
   assert spec.layer_names == base.layer_names[1:3]
   np.testing.assert_allclose(spec.scales, [0.3, 0.6])
   assert spec.boxes_per_cell == (4, 4)
+  del c.priors["aspect_ratios"]  # unset: the model's own ratios of the kept layers
+  spec = train.create_model(c, 4).prior_spec
+  assert spec.aspect_ratios == base.aspect_ratios[1:3]
   c.priors = ml_collections.ConfigDict({"layers": ("nope",), "s_min": 0.2, "s_max": 0.9})
   with pytest.raises(ValueError, match="priors.layers"):
     train.create_model(c, 4)

@@ -1,0 +1,42 @@
+"""Runs a sweep of experiments one after the other and tabulates them (``ssd_jax.sweep``).
+
+  python -m experiments.sweep --config=experiments/configs/ablation_table2.py \\
+      --workdir=runs/table2
+  # a quick look: every run shortened, only two of them
+  python -m experiments.sweep --config=experiments/configs/ablation_table3.py \\
+      --workdir=/tmp/table3 --set=num_train_steps=50 --set=data.num_eval_examples=50 \\
+      --only=p3-p7,p4-p7
+
+The config file defines ``get_config()`` (the base) and ``get_sweep()`` (``[(run_name,
+{dotted.key: value}), ...]``). Each run trains in ``<workdir>/<run_name>``; the table goes to
+``<workdir>/results.{md,csv,png}``. Rerun the same command to resume an interrupted sweep.
+"""
+
+from absl import app, flags, logging
+
+from ssd_jax import sweep
+
+_CONFIG = flags.DEFINE_string("config", None, "Sweep config file (get_config and get_sweep).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Each run goes to <workdir>/<run_name>.")
+_ONLY = flags.DEFINE_list("only", [], "Train only these runs (comma-separated names).")
+_SET = flags.DEFINE_multi_string("set", [], "dotted.key=value applied to the base config of "
+                                 "every run (a Python literal, else a string); repeatable.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  # Orbax logs every step of every save at INFO; keep the console for training progress.
+  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
+  base, runs = sweep.load_sweep(_CONFIG.value)
+  base = sweep.apply_overrides(base, dict(sweep.parse_assignment(s) for s in _SET.value))
+  rows = sweep.run_sweep(base, runs, _WORKDIR.value, only=_ONLY.value)
+  paths = sweep.write_results(rows, _WORKDIR.value)
+  with open(paths["md"]) as f:
+    print(f.read())
+  print(f"Wrote {', '.join(paths.values())}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,309 @@
+"""Sweeps: config overrides, running and resuming a sweep, the results table, ablation configs."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from experiments.configs import ablation_table2, ablation_table3
+from ssd_jax import priors as priors_lib
+from ssd_jax import sweep, train
+from tests import tiny_train_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# ssd_tiny's source maps and their sides on the 128x128 input (models/tiny.py).
+TINY_MAP_SIDES = {"p3": 16, "p4": 8, "p5": 4, "p6": 2, "p7": 1}
+
+
+def tiny_base(num_train_steps=3):
+  c = tiny_train_config.get_config()
+  c.num_train_steps = num_train_steps
+  return c
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides.
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("3", 3), ("1e-3", 1e-3), ("(2.0, 3.0)", (2.0, 3.0)), ("None", None), ("False", False),
+    ("p3", "p3"), ("'p3'", "p3"), ("synthetic data", "synthetic data"), ("[1, 2]", [1, 2])])
+def test_parse_value(text, expected):
+  value = sweep.parse_value(text)
+  assert value == expected and type(value) is type(expected)
+
+
+def test_parse_assignment():
+  assert sweep.parse_assignment("optimizer.lr=1e-4") == ("optimizer.lr", 1e-4)
+  assert sweep.parse_assignment(" data.root = a=b ") == ("data.root", "a=b")
+  for bad in ("num_train_steps", "=3"):
+    with pytest.raises(ValueError, match="dotted.key=value"):
+      sweep.parse_assignment(bad)
+
+
+def test_apply_overrides_sets_nested_fields_and_leaves_the_base_alone():
+  base = tiny_base()
+  c = sweep.apply_overrides(base, {"num_train_steps": 7, "optimizer.lr": 1e-4,
+                                   "augment.crop": False, "optimizer.decay_steps": [5, 6]})
+  assert (c.num_train_steps, c.optimizer.lr, c.augment.crop) == (7, 1e-4, False)
+  assert c.optimizer.decay_steps == (5, 6)  # a list (e.g. from JSON) becomes the tuple field
+  assert (base.num_train_steps, base.optimizer.lr, base.augment.crop) == (3, 3e-3, True)
+  assert sweep.apply_overrides(base, {}).to_dict() == base.to_dict()
+
+
+def test_apply_overrides_tuple_values_and_whole_sub_configs():
+  base = tiny_base()
+  assert base.priors is None
+  c = sweep.apply_overrides(base, {"priors": {"s_min": 0.2, "s_max": 0.8,
+                                              "aspect_ratios": [2.0, 3.0]}})
+  assert isinstance(c.priors, ml_collections.ConfigDict)
+  assert c.priors.aspect_ratios == (2.0, 3.0)
+  c = sweep.apply_overrides(c, {"priors.aspect_ratios": ((),) * 5, "priors.s_min": 0.1})
+  assert c.priors.aspect_ratios == ((),) * 5 and c.priors.s_min == 0.1
+  np.testing.assert_allclose(train.create_model(c, 4).prior_spec.scales,
+                             [0.1, 0.275, 0.45, 0.625, 0.8])
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"num_train_step": 5}, r"'num_train_step'.*config has no field 'num_train_step'"),
+    ({"optimizer.learning_rate": 0.1}, r"config.optimizer has no field 'learning_rate'"),
+    ({"optimiser.lr": 0.1}, r"config has no field 'optimiser'"),
+    ({"num_train_steps.x": 1}, r"config.num_train_steps is 3, not a ConfigDict"),
+    ({"priors.s_min": 0.2}, r"config.priors is None, not a ConfigDict; set it as a whole"),
+    ({"num_train_steps": 1.5}, r"override 'num_train_steps'.*cannot be casted"),
+])
+def test_apply_overrides_errors_name_the_key(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    sweep.apply_overrides(tiny_base(), overrides)
+
+
+def test_check_and_select_runs():
+  runs = [("a", {}), ("b", {"seed": 1})]
+  assert sweep.check_runs(runs) == runs
+  assert sweep.select_runs(runs, ["b"]) == [runs[1]]
+  assert sweep.select_runs(runs, []) == runs
+  with pytest.raises(ValueError, match=r"no runs named \['c'\]"):
+    sweep.select_runs(runs, ["b", "c"])
+  for bad, message in [([("a", {}), ("a", {})], "appears twice"),
+                       ([("x/y", {})], "directory name"), ([("", {})], "directory name"),
+                       ([("a", "seed=1")], "must be \\(name")]:
+    with pytest.raises(ValueError, match=message):
+      sweep.check_runs(bad)
+
+
+# ---------------------------------------------------------------------------------------------
+# Running: the real train loop once, then the skip / resume logic with a fake one.
+# ---------------------------------------------------------------------------------------------
+def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tmp_path):
+  """The real train loop, through ``python -m experiments.sweep`` with ``--set`` and ``--only``.
+  The two runs differ only on the host (flips), so with JAX's persistent compilation cache the
+  second compiles nothing."""
+  config_file = tmp_path / "two_runs.py"
+  config_file.write_text(
+      "from tests import tiny_train_config\n"
+      "get_config = tiny_train_config.get_config\n"
+      "def get_sweep():\n"
+      "  return [('flip', {}), ('no_flip', {'augment.flip': False}), ('other', {'seed': 1})]\n")
+  workdir = tmp_path / "sweep"
+  overrides = ["num_train_steps=2", "model.conv_impl='xla'", "eval.num_images_to_draw=0"]
+  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
+         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
+       f"--workdir={workdir}", "--only=flip,no_flip", *(f"--set={o}" for o in overrides)],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert sorted(os.listdir(workdir)) == ["flip", "no_flip", "results.csv", "results.md",
+                                         "results.png"]  # --only: "other" did not run
+
+  metrics = {}
+  for name in ("flip", "no_flip"):
+    with open(workdir / name / "metrics.json") as f:
+      metrics[name] = json.load(f)
+    assert metrics[name]["step"] == 2
+    assert sorted(os.listdir(workdir / name / "checkpoints")) == ["2"]
+    with open(workdir / name / "config.json") as f:
+      assert json.load(f)["augment"]["flip"] == (name == "flip")  # the override reached it
+  lines = (workdir / "results.md").read_text().splitlines()
+  assert lines[0] == "| run | augment.flip | VOC07 mAP (%) | VOC mAP (%) | train time (min) |"
+  assert len(lines) == 4 and lines[2].startswith("| flip |  | ")
+  assert lines[3].startswith(f"| no_flip | False | {100 * metrics['no_flip']['voc07_map']:.1f} |")
+  assert lines[0] in result.stdout  # the table is printed too
+  with open(workdir / "results.csv") as f:
+    table = list(csv.DictReader(f))
+  assert [r["run"] for r in table] == ["flip", "no_flip"]
+  for r in table:
+    assert float(r["voc07_map"]) == pytest.approx(metrics[r["run"]]["voc07_map"])
+    assert float(r["voc_map"]) == pytest.approx(metrics[r["run"]]["voc_map"])
+    assert float(r["train_time_s"]) > 0
+  with open(workdir / "results.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+  # Rerunning the finished sweep trains nothing and reports the same numbers.
+  base, runs = sweep.load_sweep(str(config_file))
+  base = sweep.apply_overrides(base, dict(map(sweep.parse_assignment, overrides)))
+  rows = sweep.run_sweep(base, runs, str(workdir), only=["flip", "no_flip"],
+                         train_fn=_must_not_train)
+  assert [(r["run"], r["skipped"]) for r in rows] == [("flip", True), ("no_flip", True)]
+  assert [r["voc07_map"] for r in rows] == [metrics[n]["voc07_map"] for n in ("flip", "no_flip")]
+  assert [r["train_time_s"] for r in rows] == [float(r["train_time_s"]) for r in table]
+
+
+def _must_not_train(config, workdir):
+  raise AssertionError(f"{workdir} was trained again")
+
+
+class FakeTrain:
+  """Stands in for ``train_and_evaluate``: records its calls, writes ``metrics.json``."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, config, workdir):
+    self.calls.append(os.path.basename(workdir))
+    metrics = {"step": config.num_train_steps, "voc07_map": config.optimizer.lr,
+               "voc_map": config.optimizer.lr / 2}
+    with open(os.path.join(workdir, "metrics.json"), "w") as f:
+      json.dump(metrics, f)
+    return metrics
+
+
+def test_rerunning_a_sweep_skips_finished_runs_and_resumes_unfinished_ones(tmp_path):
+  base, workdir = tiny_base(), str(tmp_path)
+  runs = [("a", {"optimizer.lr": 0.25}), ("b", {"optimizer.lr": 0.5}), ("c", {})]
+  fake = FakeTrain()
+  first = sweep.run_sweep(base, runs, workdir, train_fn=fake)
+  assert fake.calls == ["a", "b", "c"]
+  assert [r["voc07_map"] for r in first] == [0.25, 0.5, 3e-3]
+
+  # "b" was interrupted: its last evaluation is from step 2 of 3.
+  with open(tmp_path / "b" / "metrics.json", "w") as f:
+    json.dump({"step": 2, "voc07_map": 0.0}, f)
+  os.remove(tmp_path / "c" / "metrics.json")  # "c" died before its first evaluation
+  fake.calls.clear()
+  again = sweep.run_sweep(base, runs, workdir, train_fn=fake)
+  assert fake.calls == ["b", "c"]
+  assert [r["skipped"] for r in again] == [True, False, False]
+  assert again[0]["voc07_map"] == 0.25
+  assert again[0]["train_time_s"] == first[0]["train_time_s"]  # read back from the run dir
+  assert again[1]["train_time_s"] > first[1]["train_time_s"]  # both segments of "b"
+
+  fake.calls.clear()
+  assert [r["skipped"] for r in sweep.run_sweep(base, runs, workdir, train_fn=fake)] == [True] * 3
+  assert not fake.calls
+
+
+def test_a_preempted_run_keeps_its_time_and_resumes(tmp_path):
+  def preempted(config, workdir):
+    del config, workdir
+    raise SystemExit(143)  # what train_and_evaluate does after SIGTERM, checkpoint saved
+
+  base, workdir, runs = tiny_base(), str(tmp_path), [("a", {})]
+  with pytest.raises(SystemExit):
+    sweep.run_sweep(base, runs, workdir, train_fn=preempted)
+  with open(tmp_path / "a" / "train_time.json") as f:
+    first_segment = json.load(f)["train_time_s"]
+  assert first_segment > 0 and not (tmp_path / "a" / "metrics.json").exists()
+  fake = FakeTrain()
+  (row,) = sweep.run_sweep(base, runs, workdir, train_fn=fake)
+  assert fake.calls == ["a"] and row["train_time_s"] > first_segment
+
+
+def test_only_trains_the_named_runs_and_reports_finished_ones(tmp_path):
+  base, workdir, fake = tiny_base(), str(tmp_path), FakeTrain()
+  runs = [("a", {}), ("b", {"seed": 1}), ("c", {"seed": 2})]
+  rows = sweep.run_sweep(base, runs, workdir, only=["b"], train_fn=fake)
+  assert fake.calls == ["b"] and [r["run"] for r in rows] == ["b"]
+  rows = sweep.run_sweep(base, runs, workdir, only=["c"], train_fn=fake)
+  assert fake.calls == ["b", "c"]
+  assert [(r["run"], r["skipped"]) for r in rows] == [("b", True), ("c", False)]
+
+
+def test_a_changed_config_in_an_existing_run_dir_is_an_error(tmp_path):
+  base, workdir, fake = tiny_base(), str(tmp_path), FakeTrain()
+  sweep.run_sweep(base, [("a", {"seed": 1})], workdir, train_fn=fake)
+  with pytest.raises(ValueError, match=r"different config \(seed differ\)"):
+    sweep.run_sweep(base, [("a", {"seed": 2})], workdir, train_fn=fake)
+  with pytest.raises(ValueError, match="num_train_steps differ"):
+    sweep.run_sweep(tiny_base(5), [("a", {"seed": 1})], workdir, train_fn=fake)
+  assert fake.calls == ["a"]
+
+
+def test_every_run_is_checked_before_any_trains(tmp_path):
+  fake = FakeTrain()
+  with pytest.raises(ValueError, match="no field 'lrr'"):
+    sweep.run_sweep(tiny_base(), [("a", {}), ("b", {"optimizer.lrr": 1.0})], str(tmp_path),
+                    train_fn=fake)
+  assert not fake.calls and not os.listdir(tmp_path)
+
+
+def test_results_table_by_hand():
+  rows = [{"run": "a", "overrides": {}, "step": 3, "voc07_map": 0.5, "voc_map": 0.25,
+           "train_time_s": 90.0},
+          {"run": "b", "overrides": {"priors.aspect_ratios": (2.0, 3.0), "augment.crop": False},
+           "step": 3, "voc07_map": 0.1234, "voc_map": float("nan"), "train_time_s": float("nan")},
+          {"run": "c", "overrides": {"priors.layers": ("p3",)}, "step": 3, "voc07_map": 0.0,
+           "voc_map": 0.0, "train_time_s": 6.0}]
+  header, cells = sweep.results_table(rows)
+  assert header == ["run", "priors.aspect_ratios", "augment.crop", "priors.layers",
+                    "VOC07 mAP (%)", "VOC mAP (%)", "train time (min)"]
+  assert cells == [["a", "", "", "", "50.0", "25.0", "1.5"],
+                   ["b", "(2, 3)", "False", "", "12.3", "-", "-"],
+                   ["c", "", "", "(p3,)", "0.0", "0.0", "0.1"]]
+
+
+def test_load_sweep_needs_both_functions():
+  with pytest.raises(ValueError, match="must define get_sweep"):
+    sweep.load_sweep(os.path.join(ROOT, "tests", "tiny_train_config.py"))
+  with pytest.raises(ValueError, match="not a Python file"):
+    sweep.load_sweep(os.path.join(ROOT, "no_such_sweep.py"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The ablation configs: every run builds, with heads that match its priors (no training).
+# ---------------------------------------------------------------------------------------------
+def expected_num_priors(layers, ratios):
+  """Priors of ssd_tiny's linear-scale layout: 2 squares + 2 per ratio in every cell."""
+  return sum(TINY_MAP_SIDES[name] ** 2 * (2 + 2 * len(ratios)) for name in layers)
+
+
+@pytest.mark.parametrize("module", [ablation_table2, ablation_table3])
+def test_ablation_runs_build_models_whose_heads_match_their_priors(module):
+  base = module.get_config()
+  runs = sweep.check_runs(module.get_sweep())
+  assert len(runs) >= 4
+  for name, overrides in runs:
+    c = sweep.apply_overrides(base, overrides)
+    model = train.create_model(c, num_classes=c.data.synthetic.num_classes)
+    spec = model.prior_spec
+    layers = c.priors.layers or tuple(TINY_MAP_SIDES)
+    ratios = c.priors.aspect_ratios
+    per_layer = ratios if ratios and isinstance(ratios[0], tuple) else (ratios,) * len(layers)
+    assert spec.layer_names == tuple(layers), name
+    assert spec.num_priors == sum(expected_num_priors([l], r) for l, r in zip(layers, per_layer))
+    images = jnp.zeros((1, 128, 128, 3), jnp.float32)
+    (loc, logits), _ = jax.eval_shape(lambda m=model: m.init_with_output(jax.random.key(0),
+                                                                        images))
+    assert loc.shape == (1, len(priors_lib.generate(spec)), 4), name
+    assert logits.shape == (1, spec.num_priors, c.data.synthetic.num_classes + 1), name
+
+
+def test_table2_full_run_is_ssd_tiny_default_and_knobs_differ_as_named():
+  base = ablation_table2.get_config()
+  runs = dict(ablation_table2.get_sweep())
+  full = train.create_model(sweep.apply_overrides(base, runs["full"]), 4).prior_spec
+  assert full == train.create_model(tiny_base(), 4).prior_spec  # the model's default priors
+  no_aug = sweep.apply_overrides(base, runs["no_augment"]).augment
+  assert (no_aug.crop, no_aug.expand, no_aug.flip, no_aug.photometric) == (False, False, True,
+                                                                             True)
+  cells = {name: train.create_model(sweep.apply_overrides(base, runs[name]), 4)
+           .prior_spec.boxes_per_cell for name in ("ratio1_only", "plus_ratio3")}
+  assert cells == {"ratio1_only": (2,) * 5, "plus_ratio3": (6,) * 5}
+  assert base.num_train_steps == base.eval.every_steps
+  assert max(base.optimizer.decay_steps) < base.num_train_steps
