@@ -34,7 +34,6 @@ from experiments.configs import synthetic
 # that a run overrides one of them; ``layers`` None = all source maps p3..p7.
 TINY_PRIOR_KNOBS = dict(layers=None, s_min=0.1, s_max=0.9, first_scale=None,
                         aspect_ratios=(2.0,))
-NUM_SOURCE_LAYERS = 5  # p3..p7
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -53,7 +52,6 @@ def get_sweep() -> list[tuple[str, dict]]:
   return [
       ("full", {}),
       ("no_augment", {"augment.crop": False, "augment.expand": False}),
-      # from_linear_scales reads an empty tuple as "no layers": give each layer its empty tuple.
-      ("ratio1_only", {"priors.aspect_ratios": ((),) * NUM_SOURCE_LAYERS}),
+      ("ratio1_only", {"priors.aspect_ratios": ()}),
       ("plus_ratio3", {"priors.aspect_ratios": (2.0, 3.0)}),
   ]
