@@ -9,6 +9,7 @@ Every function is pure ``jnp`` (jit/vmap friendly, static shapes). Degenerate in
 inverted boxes) never produces NaN or inf: such boxes have area 0 and IoU 0 with everything.
 """
 
+import math
 from typing import Sequence
 
 import jax.numpy as jnp
@@ -86,7 +87,7 @@ def encode(boxes_xyxy: Array, priors_cxcywh: Array,
 
 
 # exp() of more than this overflows float32 far beyond any image; clamp like torchvision does.
-_MAX_LOG_SCALE = jnp.log(1000.0 / 16)
+_MAX_LOG_SCALE = math.log(1000.0 / 16)
 
 
 def decode(offsets: Array, priors_cxcywh: Array,

@@ -180,7 +180,10 @@ def create_train_state(model: models.SSD, tx: optax.GradientTransformation, seed
                       first_bad_step=jnp.full((), -1, jnp.int32))
 
   replicated = jax.sharding.NamedSharding(mesh, P())
-  return jax.jit(init, out_shardings=replicated)()
+  # Runs once: XLA's backend optimizations would cost far more compile time than they save
+  # (13 s vs 2.6 s for ssd_tiny on 2 CPU cores).
+  return jax.jit(init, out_shardings=replicated,
+                 compiler_options={"xla_backend_optimization_level": 0})()
 
 
 def global_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:

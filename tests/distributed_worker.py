@@ -1,0 +1,140 @@
+"""Subprocess side of ``tests/test_distributed.py``: trains the tiny config, dumps params to .npz.
+
+  # ssd_jax.train's step on all local devices, fed global batches that do not depend on them:
+  XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
+      python -m tests.distributed_worker steps --out=/tmp/p8.npz
+  # One process of a multi-process ``train_and_evaluate`` run on localhost (CPU, gloo):
+  python -m tests.distributed_worker multihost --out=/tmp/p0.npz --workdir=/tmp/shared \\
+      --coordinator=127.0.0.1:12345 --num_processes=2 --process_id=0
+
+The .npz holds the parameters before the first and after the last step under ``init/<path>`` and
+``params/<path>`` (``<path>`` the ``/``-joined tree path, e.g. ``backbone/stem/kernel``), each
+this process's own copy. ``steps`` adds ``loss`` (one per step) and ``num_devices``;
+``multihost`` adds ``image_hashes`` (one int per example this process fed to the step, in order),
+``step``, ``process_index`` and ``process_count``.
+"""
+
+import argparse
+import hashlib
+import sys
+from typing import Any
+
+import jax
+import numpy as np
+
+from ssd_jax import priors as priors_lib
+from ssd_jax import train
+from ssd_jax.data import config as data_config
+from ssd_jax.data import pipeline
+from tests import tiny_train_config
+
+
+def _local(x: Any) -> np.ndarray:
+  """A replicated global array's copy on this process's first device (works multi-process)."""
+  return np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+
+
+def flat_params(params: Any, prefix: str) -> dict[str, np.ndarray]:
+  """``{f'{prefix}/backbone/stem/kernel': array, ...}``: this process's copy of a params tree."""
+  flat = jax.tree_util.tree_flatten_with_path(params)[0]
+  return {"/".join([prefix, *(k.key for k in path)]): _local(leaf) for path, leaf in flat}
+
+
+def image_hash(image: np.ndarray) -> int:
+  """A 56-bit content hash of one example's pixels (fits int64)."""
+  return int.from_bytes(hashlib.sha1(image.tobytes()).digest()[:7], "big")
+
+
+def run_steps(num_steps: int, batch_size: int) -> dict[str, np.ndarray]:
+  """``num_steps`` train steps of the tiny config, with plain SGD, on all devices.
+
+  SGD rather than the config's AdamW: Adam divides by the gradient's magnitude, which turns the
+  float summation-order noise of near-zero gradients into O(lr) parameter differences, hiding
+  what is tested (gradients psum'ed, loss normalized by the global positives). The batches are
+  those of pipeline shard (0, 1) (seed 0, augmented), whatever the device count.
+  """
+  config = tiny_train_config.get_config()
+  config.batch_size = batch_size
+  config.optimizer.name = "sgd"
+  source = data_config.make_source(config.data, train=True)
+  model = train.create_model(config, num_classes=len(source.class_names))
+  lr_fn = train.create_learning_rate_fn(config)
+  tx = train.create_optimizer(config, lr_fn)
+  mesh = jax.make_mesh((jax.device_count(),), ("data",))
+  state = train.create_train_state(model, tx, config.seed, mesh)
+  init = flat_params(state.params, "init")
+  step = train.make_train_step(model, tx, priors_lib.generate(model.prior_spec), lr_fn, config,
+                               mesh)
+  batches = pipeline.train_iterator(source, image_size=model.image_size, batch_size=batch_size,
+                                    max_boxes=config.data.max_boxes, seed=config.seed,
+                                    augment=config.augment, process_index=0, process_count=1)
+  losses = []
+  for _ in range(num_steps):
+    state, metrics = step(state, train.global_batch(next(batches), mesh))
+    losses.append(float(_local(metrics["loss"])))
+  return {**init, **flat_params(state.params, "params"), "loss": np.array(losses),
+          "num_devices": np.array(jax.device_count())}
+
+
+def run_multihost(workdir: str, coordinator: str, num_processes: int, process_id: int,
+                  num_steps: int) -> dict[str, np.ndarray]:
+  """One process of ``train.train_and_evaluate(mode='train')`` with ``config.distributed`` set.
+
+  ``make_train_step`` and ``global_batch`` are wrapped to record this process's own copy of the
+  params around the steps and a hash of each local example it fed, without changing the loop.
+  """
+  config = tiny_train_config.get_config()
+  config.num_train_steps = num_steps
+  config.distributed.initialize = True
+  config.distributed.coordinator_address = coordinator
+  config.distributed.num_processes = num_processes
+  config.distributed.process_id = process_id
+  record: dict[str, Any] = {"image_hashes": []}
+  make_train_step, global_batch = train.make_train_step, train.global_batch
+
+  def recording_make_train_step(*args, **kwargs):
+    step = make_train_step(*args, **kwargs)
+
+    def recording_step(state, batch):
+      if "init" not in record:  # Copied before the step donates the state.
+        record["init"] = flat_params(state.params, "init")
+      state, metrics = step(state, batch)
+      record["params"] = flat_params(state.params, "params")
+      record["step"] = int(_local(state.step))
+      return state, metrics
+
+    return recording_step
+
+  def recording_global_batch(batch, mesh):
+    record["image_hashes"] += [image_hash(image) for image in batch["image"]]
+    return global_batch(batch, mesh)
+
+  train.make_train_step, train.global_batch = recording_make_train_step, recording_global_batch
+  train.train_and_evaluate(config, workdir, mode="train")
+  return {**record["init"], **record["params"],
+          "image_hashes": np.array(record["image_hashes"], np.int64),
+          "step": np.array(record["step"]), "process_index": np.array(jax.process_index()),
+          "process_count": np.array(jax.process_count())}
+
+
+def main(argv: list[str]) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("mode", choices=["steps", "multihost"])
+  parser.add_argument("--out", required=True, help=".npz written at the end")
+  parser.add_argument("--num_steps", type=int, default=3)
+  parser.add_argument("--batch_size", type=int, default=8, help="global; steps mode only")
+  parser.add_argument("--workdir", help="multihost: the same folder for all processes")
+  parser.add_argument("--coordinator", help="multihost: host:port of process 0")
+  parser.add_argument("--num_processes", type=int, default=2)
+  parser.add_argument("--process_id", type=int, default=0)
+  args = parser.parse_args(argv)
+  if args.mode == "steps":
+    out = run_steps(args.num_steps, args.batch_size)
+  else:
+    out = run_multihost(args.workdir, args.coordinator, args.num_processes, args.process_id,
+                        args.num_steps)
+  np.savez(args.out, **out)
+
+
+if __name__ == "__main__":
+  main(sys.argv[1:])

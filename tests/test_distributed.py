@@ -1,0 +1,150 @@
+"""Data parallelism of ssd_jax.train: 8 devices give the 1-device step; 2 processes stay in sync.
+
+Each run is a subprocess of ``tests/distributed_worker.py`` (the device count and
+``jax.distributed`` are fixed when JAX starts), on CPU, started concurrently and killed if a peer
+fails or the time limit passes.
+"""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+from ssd_jax import train
+from ssd_jax.data import config as data_config
+from ssd_jax.data import pipeline
+from tests import distributed_worker
+from tests import tiny_train_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TIMEOUT_S = 480  # per group of concurrent workers; a worker takes ~20 s of CPU
+NUM_STEPS = 3
+
+
+def _run_workers(tmp_path, runs: dict[str, tuple[list[str], str]]) -> None:
+  """Starts ``python -m tests.distributed_worker <args>`` per run, concurrently; waits for all.
+
+  Args:
+    tmp_path: where the logs go (``<name>.log``).
+    runs: ``{name: (worker args, extra XLA_FLAGS)}``.
+
+  Raises:
+    AssertionError: a worker failed (its peers are killed: they would wait for it forever) or
+      the group ran past ``TIMEOUT_S``; the message holds the end of each log.
+  """
+  # XLA:CPU's backend optimizations take half of a run's CPU time (compiling the train state's
+  # random initializers alone: 13 s at the default level, 2 s at 0) and change nothing tested here.
+  procs, logs = {}, {}
+  for name, (args, xla_flags) in runs.items():
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": f"--xla_backend_optimization_level=0 {xla_flags}"}
+    logs[name] = tmp_path / f"{name}.log"
+    with open(logs[name], "w") as log:
+      procs[name] = subprocess.Popen([sys.executable, "-m", "tests.distributed_worker", *args],
+                                     cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+  deadline = time.monotonic() + TIMEOUT_S
+  try:
+    while any(p.poll() is None for p in procs.values()):
+      failed = [n for n, p in procs.items() if p.poll() not in (None, 0)]
+      if failed or time.monotonic() > deadline:
+        break
+      time.sleep(0.5)
+  finally:
+    for p in procs.values():
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  codes = {n: p.returncode for n, p in procs.items()}
+  if any(codes.values()):
+    tails = "\n".join(f"--- {n} (rc {codes[n]}):\n{logs[n].read_text()[-3000:]}" for n in procs)
+    raise AssertionError(f"workers failed (or ran past {TIMEOUT_S} s): {codes}\n{tails}")
+
+
+def _params(npz, prefix: str) -> dict[str, np.ndarray]:
+  return {k[len(prefix) + 1:]: npz[k] for k in npz.files if k.startswith(prefix + "/")}
+
+
+def _largest_change(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> float:
+  return max(float(np.max(np.abs(after[k] - before[k]))) for k in before)
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_eight_devices_give_the_one_device_step(tmp_path):
+  """Same global batches (8 images) for 3 SGD steps: 1 image per device on 8 devices vs all 8 on
+  one device. The loss is normalized by the positives of the global batch and the gradients are
+  summed over devices, so only the float summation order differs."""
+  args = lambda name: ["steps", f"--out={tmp_path / name}.npz", f"--num_steps={NUM_STEPS}",
+                       "--batch_size=8"]
+  _run_workers(tmp_path, {
+      "one": (args("one"), ""),
+      "eight": (args("eight"), "--xla_force_host_platform_device_count=8")})
+  one, eight = np.load(tmp_path / "one.npz"), np.load(tmp_path / "eight.npz")
+  assert (int(one["num_devices"]), int(eight["num_devices"])) == (1, 8)
+  assert one["loss"].shape == (NUM_STEPS,) and np.all(np.isfinite(one["loss"]))
+  np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-5)
+  init_one, init_eight = _params(one, "init"), _params(eight, "init")
+  assert init_one.keys() == init_eight.keys() and len(init_one) > 10
+  for k in init_one:
+    np.testing.assert_array_equal(init_eight[k], init_one[k], err_msg=k)
+  final_one, final_eight = _params(one, "params"), _params(eight, "params")
+  for k in final_one:
+    np.testing.assert_allclose(final_eight[k], final_one[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  # The tolerance is far below what the steps moved the parameters.
+  assert _largest_change(init_one, final_one) > 1e-3
+
+
+def test_two_processes_read_their_own_shards_and_stay_in_sync(tmp_path):
+  """``train_and_evaluate`` in 2 localhost processes (1 CPU device each, gloo collectives, one
+  shared workdir as on a shared filesystem): both finish with bit-identical parameters, equal to
+  the checkpoint, after reading disjoint halves of each global batch, the pipeline's shards."""
+  coordinator = f"127.0.0.1:{_free_port()}"
+  workdir = tmp_path / "shared_workdir"
+  runs = {}
+  for i in range(2):
+    runs[f"process{i}"] = (["multihost", f"--out={tmp_path}/process{i}.npz",
+                            f"--workdir={workdir}", f"--coordinator={coordinator}",
+                            "--num_processes=2", f"--process_id={i}",
+                            f"--num_steps={NUM_STEPS}"], "")
+  _run_workers(tmp_path, runs)
+  out = [np.load(tmp_path / f"process{i}.npz") for i in range(2)]
+  for i, o in enumerate(out):
+    assert (int(o["process_index"]), int(o["process_count"]), int(o["step"])) == (i, 2, NUM_STEPS)
+
+  params = [_params(o, "params") for o in out]
+  assert params[0].keys() == params[1].keys() and len(params[0]) > 10
+  for k in params[0]:
+    np.testing.assert_array_equal(params[1][k], params[0][k], err_msg=k)
+  assert _largest_change(_params(out[0], "init"), params[0]) > 1e-3
+  with ocp.CheckpointManager(workdir / "checkpoints",
+                             item_handlers=ocp.PyTreeCheckpointHandler()) as manager:
+    assert manager.latest_step() == NUM_STEPS
+    as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                      manager.item_metadata(NUM_STEPS).tree)
+    saved = manager.restore(NUM_STEPS, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  saved = distributed_worker.flat_params(saved["params"], "params")
+  for k in params[0]:
+    np.testing.assert_array_equal(saved["params/" + k], params[0][k], err_msg=k)
+
+  # Each process fed exactly its shard of the stream: what train_iterator gives for (i, 2).
+  config = tiny_train_config.get_config()
+  source = data_config.make_source(config.data, train=True)
+  image_size = train.create_model(config, len(source.class_names)).image_size
+  for i, o in enumerate(out):
+    batches = pipeline.train_iterator(source, image_size=image_size,
+                                      batch_size=config.batch_size,
+                                      max_boxes=config.data.max_boxes, seed=config.seed,
+                                      augment=config.augment, process_index=i, process_count=2)
+    expected = [distributed_worker.image_hash(image) for _ in range(NUM_STEPS)
+                for image in next(batches)["image"]]
+    assert list(o["image_hashes"]) == expected, f"process {i}"
+  assert not set(out[0]["image_hashes"]) & set(out[1]["image_hashes"])
