@@ -11,6 +11,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from ssd_jax import sweep
 from ssd_jax import train
 from tests import tiny_train_config
 
@@ -21,14 +22,7 @@ CONFIGS = ["synthetic", "ssd300_voc0712", "ssd512_voc0712", "ssd300_coco", "cust
 
 def tiny_config(**overrides):
   """``tests/tiny_train_config.py`` with dotted-key overrides."""
-  c = tiny_train_config.get_config()
-  for key, value in overrides.items():
-    target = c
-    *path, last = key.split(".")
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return c
+  return sweep.apply_overrides(tiny_train_config.get_config(), overrides)
 
 
 def _run_main(workdir, *flags, env=None):
