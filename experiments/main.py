@@ -11,6 +11,7 @@ from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
+from experiments import cli
 from ssd_jax import train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -21,16 +22,19 @@ _MODE = flags.DEFINE_enum("mode", "train_and_eval", ["train", "eval", "train_and
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  # Orbax logs every step of every save at INFO; keep the console for training progress.
-  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
+def _run() -> None:
   logging.info("JAX devices: %s", jax.devices())
   metrics = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value, mode=_MODE.value)
   if metrics:
     summary = {k: v for k, v in metrics.items() if not isinstance(v, dict)}
     print(json.dumps(summary, indent=2))
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  cli.quiet_orbax()
+  cli.run_and_exit(_run)
 
 
 if __name__ == "__main__":

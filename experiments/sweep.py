@@ -12,8 +12,9 @@ The config file defines ``get_config()`` (the base) and ``get_sweep()`` (``[(run
 ``<workdir>/results.{md,csv,png}``. Rerun the same command to resume an interrupted sweep.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 
+from experiments import cli
 from ssd_jax import sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Sweep config file (get_config and get_sweep).")
@@ -27,8 +28,11 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  # Orbax logs every step of every save at INFO; keep the console for training progress.
-  logging.get_absl_handler().addFilter(lambda record: "/orbax/" not in record.pathname)
+  cli.quiet_orbax()
+  cli.run_and_exit(_run)
+
+
+def _run() -> None:
   base, runs = sweep.load_sweep(_CONFIG.value)
   base = sweep.apply_overrides(base, dict(sweep.parse_assignment(s) for s in _SET.value))
   rows = sweep.run_sweep(base, runs, _WORKDIR.value, only=_ONLY.value)
