@@ -31,6 +31,6 @@ setup(
     extras_require={
         # Only for benchmarks/compare_torchvision.py and importing torchvision .pth weights.
         "torch": ["torch==2.14.1", "torchvision==0.29.1"],
-        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6"],
     },
 )

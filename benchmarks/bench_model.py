@@ -8,7 +8,7 @@ Per model, three jitted functions on a batch of random images with 1..8 random b
   forward  ``model.apply`` (normalization, backbone, heads);
   train    targets (``matching.encode_targets``, vmapped), ``losses.multibox_loss``, gradient and
            an optax SGD-momentum update (the paper's optimizer);
-  detect   forward + ``postprocess.detect`` (softmax, per-class NMS, top 200).
+  detect   forward + ``postprocess.decode_detections`` (softmax, per-class NMS, top 200).
 Reported: images/s (median over ``--iters`` calls), compile seconds (``lower().compile()``) and
 the peak resident memory of the process. With several models each runs in its own subprocess so
 that the peak memory belongs to one model.
@@ -79,7 +79,7 @@ def bench_one(name: str) -> dict:
     return optax.apply_updates(params, updates), opt_state, loss
 
   def detect(params, images):
-    return postprocess.detect(*forward(params, images), prior_boxes)
+    return postprocess.decode_detections(*forward(params, images), prior_boxes)
 
   calls = {"forward": (forward, (params, images)),
            "train": (train, (params, opt_state, images, boxes, labels)),

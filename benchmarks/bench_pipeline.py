@@ -38,8 +38,7 @@ from PIL import Image
 from benchmarks import common
 from experiments.configs import ssd300_voc0712, synthetic as synthetic_config
 from ssd_jax import models
-from ssd_jax.data import VOC_CLASSES, augment, pipeline, sources, voc_directory
-from ssd_jax.data import config as data_config
+from ssd_jax.data import VOC_CLASSES, augment, pipeline, registry, sources, voc_directory
 from tests import fixtures
 
 _CASES = ("voc", "synthetic300", "synthetic128")
@@ -121,7 +120,7 @@ def _synthetic_source(image_size: int):
   """The synthetic config's training source at ``image_size`` px, and its ``max_boxes``."""
   config = synthetic_config.get_config()
   config.data.synthetic.image_size = image_size
-  return data_config.make_source(config.data, train=True), config.data.max_boxes
+  return registry.make_source(config.data, "train"), config.data.max_boxes
 
 
 def pipeline_case(name: str, tmp: str) -> dict:

@@ -9,7 +9,7 @@ Per model, the experiment config (default: the synthetic experiment) with the mo
 batch size, the dtype and, for the synthetic source, the image size of the data set to the
 model's input size (so that no resize is hidden in the figures) gives the source, the model, the
 optimizer, the initial state and the jitted data-parallel step on the trainer's mesh, through the
-same ``ssd_jax.train`` functions. Measured:
+same ``ssd_jax.experiment`` functions. Measured:
   end_to_end  the train loop: ``next(batches)`` (augmenting ``train_iterator``) -> ``global_batch``
               -> step, with the trainer's periodic metric fetch; images/s between the end of
               ``--warmup_steps`` steps and the end of ``--steps`` more.
@@ -40,9 +40,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from benchmarks import common
-from ssd_jax import models, priors as priors_lib, train
-from ssd_jax.data import config as data_config
-from ssd_jax.data import pipeline
+from ssd_jax import experiment, models, train_step
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = config_flags.DEFINE_config_file(
@@ -74,7 +72,7 @@ def model_config(base: ml_collections.ConfigDict, name: str, batch: int,
   config.batch_size = batch
   config.model.dtype = dtype
   if config.data.source == "synthetic":
-    config.data.synthetic.image_size = train.create_model(config, num_classes=1).image_size
+    config.data.synthetic.image_size = experiment.image_size(config)
   return config
 
 
@@ -94,26 +92,17 @@ def _run_steps(step_fn, state, batch_fn, num_steps: int, fetch_every: int):
 def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
               measure: list[str]) -> dict:
   """Throughput of the trainer built from ``config`` (see the module docstring)."""
-  if config.batch_size % jax.device_count():
-    raise ValueError(f"batch {config.batch_size} is not divisible by the {jax.device_count()} "
-                     "devices")
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
-  source = data_config.make_source(config.data, train=True)
-  model = train.create_model(config, num_classes=len(source.class_names))
-  prior_boxes = priors_lib.generate(model.prior_spec)
-  lr_fn = train.create_learning_rate_fn(config)
-  tx = train.create_optimizer(config, lr_fn)
-  state = train.create_train_state(model, tx, config.seed, mesh)
-  train_step = train.make_train_step(model, tx, prior_boxes, lr_fn, config, mesh)
-  batches = pipeline.train_iterator(
-      source, image_size=model.image_size, batch_size=config.batch_size,
-      max_boxes=config.data.max_boxes, seed=config.seed, augment=config.augment)
+  mesh = experiment.create_mesh()
+  training = experiment.create_training(config, mesh)
+  model, step = training.model, training.step_fn
+  state = training.initial_state(config, mesh)
+  batches = experiment.train_batches(config, training.data.train)
 
   start = time.perf_counter()
-  first = train.global_batch(next(batches), mesh)
+  first = train_step.global_batch(next(batches), mesh)
   first_batch_s = time.perf_counter() - start
   start = time.perf_counter()
-  step_fn = train_step.lower(state, first).compile()
+  step_fn = step.lower(state, first).compile()
   compile_s = time.perf_counter() - start
   result = {
       "model": config.model.name, "batch": config.batch_size, "dtype": config.model.dtype,
@@ -127,7 +116,7 @@ def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
     if name not in measure:
       continue
     if name == "end_to_end":
-      batch_fn = lambda: train.global_batch(next(batches), mesh)
+      batch_fn = lambda: train_step.global_batch(next(batches), mesh)
     else:
       batches.close()  # Stops the pipeline, so that it does not compete for the CPU.
       batch_fn = lambda: first

@@ -16,7 +16,7 @@ weights (torchvision: ``weights=None, weights_backbone=None``) and 300x300 input
            computes its own matching and loss from targets; ours ``encode_targets`` +
            ``multibox_loss``);
   detect   inference with post-processing (torchvision ``eval()`` call; ours forward +
-           ``postprocess.detect``).
+           ``postprocess.decode_detections``).
 ``--threads N`` pins the process to N cores (``os.sched_setaffinity``, before JAX starts, so
 XLA's thread pool sees N cores) and sets ``torch.set_num_threads(N)``; default: all cores.
 """
@@ -121,7 +121,7 @@ def bench_ours(images, boxes, labels, iters):
 
   @jax.jit
   def detect(params, images):
-    return postprocess.detect(*model.apply({"params": params}, images), prior_boxes)
+    return postprocess.decode_detections(*model.apply({"params": params}, images), prior_boxes)
 
   return {
       "forward": _timed(lambda: jax.block_until_ready(forward(params, images)), iters),

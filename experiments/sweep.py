@@ -15,7 +15,7 @@ The config file defines ``get_config()`` (the base) and ``get_sweep()`` (``[(run
 from absl import app, flags
 
 from experiments import cli
-from ssd_jax import sweep
+from ssd_jax import overrides, sweep
 
 _CONFIG = flags.DEFINE_string("config", None, "Sweep config file (get_config and get_sweep).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Each run goes to <workdir>/<run_name>.")
@@ -34,7 +34,7 @@ def main(argv):
 
 def _run() -> None:
   base, runs = sweep.load_sweep(_CONFIG.value)
-  base = sweep.apply_overrides(base, dict(sweep.parse_assignment(s) for s in _SET.value))
+  base = overrides.apply_overrides(base, dict(overrides.parse_assignment(s) for s in _SET.value))
   rows = sweep.run_sweep(base, runs, _WORKDIR.value, only=_ONLY.value)
   paths = sweep.write_results(rows, _WORKDIR.value)
   with open(paths["md"]) as f:

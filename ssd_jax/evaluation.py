@@ -1,342 +1,108 @@
-"""VOC and COCO detection metrics, computed on host from gathered per-image detections.
+"""Evaluation: the predict function over a dataset source, scored by :mod:`ssd_jax.metrics`.
 
-Metrics (``evaluate_detections(..., metric=...)``):
-  * ``'voc07'``: PASCAL VOC2007 11-point interpolated AP at IoU 0.5 (the SSD paper's VOC number).
-  * ``'voc'``: VOC2010+ all-point AP (area under the monotone precision envelope), same matching.
-  * ``'coco'``: AP@[.5:.95], AP50, AP75, AP/AR by object size, via ``pycocotools``.
-
-The VOC metrics reproduce the devkit as ported to Python in py-faster-rcnn's ``voc_eval.py``:
-  * Boxes are inclusive pixel indices: width = ``xmax - xmin + 1`` for areas and intersections.
-  * Detections of a class are processed in decreasing score over the whole set; each goes to the
-    ground truth (any difficulty) it overlaps most. IoU ``> 0.5`` (strictly) with a not yet detected
-    gt is a true positive; with an already detected gt a false positive (no fall back to the second
-    best gt); below the threshold a false positive. Detections whose best gt is *difficult* are
-    neither; difficult objects are not counted in the number of positives.
-  * 11-point AP averages the best precision at recall >= ``np.arange(0., 1.1, 0.1)``: that range's
-    floating point values are kept on purpose (0.30000000000000004 etc.), so a recall of exactly
-    3/10 does not reach the 0.3 point, as in the reference.
-  * Sums are done in the same order, so values agree bit for bit (a perfect 11-point AP reads
-    ``11 * (1 / 11) = 1.0000000000000002``).
-  Where ``voc_eval.py`` is ill-defined we follow the MATLAB devkit: equal scores keep their input
-  order (image order, then detection order; MATLAB's ``sort`` is stable, numpy's quicksort is not),
-  and detections ignored on difficult objects that rank before any TP/FP (precision ``0/0``: NaN in
-  ``voc_eval.py``, whose 11-point AP then becomes NaN) do not count (MATLAB's ``max`` skips NaN;
-  Detectron's copy of ``voc_eval.py`` guards the division to the same effect). The MATLAB code's
-  ``ovmax >= 0.5`` differs from ``voc_eval.py``'s ``>``; we use ``>``.
-
-Classes are the labels ``1..C``. A class with no (non-difficult, non-crowd) ground truth has no
-defined AP: it is reported as NaN in ``per_class_ap`` and left out of ``'map'``, which is the mean
-over the remaining classes (COCO's own convention; for VOC every class has test objects anyway).
+Predictions run on device (:mod:`ssd_jax.inference`); boxes go back to the host once per batch,
+where they are scaled to pixels of the original images and scored with
+:func:`ssd_jax.metrics.evaluate_detections`. Build one with
+:func:`ssd_jax.experiment.create_evaluator`.
 """
 
-import contextlib
-import io
-from typing import Any, Mapping, Sequence
-import warnings
+import dataclasses
+from typing import Any, Callable, Iterator, Optional, Sequence
 
+import jax
+from jax.experimental import multihost_utils
 import numpy as np
 
-METRICS = ('voc07', 'voc', 'coco')
-VOC_IOU_THRESHOLD = 0.5
-# The devkit's 11 recall points, built exactly as it builds them (see the module docstring).
-_VOC07_RECALL_POINTS = np.arange(0., 1.1, 0.1)
-# pycocotools' summary order.
-_COCO_STATS = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
-               'ar1', 'ar10', 'ar100', 'ar_small', 'ar_medium', 'ar_large')
+from ssd_jax import metrics as metrics_lib
+from ssd_jax import visualize
+from ssd_jax.data import pipeline, sources
+
+P = jax.sharding.PartitionSpec
+# Per-object fields of the ground truth handed to the metrics (``area``: COCO's size ranges).
+_GT_KEYS = ("boxes", "labels", "difficult", "crowd", "area")
 
 
-def to_pixels(boxes: Any, height: Any, width: Any) -> np.ndarray:
-  """Normalized xyxy -> pixel xyxy (float64), e.g. model outputs and pipeline gt before evaluation.
+def _gather(tree: Any) -> Any:
+  """Process-local (or global) arrays -> the whole batch on every host, as NumPy."""
+  if jax.process_count() == 1:
+    return jax.device_get(tree)
+  return multihost_utils.process_allgather(tree, tiled=True)
 
-  Args:
-    boxes: ``[..., 4]`` normalized xyxy.
-    height: image height in pixels: a scalar, or an array of the leading axes of ``boxes`` (e.g.
-      ``[B]`` for ``[B, N, 4]`` boxes).
-    width: image width in pixels, same shape as ``height``.
 
-  Returns:
-    ``boxes`` scaled by ``(width, height, width, height)``.
+@dataclasses.dataclass(frozen=True)
+class Evaluator:
+  """Runs ``predict_fn`` over ``source`` and computes ``metrics``.
+
+  Attributes:
+    predict_fn: ``(params, images uint8 [B, S, S, 3]) -> detections``
+      (:func:`ssd_jax.inference.make_predict_fn`).
+    source: the evaluation source.
+    class_names: names of labels ``1..C`` (the run's label map).
+    image_size: ``S``, the model's input side.
+    batch_size: images per forward pass, all processes; a multiple of the device count (the last
+      batch is padded and its padding ignored).
+    max_boxes: ground-truth boxes per image kept (``config.data.max_boxes``).
+    metrics: names for :func:`ssd_jax.metrics.evaluate_detections` (``'voc07'``, ``'voc'``,
+      ``'coco'``).
+    mesh: the devices, batch sharded on ``'data'``.
+    num_images_to_draw: the first images drawn with their detections by :meth:`run`.
+    draw_score_threshold: detections drawn when their score is above it.
   """
-  boxes = np.asarray(boxes, np.float64)
-  height = np.asarray(height, np.float64)
-  width = np.asarray(width, np.float64)
-  if boxes.ndim < 1 or boxes.shape[-1] != 4:
-    raise ValueError(f'to_pixels: boxes must have shape [..., 4], got {boxes.shape}.')
-  if height.shape != width.shape or height.shape != boxes.shape[:height.ndim] or (
-      height.ndim >= boxes.ndim):
-    raise ValueError(f'to_pixels: height {height.shape} and width {width.shape} must be scalars or '
-                     f'match the leading axes of boxes {boxes.shape}.')
-  if not (np.all(np.isfinite(height)) and np.all(np.isfinite(width))
-          and np.all(height > 0) and np.all(width > 0)):
-    raise ValueError('to_pixels: height and width must be finite and positive.')
-  scale = np.stack([width, height, width, height], axis=-1)
-  scale = scale.reshape(height.shape + (1,) * (boxes.ndim - 1 - height.ndim) + (4,))
-  return boxes * scale
+  predict_fn: Callable[[Any, jax.Array], dict[str, jax.Array]]
+  source: sources.Source
+  class_names: Sequence[str]
+  image_size: int
+  batch_size: int
+  max_boxes: int
+  metrics: Sequence[str]
+  mesh: jax.sharding.Mesh
+  num_images_to_draw: int = 0
+  draw_score_threshold: float = 0.3
 
+  def __post_init__(self):
+    if self.batch_size % self.mesh.devices.size:
+      raise ValueError(f"Evaluator.batch_size={self.batch_size} must be a multiple of the "
+                       f"{self.mesh.devices.size} devices")
 
-def evaluate_detections(ground_truth: Sequence[Mapping[str, Any]],
-                        detections: Sequence[Mapping[str, Any]],
-                        metric: str,
-                        class_names: Sequence[str] | None = None,
-                        num_classes: int | None = None) -> dict[str, Any]:
-  """Detection AP of a whole evaluation set.
+  def predictions(self, params: Any) -> Iterator[tuple[np.ndarray, np.ndarray, dict, dict]]:
+    """Yields ``(image uint8 [S, S, 3], orig_size (h, w), ground truth, detections)`` per real
+    eval image; boxes are normalized xyxy (see ``metrics.to_pixels``)."""
+    batches = pipeline.eval_iterator(self.source, image_size=self.image_size,
+                                     batch_size=self.batch_size, max_boxes=self.max_boxes)
+    sharding = jax.sharding.NamedSharding(self.mesh, P("data"))
+    for batch in batches:
+      images = jax.make_array_from_process_local_data(sharding, batch["image"])
+      out = _gather(self.predict_fn(params, images))
+      keys = [k for k in _GT_KEYS if k in batch]
+      local = _gather({k: batch[k] for k in ("image", "mask", "orig_size", *keys)})
+      for i in np.flatnonzero(local["mask"]):
+        real = local["labels"][i] > 0
+        n = int(out["num_detections"][i])
+        gt = {k: local[k][i][real] for k in keys}
+        det = {"boxes": out["boxes"][i, :n], "scores": out["scores"][i, :n],
+               "labels": out["classes"][i, :n]}
+        yield local["image"][i], local["orig_size"][i], gt, det
 
-  Args:
-    ground_truth: one dict per image: ``'boxes'`` ``[N, 4]`` xyxy **pixels**, ``'labels'`` ``[N]``
-      int in ``1..C``, optional ``'difficult'`` ``[N]`` bool (VOC metrics only: ignored objects) and
-      ``'crowd'`` ``[N]`` bool (COCO only: ``iscrowd`` regions). Both default to False.
-    detections: one dict per image, same order: ``'boxes'`` ``[K, 4]`` xyxy pixels, ``'scores'``
-      ``[K]``, ``'labels'`` ``[K]`` int in ``1..C``. ``N`` or ``K`` may be 0.
-    metric: one of ``'voc07'``, ``'voc'``, ``'coco'``.
-    class_names: names of classes ``1..C`` (keys of ``per_class_ap``); default ``str(label)``.
-    num_classes: ``C``; default ``len(class_names)``, else the largest label seen.
-
-  Returns:
-    JSON-serializable dict of Python floats: ``'map'`` and ``'per_class_ap'`` (class name -> AP,
-    NaN for classes without ground truth, see the module docstring); for ``'coco'`` also ``'ap50'``,
-    ``'ap75'``, ``'ap_small'``, ``'ap_medium'``, ``'ap_large'``, ``'ar1'``, ``'ar10'``, ``'ar100'``,
-    ``'ar_small'``, ``'ar_medium'``, ``'ar_large'`` (NaN where pycocotools reports -1: no objects).
-    COCO keeps pycocotools' limit of 100 detections per image and class.
-
-  Raises:
-    ValueError: unknown metric, or malformed input (named by image index and field).
-  """
-  if metric not in METRICS:
-    raise ValueError(f'Unknown metric {metric!r}; expected one of {METRICS}.')
-  if len(ground_truth) != len(detections):
-    raise ValueError(f'ground_truth has {len(ground_truth)} images but detections has '
-                     f'{len(detections)}; they must be aligned image by image.')
-  gts = [_read_image(gt, f'ground_truth[{i}]', is_gt=True) for i, gt in enumerate(ground_truth)]
-  dets = [_read_image(det, f'detections[{i}]', is_gt=False) for i, det in enumerate(detections)]
-  num_classes = _num_classes(gts, dets, class_names, num_classes)
-
-  if metric == 'coco':
-    result = _evaluate_coco(gts, dets, num_classes)
-    per_class = result.pop('per_class')
-  else:
-    per_class = _evaluate_voc(gts, dets, num_classes, use_07_metric=metric == 'voc07')
-    defined = per_class[~np.isnan(per_class)]
-    result = {'map': float(defined.mean()) if defined.size else float('nan')}
-  if np.isnan(per_class).all():
-    warnings.warn(f'evaluate_detections({metric!r}): no class has ground truth; mAP is NaN.')
-  names = class_names if class_names is not None else [str(c) for c in range(1, num_classes + 1)]
-  result['per_class_ap'] = {name: float(ap) for name, ap in zip(names, per_class)}
-  return result
-
-
-# ------------------------------------------------------------------------------------------------
-# Input checks.
-# ------------------------------------------------------------------------------------------------
-
-
-def _read_image(entry: Mapping[str, Any], where: str, is_gt: bool) -> dict[str, np.ndarray]:
-  """One image's fields as validated numpy arrays (boxes float64 ``[N, 4]``, vectors ``[N]``)."""
-  if not isinstance(entry, Mapping):
-    raise ValueError(f'{where} must be a dict, got {type(entry).__name__}.')
-  required = ('boxes', 'labels') if is_gt else ('boxes', 'scores', 'labels')
-  for key in required:
-    if key not in entry:
-      raise ValueError(f'{where} has no {key!r} field.')
-  boxes = np.asarray(entry['boxes'], np.float64)
-  if boxes.size == 0:
-    boxes = boxes.reshape(0, 4)
-  if boxes.ndim != 2 or boxes.shape[1] != 4:
-    raise ValueError(f"{where}['boxes']: expected shape [N, 4], got {boxes.shape}.")
-  if not np.isfinite(boxes).all():
-    raise ValueError(f"{where}['boxes'] contains NaN or inf.")
-  if np.any(boxes[:, 2:] < boxes[:, :2]):
-    raise ValueError(f"{where}['boxes'] must be xyxy with xmax >= xmin and ymax >= ymin.")
-  out = {'boxes': boxes}
-  n = len(boxes)
-  out['labels'] = _vector(entry['labels'], n, f"{where}['labels']")
-  if not np.issubdtype(out['labels'].dtype, np.integer):
-    raise ValueError(f"{where}['labels'] must be integers, got dtype {out['labels'].dtype}.")
-  if is_gt:
-    for key in ('difficult', 'crowd'):
-      flags = _vector(entry.get(key, np.zeros(n, bool)), n, f'{where}[{key!r}]')
-      if flags.dtype != bool and not np.isin(flags, (0, 1)).all():
-        raise ValueError(f'{where}[{key!r}] must be booleans (or 0/1).')
-      out[key] = flags.astype(bool)
-  else:
-    scores = _vector(entry['scores'], n, f"{where}['scores']").astype(np.float64)
-    if not np.isfinite(scores).all():
-      raise ValueError(f"{where}['scores'] contains NaN or inf.")
-    out['scores'] = scores
-  return out
-
-
-def _vector(value: Any, n: int, where: str) -> np.ndarray:
-  """``value`` as a ``[n]`` array (one entry per box); empty input of any dtype becomes int64."""
-  vec = np.asarray(value)
-  if vec.size == 0 and n == 0:
-    return vec.reshape(0).astype(np.int64) if vec.dtype.kind == 'f' else vec.reshape(0)
-  if vec.shape != (n,):
-    raise ValueError(f'{where}: expected shape [{n}] (one per box), got {vec.shape}.')
-  return vec
-
-
-def _num_classes(gts: list[dict[str, np.ndarray]], dets: list[dict[str, np.ndarray]],
-                 class_names: Sequence[str] | None, num_classes: int | None) -> int:
-  """``C`` from the arguments (or the labels), after checking every label lies in ``1..C``."""
-  if class_names is not None and num_classes is not None and len(class_names) != num_classes:
-    raise ValueError(f'num_classes={num_classes} but {len(class_names)} class_names were given.')
-  if num_classes is None and class_names is not None:
-    num_classes = len(class_names)
-  if num_classes is None:
-    num_classes = max([int(d['labels'].max()) for d in gts + dets if len(d['labels'])] + [0])
-  if num_classes < 0:
-    raise ValueError(f'num_classes must be >= 0, got {num_classes}.')
-  for name, images in (('ground_truth', gts), ('detections', dets)):
-    for i, image in enumerate(images):
-      bad = (image['labels'] < 1) | (image['labels'] > num_classes)
-      if bad.any():
-        raise ValueError(f"{name}[{i}]['labels'] has label {image['labels'][bad][0]} outside "
-                         f'1..{num_classes} (0 is background and never a valid object label).')
-  return num_classes
-
-
-# ------------------------------------------------------------------------------------------------
-# VOC.
-# ------------------------------------------------------------------------------------------------
-
-
-def _voc_iou(det_boxes: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
-  """``[K, 4]`` x ``[G, 4]`` pixel xyxy -> ``[K, G]`` IoU with the devkit's +1 inclusive widths."""
-  d, g = det_boxes[:, None, :], gt_boxes[None, :, :]
-  iw = np.maximum(np.minimum(d[..., 2], g[..., 2]) - np.maximum(d[..., 0], g[..., 0]) + 1., 0.)
-  ih = np.maximum(np.minimum(d[..., 3], g[..., 3]) - np.maximum(d[..., 1], g[..., 1]) + 1., 0.)
-  inter = iw * ih
-  # Same operation order as the devkit (det area + gt area - intersection): bitwise equal IoUs.
-  union = ((d[..., 2] - d[..., 0] + 1.) * (d[..., 3] - d[..., 1] + 1.)
-           + (g[..., 2] - g[..., 0] + 1.) * (g[..., 3] - g[..., 1] + 1.) - inter)
-  return inter / union
-
-
-def _voc_match(gt: dict[str, np.ndarray], det: dict[str, np.ndarray]) -> np.ndarray:
-  """The devkit's greedy matching of one image's detections (all classes at once).
-
-  Args:
-    gt: one image's validated ground truth (``boxes`` ``[G, 4]``, ``labels``, ``difficult``).
-    det: one image's validated detections (``boxes`` ``[K, 4]``, ``scores``, ``labels``).
-
-  Returns:
-    ``[K]`` int8 per detection: 1 true positive, 0 false positive, -1 ignored (its best overlap is a
-    difficult gt).
-  """
-  outcome = np.zeros(len(det['labels']), np.int8)
-  if not len(gt['labels']) or not len(det['labels']):
-    return outcome
-  overlaps = _voc_iou(det['boxes'], gt['boxes'])
-  overlaps[det['labels'][:, None] != gt['labels'][None, :]] = -1.  # Match within a class only.
-  # Each detection goes to its best-overlap gt whatever was matched before; "detected" flags only
-  # decide TP (the first detection in score order to reach that gt) against duplicate FP. So the
-  # devkit's sequential loop reduces to "first occurrence per gt", and since the flags are per gt,
-  # hence per image, the image-local score order gives the same result as the global one.
-  best_gt, best_iou = overlaps.argmax(axis=1), overlaps.max(axis=1)
-  hit = best_iou > VOC_IOU_THRESHOLD
-  outcome[hit & gt['difficult'][best_gt]] = -1
-  counted = np.flatnonzero(hit & ~gt['difficult'][best_gt])
-  order = np.argsort(-det['scores'][counted], kind='stable')  # Stable: ties keep input order.
-  _, first = np.unique(best_gt[counted[order]], return_index=True)
-  outcome[counted[order[first]]] = 1
-  return outcome
-
-
-def _voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
-  """AP from the ``[D]`` recall/precision curve of the ranked detections (devkit formulas)."""
-  if use_07_metric:
-    ap = 0.
-    for t in _VOC07_RECALL_POINTS:
-      reached = precision[recall >= t]
-      ap += (reached.max() if reached.size else 0.) / 11.
-    return float(ap)
-  recall = np.concatenate([[0.], recall, [1.]])
-  precision = np.concatenate([[0.], precision, [0.]])
-  envelope = np.maximum.accumulate(precision[::-1])[::-1]
-  steps = np.flatnonzero(recall[1:] != recall[:-1])
-  return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
-
-
-def _evaluate_voc(gts: list[dict[str, np.ndarray]], dets: list[dict[str, np.ndarray]],
-                  num_classes: int, use_07_metric: bool) -> np.ndarray:
-  """``[C]`` per-class VOC AP (NaN for classes without non-difficult ground truth)."""
-  num_positives = np.zeros(num_classes + 1, np.int64)
-  for gt in gts:
-    num_positives += np.bincount(gt['labels'][~gt['difficult']], minlength=num_classes + 1)
-  labels = np.concatenate([det['labels'] for det in dets] + [np.zeros(0, np.int64)])
-  scores = np.concatenate([det['scores'] for det in dets] + [np.zeros(0)])
-  outcomes = np.concatenate([_voc_match(gt, det) for gt, det in zip(gts, dets)]
-                            + [np.zeros(0, np.int8)])
-  aps = np.full(num_classes, np.nan)
-  for c in range(1, num_classes + 1):
-    if num_positives[c] == 0:
-      continue
-    in_class = labels == c
-    # Stable: equal scores keep image order, then detection order.
-    ranked = outcomes[in_class][np.argsort(-scores[in_class], kind='stable')]
-    # Ignored detections only repeat a curve point (or add a 0/0 one before the first TP/FP):
-    # dropping them leaves both APs unchanged and the precision always defined.
-    ranked = ranked[ranked >= 0]
-    tp = np.cumsum(ranked == 1)
-    fp = np.cumsum(ranked == 0)
-    aps[c - 1] = _voc_ap(tp / float(num_positives[c]), tp / (tp + fp), use_07_metric)
-  return aps
-
-
-# ------------------------------------------------------------------------------------------------
-# COCO.
-# ------------------------------------------------------------------------------------------------
-
-
-def _xywh(box: np.ndarray) -> list[float]:
-  """Pixel xyxy ``[4]`` -> COCO ``[x, y, w, h]`` as Python floats."""
-  return [float(box[0]), float(box[1]), float(box[2] - box[0]), float(box[3] - box[1])]
-
-
-def _evaluate_coco(gts: list[dict[str, np.ndarray]], dets: list[dict[str, np.ndarray]],
-                   num_classes: int) -> dict[str, Any]:
-  """pycocotools ``COCOeval`` (bbox) on in-memory datasets; image ids are the input indices."""
-  # Imported here: only the COCO metric needs pycocotools.
-  from pycocotools.coco import COCO  # pylint: disable=g-import-not-at-top
-  from pycocotools.cocoeval import COCOeval  # pylint: disable=g-import-not-at-top
-
-  images = [{'id': i} for i in range(len(gts))]
-  categories = [{'id': c, 'name': str(c)} for c in range(1, num_classes + 1)]
-  annotations = []
-  for i, gt in enumerate(gts):
-    for box, label, crowd in zip(gt['boxes'], gt['labels'], gt['crowd']):
-      xywh = _xywh(box)
-      # Ids start at 1: COCOeval uses id 0 to mean "unmatched".
-      annotations.append({'id': len(annotations) + 1, 'image_id': i, 'category_id': int(label),
-                          'bbox': xywh, 'area': xywh[2] * xywh[3], 'iscrowd': int(crowd)})
-  results = [{'image_id': i, 'category_id': int(label), 'bbox': _xywh(box), 'score': float(score)}
-             for i, det in enumerate(dets)
-             for box, label, score in zip(det['boxes'], det['labels'], det['scores'])]
-
-  with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress and the summary.
-    coco_gt = COCO()
-    coco_gt.dataset = {'images': images, 'categories': categories, 'annotations': annotations}
-    coco_gt.createIndex()
-    if results:
-      coco_dt = coco_gt.loadRes(results)
-    else:  # loadRes rejects an empty list; an empty result set is simply no annotations.
-      coco_dt = COCO()
-      coco_dt.dataset = {'images': images, 'categories': categories, 'annotations': []}
-      coco_dt.createIndex()
-    evaluator = COCOeval(coco_gt, coco_dt, iouType='bbox')
-    evaluator.evaluate()
-    evaluator.accumulate()
-    evaluator.summarize()
-
-  out = {key: float('nan') if value == -1 else float(value)
-         for key, value in zip(_COCO_STATS, evaluator.stats)}
-  # [IoU thresholds, recall points, classes] at area 'all' and 100 detections (the AP setting);
-  # -1 marks classes without non-crowd ground truth.
-  precision = evaluator.eval['precision'][:, :, :, 0, -1]
-  per_class = np.full(num_classes, np.nan)
-  for k, cat_id in enumerate(evaluator.params.catIds):
-    valid = precision[:, :, k][precision[:, :, k] > -1]
-    if valid.size:
-      per_class[cat_id - 1] = valid.mean()
-  out['per_class'] = per_class
-  return out
+  def run(self, params: Any, step: int, png_path: Optional[str] = None) -> dict[str, Any]:
+    """Metrics dict: ``step``, ``num_images`` and, for each of ``metrics``, ``<metric>_map``,
+    ``<metric>_per_class_ap`` (and COCO's ``coco_ap50`` ...); draws the first
+    ``num_images_to_draw`` images with their detections to ``png_path``."""
+    drawn, ground_truth, detections = [], [], []
+    for image, orig_size, gt, det in self.predictions(params):
+      if len(drawn) < self.num_images_to_draw:
+        drawn.append((image, gt, det))
+      ground_truth.append({**gt, "boxes": metrics_lib.to_pixels(gt["boxes"], *orig_size)})
+      detections.append({**det, "boxes": metrics_lib.to_pixels(det["boxes"], *orig_size)})
+    names = list(self.class_names)
+    result: dict[str, Any] = {"step": int(step), "num_images": len(ground_truth)}
+    for metric in self.metrics:
+      values = metrics_lib.evaluate_detections(ground_truth, detections, metric,
+                                               class_names=names)
+      result.update({f"{metric}_{key}": value for key, value in values.items()})
+    if png_path and jax.process_index() == 0 and drawn:
+      side = self.image_size  # drawn on the resized model input
+      scaled = lambda d: {**d, "boxes": metrics_lib.to_pixels(d["boxes"], side, side)}
+      visualize.draw_grid([im for im, _, _ in drawn], [scaled(d) for _, _, d in drawn], names,
+                          png_path, [scaled(g) for _, g, _ in drawn],
+                          score_threshold=self.draw_score_threshold)
+    return result

@@ -16,24 +16,28 @@ def _order_keys(x: Array) -> Array:
   return jnp.where(sign == 1, ~bits, bits | jnp.uint32(0x80000000))
 
 
-def hard_negatives(background_loss: Array, positive: Array, neg_pos_ratio: float) -> Array:
+def hard_negatives(background_loss: Array, positive: Array, neg_pos_ratio: float,
+                   ignored: Optional[Array] = None) -> Array:
   """Selects, per image, the negatives with the largest background confidence loss.
 
-  Keeps the top ``k = min(floor(neg_pos_ratio * num_pos), num_negatives)`` negatives of each
-  image, ties going to the lower prior index (what a stable descending sort would keep). Static
-  shapes and no sort: sorting is slow on XLA:CPU, so the k-th largest loss is found by a radix
-  select (32 counting passes over the float bits, one per bit), then the negatives above it and
-  the first of those equal to it are kept.
+  Negatives are the priors neither positive nor ignored. Keeps the top
+  ``k = min(floor(neg_pos_ratio * num_pos), num_negatives)`` negatives of each image, ties going
+  to the lower prior index (what a stable descending sort would keep). Static shapes and no sort:
+  sorting is slow on XLA:CPU, so the k-th largest loss is found by a radix select (32 counting
+  passes over the float bits, one per bit), then the negatives above it and the first of those
+  equal to it are kept.
 
   Args:
     background_loss: ``[B, P]`` loss of each prior were it background (``-log softmax(.)_0``).
     positive: ``[B, P]`` bool, priors matched to an object.
     neg_pos_ratio: negatives kept per positive (3 in the paper).
+    ignored: ``[B, P]`` bool, priors that are neither positive nor negative (class target -1,
+      see :mod:`ssd_jax.matching`), never selected; None = none.
 
   Returns:
-    ``[B, P]`` bool mask of the selected negatives (never overlaps ``positive``).
+    ``[B, P]`` bool mask of the selected negatives (never overlaps ``positive`` or ``ignored``).
   """
-  negative = ~positive
+  negative = ~positive if ignored is None else ~positive & ~ignored
   num_pos = positive.sum(axis=1, keepdims=True)
   k = jnp.minimum(jnp.floor(neg_pos_ratio * num_pos).astype(jnp.int32),
                   negative.sum(axis=1, keepdims=True))
@@ -69,7 +73,8 @@ def multibox_loss(loc_pred: Array, logits: Array, loc_targets: Array, cls_target
     logits: ``[B, P, C + 1]`` class scores, index 0 = background (any float dtype; the loss is
       computed in float32).
     loc_targets: ``[B, P, 4]`` from :func:`ssd_jax.matching.encode_targets`.
-    cls_targets: ``[B, P]`` int, 0 = background.
+    cls_targets: ``[B, P]`` int, 1..C = positive, 0 = background, < 0 (-1) = ignored: neither a
+      positive nor a hard-negative candidate, no loss of any kind (see :mod:`ssd_jax.matching`).
     neg_pos_ratio: hard negatives kept per positive, per image.
     alpha: weight of the localization term.
     axis_name: when called per device inside ``shard_map``/``pmap``, the data axis name: ``N`` is
@@ -83,9 +88,13 @@ def multibox_loss(loc_pred: Array, logits: Array, loc_targets: Array, cls_target
   logits = logits.astype(jnp.float32)
   loc_pred = loc_pred.astype(jnp.float32)
   positive = cls_targets > 0
-  ce = optax.softmax_cross_entropy_with_integer_labels(logits, cls_targets)  # [B, P]
+  ignored = cls_targets < 0
+  # Ignored priors' cross entropy is masked out below; label 0 keeps their gather in range.
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits, jnp.maximum(cls_targets, 0))  # [B, P]
   background_loss = -jax.nn.log_softmax(logits)[..., 0]
-  negative = jax.lax.stop_gradient(hard_negatives(background_loss, positive, neg_pos_ratio))
+  negative = jax.lax.stop_gradient(
+      hard_negatives(background_loss, positive, neg_pos_ratio, ignored))
   conf_sum = jnp.sum(jnp.where(positive | negative, ce, 0.0))
   loc_sum = jnp.sum(jnp.where(positive[..., None], smooth_l1(loc_pred - loc_targets), 0.0))
   num_pos = positive.sum().astype(jnp.float32)

@@ -5,17 +5,18 @@ Semantics follow the authors' Caffe ``DetectionOutput`` layer and ssd.pytorch's 
   * A box is suppressed by a higher-ranked kept box of the same class when their IoU is strictly
     greater than ``iou_threshold`` (Caffe keeps ``overlap <= threshold``; torchvision's ``nms``
     also discards ``IoU > threshold``).
-  * Ranking is by decreasing score; equal scores are ranked by lower index first (a stable sort),
-    so results are deterministic.
+  * Ranking is by decreasing score; equal scores are ranked by lower index first, so results are
+    deterministic.
+  * Boxes of different classes never suppress each other.
   * A candidate passes the confidence threshold when ``score > score_threshold`` (strictly).
 
 Everything is pure ``jnp`` with static shapes: outputs are padded to a fixed size and the greedy
-recurrence runs as a ``lax.while_loop`` on device, so :func:`detect` can sit inside the same
-``jax.jit`` as the model's forward pass.
+recurrence runs as a ``lax.while_loop`` on device, so :func:`decode_detections` can sit inside the
+same ``jax.jit`` as the model's forward pass.
 """
 
 import functools
-from typing import Dict, Optional, Sequence
+from typing import Dict, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -69,72 +70,9 @@ def _check_positive_int(name: str, value: int) -> int:
   return int(value)
 
 
-# Thresholds are traced (not static) so that sweeping them does not recompile.
-@functools.partial(jax.jit, static_argnames=("max_outputs",))
-def _batched_nms(boxes, scores, classes, valid, iou_threshold, max_outputs):
-  # NaN and -inf scores are invalid; masked candidates sort last.
-  valid = valid & (scores > -jnp.inf)
-  masked_scores = jnp.where(valid, scores, -jnp.inf)
-  order = jnp.argsort(-masked_scores, stable=True)
-  sorted_boxes = boxes[order]
-  sorted_classes = classes[order]
-  suppress = ((box_lib.iou(sorted_boxes, sorted_boxes) > iou_threshold)
-              & (sorted_classes[:, None] == sorted_classes[None, :]))
-  keep = _greedy_keep(suppress, valid[order])
-  # Scatter the kept indices, in rank order, to the front of the output; the rest are dropped.
-  slot = jnp.where(keep, jnp.cumsum(keep) - 1, max_outputs)
-  out = jnp.full((max_outputs,), -1, jnp.int32)
-  return out.at[slot].set(order.astype(jnp.int32), mode="drop")
-
-
-def batched_nms(boxes: Array, scores: Array, classes: Array, iou_threshold: float,
-                max_outputs: int, valid: Optional[Array] = None) -> Array:
-  """Greedy per-class non-maximum suppression (like ``torchvision.ops.batched_nms``).
-
-  Candidates are ranked by decreasing score, ties by lower index first. Walking down the ranking,
-  a candidate is kept unless a kept candidate of the same class has IoU ``>`` ``iou_threshold``
-  with it. Boxes of different classes never suppress each other.
-
-  This builds the full ``[N, N]`` IoU matrix; :func:`detect` runs NMS per class instead, which
-  needs ``C`` times less memory for ``N = C * top_k`` candidates.
-
-  Args:
-    boxes: ``[N, 4]`` xyxy (any consistent units).
-    scores: ``[N]`` float. Candidates scoring ``-inf`` (or NaN) are never output.
-    classes: ``[N]`` int class ids.
-    iou_threshold: Python float in ``[0, 1]``; ``1.0`` disables suppression. Traced, so changing
-      it does not recompile.
-    max_outputs: int, the output length (static).
-    valid: optional ``[N]`` bool; ``False`` candidates are never output and suppress nothing.
-
-  Returns:
-    ``[max_outputs]`` int32 indices into the inputs of the kept candidates, in rank order, padded
-    with ``-1``. When more than ``max_outputs`` candidates survive, the lowest-ranked are dropped.
-
-  Raises:
-    ValueError: on mismatched shapes, non-integer classes or out-of-range arguments.
-  """
-  iou_threshold = _check_iou_threshold(iou_threshold)
-  max_outputs = _check_positive_int("max_outputs", max_outputs)
-  boxes = jnp.asarray(boxes, jnp.float32)
-  scores = jnp.asarray(scores, jnp.float32)
-  classes = jnp.asarray(classes)
-  if boxes.ndim != 2 or boxes.shape[1] != 4:
-    raise ValueError(f"batched_nms: boxes must have shape [N, 4], got {boxes.shape}.")
-  n = boxes.shape[0]
-  for name, array in (("scores", scores), ("classes", classes), ("valid", valid)):
-    if array is not None and jnp.shape(array) != (n,):
-      raise ValueError(f"batched_nms: {name} must have shape [{n}] to match boxes, "
-                       f"got {jnp.shape(array)}.")
-  if not jnp.issubdtype(classes.dtype, jnp.integer):
-    raise ValueError(f"batched_nms: classes must be integers, got dtype {classes.dtype}.")
-  valid = jnp.ones((n,), bool) if valid is None else jnp.asarray(valid, bool)
-  return _batched_nms(boxes, scores, classes, valid, iou_threshold, max_outputs)
-
-
-def _detect_one(loc, logits, priors, *, score_threshold, iou_threshold, pre_nms_top_k,
+def _decode_one(loc, logits, priors, *, score_threshold, iou_threshold, pre_nms_top_k,
                 max_detections, variances):
-  """:func:`detect` for one image: ``loc [P, 4]``, ``logits [P, C+1]``."""
+  """:func:`decode_detections` for one image: ``loc [P, 4]``, ``logits [P, C+1]``."""
   num_priors, num_classes = logits.shape[0], logits.shape[1] - 1
   probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)
   decoded = box_lib.decode(loc, priors, variances)  # [P, 4] xyxy, unclipped (as in Caffe).
@@ -172,22 +110,23 @@ def _detect_one(loc, logits, priors, *, score_threshold, iou_threshold, pre_nms_
 
 
 @functools.partial(jax.jit, static_argnames=("pre_nms_top_k", "max_detections", "variances"))
-def _detect(loc, logits, priors, score_threshold, iou_threshold, pre_nms_top_k, max_detections,
+def _decode(loc, logits, priors, score_threshold, iou_threshold, pre_nms_top_k, max_detections,
             variances):
-  one = functools.partial(_detect_one, score_threshold=score_threshold,
+  one = functools.partial(_decode_one, score_threshold=score_threshold,
                           iou_threshold=iou_threshold, pre_nms_top_k=pre_nms_top_k,
                           max_detections=max_detections, variances=variances)
   return jax.vmap(one, in_axes=(0, 0, None))(loc, logits, priors)
 
 
-def detect(loc: Array, logits: Array, priors: Array, score_threshold: float = 0.01,
-           iou_threshold: float = 0.45, pre_nms_top_k: int = 400, max_detections: int = 200,
-           variances: Sequence[float] = (0.1, 0.2)) -> Dict[str, Array]:
+def decode_detections(loc: Array, logits: Array, priors: Array, score_threshold: float = 0.01,
+                      iou_threshold: float = 0.45, pre_nms_top_k: int = 400,
+                      max_detections: int = 200,
+                      variances: Sequence[float] = (0.1, 0.2)) -> Dict[str, Array]:
   """SSD detection output: decode, threshold, per-class NMS, keep the best per image.
 
   Per image and per foreground class ``c`` (Caffe / ssd.pytorch): class probabilities by softmax
   over ``C+1`` logits; the ``pre_nms_top_k`` priors with probability ``> score_threshold`` (at
-  most ``P``); greedy NMS at ``iou_threshold`` (see :func:`batched_nms`) on the decoded, unclipped
+  most ``P``); greedy NMS at ``iou_threshold`` (see the module docstring) on the decoded, unclipped
   boxes; then the ``max_detections`` highest-scoring survivors over all classes (ties: lower
   class, then lower prior index). Boxes are clipped to ``[0, 1]`` on output only, as in Caffe.
 
@@ -224,12 +163,12 @@ def detect(loc: Array, logits: Array, priors: Array, score_threshold: float = 0.
     raise ValueError(f"variances must be (center, size), got {variances}.")
   loc_shape, logits_shape, priors_shape = jnp.shape(loc), jnp.shape(logits), jnp.shape(priors)
   if len(loc_shape) != 3 or loc_shape[2] != 4:
-    raise ValueError(f"detect: loc must have shape [B, P, 4], got {loc_shape}.")
+    raise ValueError(f"decode_detections: loc must have shape [B, P, 4], got {loc_shape}.")
   if len(logits_shape) != 3 or logits_shape[:2] != loc_shape[:2] or logits_shape[2] < 2:
-    raise ValueError(f"detect: logits must have shape [B, P, C+1] with B, P = {loc_shape[:2]} "
-                     f"from loc and C >= 1, got {logits_shape}.")
+    raise ValueError(f"decode_detections: logits must have shape [B, P, C+1] with B, P = "
+                     f"{loc_shape[:2]} from loc and C >= 1, got {logits_shape}.")
   if priors_shape != (loc_shape[1], 4):
-    raise ValueError(f"detect: priors must have shape [P, 4] = [{loc_shape[1]}, 4], "
+    raise ValueError(f"decode_detections: priors must have shape [P, 4] = [{loc_shape[1]}, 4], "
                      f"got {priors_shape}.")
-  return _detect(loc, logits, priors, float(score_threshold), iou_threshold, pre_nms_top_k,
+  return _decode(loc, logits, priors, float(score_threshold), iou_threshold, pre_nms_top_k,
                  max_detections, variances)

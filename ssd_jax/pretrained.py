@@ -19,8 +19,9 @@ Supported inputs (auto-detected by key names):
   ``31`` = fc6 ``[1024, 512, 3, 3]``, ``33`` = fc7 ``[1024, 1024, 1, 1]``). Those weights come
   from Caffe: BGR input with the mean (104, 117, 123) subtracted and no scaling. Use
   ``bgr=True`` (flips conv1_1's input channels so RGB images can be fed) together with
-  ``model.clone(pixel_mean=models.CAFFE_MEAN, pixel_std=models.CAFFE_STD)``. The same holds for
-  any Caffe-trained weights renamed to the torchvision keys.
+  ``model.clone(pixel_mean=pixel_stats.CAFFE_MEAN, pixel_std=pixel_stats.CAFFE_STD)``
+  (:mod:`ssd_jax.pixel_stats`, re-exported by ``ssd_jax.models``). The same holds for any
+  Caffe-trained weights renamed to the torchvision keys.
 
 Layouts: PyTorch OIHW kernels become Flax HWIO. Only the backbone's conv1_1 .. fc7 are replaced;
 the L2Norm scale, the extra layers and the heads keep their initialization.

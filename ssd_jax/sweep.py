@@ -15,7 +15,6 @@ error rather than a silently mixed run. Sweeps run in one process; train a multi
 ``experiments/main.py``.
 """
 
-import ast
 import csv
 import importlib.util
 import json
@@ -31,71 +30,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections
 
+from ssd_jax import overrides as overrides_lib
+
 Run = tuple[str, Mapping[str, Any]]
 METRICS = ("voc07_map", "voc_map")
-
-
-# ---------------------------------------------------------------------------------------------
-# Overrides.
-# ---------------------------------------------------------------------------------------------
-def parse_value(text: str) -> Any:
-  """A Python literal (``3``, ``1e-3``, ``(2.0, 3.0)``, ``None``, ``'p3'``), else the string."""
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def parse_assignment(text: str) -> tuple[str, Any]:
-  """``'optimizer.lr=1e-3'`` -> ``('optimizer.lr', 0.001)``."""
-  key, sep, value = text.partition("=")
-  if not sep or not key.strip():
-    raise ValueError(f"override {text!r} is not of the form dotted.key=value")
-  return key.strip(), parse_value(value.strip())
-
-
-def _as_config_value(value: Any) -> Any:
-  # A dict becomes a ConfigDict (a ConfigDict field refuses a plain dict); lists become tuples so
-  # that a value from the command line matches a tuple field.
-  if isinstance(value, Mapping) and not isinstance(value, ml_collections.ConfigDict):
-    return ml_collections.ConfigDict({k: _as_config_value(v) for k, v in value.items()})
-  if isinstance(value, list):
-    return tuple(_as_config_value(v) for v in value)
-  return value
-
-
-def apply_overrides(config: ml_collections.ConfigDict,
-                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
-  """A copy of ``config`` with ``{dotted.key: value}`` set; ``config`` is left untouched.
-
-  Every key must already exist (a typo would otherwise add a field nobody reads); a dict value
-  replaces a whole sub-config (e.g. ``{'priors': {'s_min': 0.2, 's_max': 0.9}}`` where
-  ``config.priors`` is None).
-
-  Raises:
-    ValueError: naming the key, for an unknown key, a path through a non-ConfigDict field, or a
-      value of the wrong type (ConfigDict keeps field types: an int field refuses 1.5).
-  """
-  config = config.copy_and_resolve_references()
-  for key, value in overrides.items():
-    *parents, leaf = key.split(".")
-    node, path = config, "config"
-    for name in parents:
-      if name not in node:
-        raise ValueError(f"override {key!r}: {path} has no field {name!r}; it has "
-                         f"{sorted(node.keys())}")
-      node, path = node[name], f"{path}.{name}"
-      if not isinstance(node, ml_collections.ConfigDict):
-        raise ValueError(f"override {key!r}: {path} is {node!r}, not a ConfigDict; set it as a "
-                         f"whole ({path.removeprefix('config.')}={{...}})")
-    if leaf not in node:
-      raise ValueError(f"override {key!r}: {path} has no field {leaf!r}; it has "
-                       f"{sorted(node.keys())}")
-    try:
-      node[leaf] = _as_config_value(value)
-    except TypeError as e:
-      raise ValueError(f"override {key!r}: {e}") from e
-  return config
 
 
 def load_sweep(path: str) -> tuple[ml_collections.ConfigDict, list[Run]]:
@@ -213,7 +151,8 @@ def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workd
     train_fn = train.train_and_evaluate
   runs = check_runs(runs)
   selected = {name for name, _ in select_runs(runs, only)}
-  configs = [apply_overrides(base_config, overrides) for _, overrides in runs]  # fail early
+  # Every run's overrides are checked before the first one trains.
+  configs = [overrides_lib.apply_overrides(base_config, changes) for _, changes in runs]
   rows = []
   for (name, overrides), config in zip(runs, configs):
     run_dir = os.path.join(workdir, name)

@@ -1,223 +1,35 @@
-"""Training and evaluation of SSD: one data-parallel jit-compiled step, orbax checkpoints, metrics.
+"""Training and evaluation of SSD: the loop around the data-parallel train step.
 
 ``train_and_evaluate(config, workdir)`` is the whole job; ``experiments/main.py`` only parses flags
-and calls it. The config fields are documented in ``experiments/configs/synthetic.py``.
+and calls it. Every part (model, data, optimizer, step, evaluators) comes from
+:mod:`ssd_jax.experiment`; the step itself is :mod:`ssd_jax.train_step`.
 
-Data parallelism: the step is written for one device (``_train_step``) with collectives over the
-``'data'`` mesh axis and run with ``jax.shard_map`` over all devices of all processes. The
-multibox loss is normalized by the positives of the *global* batch and gradients are summed over
-devices, so any device count gives the single-device result (up to float summation order).
+Writes to ``workdir``: ``label_map.json`` (before the first step), ``checkpoints/`` and, when the
+config names a validation split, ``checkpoints_best/`` (:mod:`ssd_jax.checkpoints`), TensorBoard
+event files, ``metrics.json`` (the last evaluation) and ``detections.png``.
 """
 
-import functools
 import json
 import os
 import signal
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from absl import logging
 from clu import metric_writers
-import flax
 import jax
 from jax.experimental import multihost_utils
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 import orbax.checkpoint as ocp
 
-from ssd_jax import inference, losses, matching, models, priors as priors_lib
-from ssd_jax.data import config as data_config
-from ssd_jax.data import pipeline
+from ssd_jax import checkpoints, experiment, train_step
+from ssd_jax.data import label_map as label_map_lib
 
-P = jax.sharding.PartitionSpec
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a checkpoint holds. ``first_bad_step`` is -1 until a loss is non-finite."""
-  step: jnp.ndarray
-  params: Any
-  opt_state: Any
-  first_bad_step: jnp.ndarray
+MODES = ("train", "eval", "train_and_eval")
 
 
-# ---------------------------------------------------------------------------------------------
-# Model, priors and optimizer from the config.
-# ---------------------------------------------------------------------------------------------
-def prior_spec_from_config(config: ml_collections.ConfigDict) -> Optional[priors_lib.PriorSpec]:
-  """The model's default layout, a preset, or the paper's linear rule (None = model default).
-
-  ``config.model.prior_preset`` names one of ``priors.PRESETS`` (e.g. ``'SSD300_COCO'``).
-  ``config.priors`` (for ablations): ``layers`` (source layer names, a subset of the model's
-  default ``layer_names``, None = all), ``s_min``, ``s_max``, ``first_scale`` (None = pure linear
-  rule) and ``aspect_ratios`` (one tuple for all layers or one per layer; None = the model's).
-  """
-  cfg, preset = config.get("priors"), config.model.get("prior_preset")
-  if cfg and preset:
-    raise ValueError("set config.priors or config.model.prior_preset, not both")
-  if preset:
-    if preset not in priors_lib.PRESETS:
-      raise ValueError(f"config.model.prior_preset={preset!r}; valid: {list(priors_lib.PRESETS)}")
-    return priors_lib.PRESETS[preset]
-  if not cfg:
-    return None
-  base = models.create_model(config.model.name, 1).prior_spec
-  names = tuple(cfg.get("layers") or base.layer_names)
-  unknown = [n for n in names if n not in base.layer_names]
-  if unknown:
-    raise ValueError(f"config.priors.layers: {unknown} are not source layers of "
-                     f"{config.model.name} ({base.layer_names})")
-  sizes = [base.feature_map_sizes[base.layer_names.index(n)] for n in names]
-  ratios = cfg.get("aspect_ratios")
-  if ratios is None:  # the model's own ratios of the kept layers
-    ratios = [base.aspect_ratios[base.layer_names.index(n)] for n in names]
-  return priors_lib.from_linear_scales(sizes, cfg.s_min, cfg.s_max, ratios,
-                                       cfg.get("first_scale"), image_size=base.image_size,
-                                       layer_names=names)
-
-
-def create_model(config: ml_collections.ConfigDict, num_classes: int) -> models.SSD:
-  dtype = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}[config.model.get("dtype", "float32")]
-  return models.create_model(config.model.name, num_classes, dtype=dtype,
-                             prior_spec=prior_spec_from_config(config),
-                             conv_impl=config.model.get("conv_impl", "xla"))
-
-
-def create_learning_rate_fn(config: ml_collections.ConfigDict) -> optax.Schedule:
-  """Linear warm-up to ``optimizer.lr``, then x ``decay_factor`` at each of ``decay_steps``."""
-  opt = config.optimizer
-  boundaries = {int(s): opt.decay_factor for s in opt.get("decay_steps", ())}
-  main = optax.piecewise_constant_schedule(opt.lr, boundaries)
-  warmup = int(opt.get("warmup_steps", 0))
-  if warmup == 0:
-    return main
-  ramp = optax.linear_schedule(opt.lr * opt.get("warmup_factor", 0.1), opt.lr, warmup)
-  return lambda step: jnp.where(step < warmup, ramp(step), main(step))
-
-
-def create_optimizer(config: ml_collections.ConfigDict,
-                     lr_fn: optax.Schedule) -> optax.GradientTransformation:
-  """SGD with momentum (the paper) or Adam(W); L2 weight decay on kernels only (as Caffe's
-  ``decay_mult: 0`` on biases); optional global-norm gradient clipping."""
-  opt = config.optimizer
-  parts = []
-  if opt.get("grad_clip_norm"):
-    parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-  kernels_only = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
-  if opt.name == "sgd":
-    if opt.weight_decay:
-      parts.append(optax.add_decayed_weights(opt.weight_decay, mask=kernels_only))
-    parts.append(optax.sgd(lr_fn, momentum=opt.momentum, nesterov=opt.get("nesterov", False)))
-  elif opt.name == "adamw":
-    parts.append(optax.adamw(lr_fn, weight_decay=opt.weight_decay, mask=kernels_only))
-  else:
-    raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {opt.name!r}")
-  return optax.chain(*parts)
-
-
-# ---------------------------------------------------------------------------------------------
-# The train step (per device) and its sharded, jitted wrapper.
-# ---------------------------------------------------------------------------------------------
-def _train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, model: models.SSD,
-                tx: optax.GradientTransformation, priors: jnp.ndarray, lr_fn: optax.Schedule,
-                config: ml_collections.ConfigDict) -> tuple[TrainState, dict[str, jnp.ndarray]]:
-  """One SGD step on this device's part of the batch; collectives over the ``'data'`` axis."""
-  match_cfg, loss_cfg = config.matching, config.loss
-  targets_fn = functools.partial(matching.encode_targets, priors=priors,
-                                 iou_threshold=match_cfg.iou_threshold,
-                                 variances=tuple(match_cfg.variances), mode=match_cfg.mode)
-  loc_t, cls_t = jax.vmap(targets_fn)(batch["boxes"], batch["labels"])
-
-  def loss_fn(params):
-    loc, logits = model.apply({"params": params}, batch["image"].astype(jnp.float32), train=True)
-    return losses.multibox_loss(loc, logits, loc_t, cls_t, neg_pos_ratio=loss_cfg.neg_pos_ratio,
-                                alpha=loss_cfg.alpha, axis_name="data")
-
-  (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  # Each device's loss is already divided by the global positives: sum, do not average. The
-  # gradients need no collective: the replicated params enter this per-device loss through an
-  # implicit broadcast over 'data' (shard_map's varying-axis types), whose transpose is a psum,
-  # so autodiff returns them already summed over devices (and replicated).
-  loss, aux = jax.lax.psum((loss, aux), "data")
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  grad_norm = optax.tree.norm(grads)
-  ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
-  # A non-finite step leaves params untouched; the host stops at its next check (see _check).
-  keep = lambda new, old: jax.tree_util.tree_map(lambda n, o: jnp.where(ok, n, o), new, old)
-  new_state = TrainState(
-      step=state.step + 1, params=keep(params, state.params),
-      opt_state=keep(opt_state, state.opt_state),
-      first_bad_step=jnp.where(ok | (state.first_bad_step >= 0), state.first_bad_step,
-                               state.step + 1))  # 1-based, as logged
-  metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "lr": lr_fn(state.step)}
-  return new_state, metrics
-
-
-def make_train_step(model: models.SSD, tx: optax.GradientTransformation, priors: np.ndarray,
-                    lr_fn: optax.Schedule, config: ml_collections.ConfigDict,
-                    mesh: jax.sharding.Mesh) -> Callable:
-  """``(state, batch) -> (state, metrics)``: jitted, state replicated and donated, batch sharded
-  on ``'data'``."""
-  step = functools.partial(_train_step, model=model, tx=tx, priors=jnp.asarray(priors),
-                           lr_fn=lr_fn, config=config)
-  sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P(), P()))
-  return jax.jit(sharded, donate_argnums=0)
-
-
-def create_train_state(model: models.SSD, tx: optax.GradientTransformation, seed: int,
-                       mesh: jax.sharding.Mesh) -> TrainState:
-  """Initial state, replicated over ``mesh``."""
-  size = model.image_size
-
-  def init():
-    dummy = jnp.zeros((1, size, size, 3), jnp.float32)
-    params = model.init(jax.random.key(seed), dummy)["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
-                      first_bad_step=jnp.full((), -1, jnp.int32))
-
-  replicated = jax.sharding.NamedSharding(mesh, P())
-  # Runs once: XLA's backend optimizations would cost far more compile time than they save
-  # (13 s vs 2.6 s for ssd_tiny on 2 CPU cores).
-  return jax.jit(init, out_shardings=replicated,
-                 compiler_options={"xla_backend_optimization_level": 0})()
-
-
-def global_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-  """This process's part of the batch -> global arrays sharded on ``'data'``."""
-  sharding = jax.sharding.NamedSharding(mesh, P("data"))
-  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Checkpoints.
-# ---------------------------------------------------------------------------------------------
-def checkpoint_managers(workdir: str, config: ml_collections.ConfigDict):
-  """The last ``checkpoint.keep`` states, and the best one by ``checkpoint.best_metric``."""
-  last = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"),
-                               options=ocp.CheckpointManagerOptions(
-                                   max_to_keep=config.checkpoint.keep))
-  metric = config.checkpoint.best_metric
-  best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints_best"),
-                               options=ocp.CheckpointManagerOptions(
-                                   max_to_keep=1, best_fn=lambda m: m[metric], best_mode="max"))
-  return last, best
-
-
-def restore_latest(manager: ocp.CheckpointManager, state: TrainState) -> TrainState:
-  step = manager.latest_step()
-  if step is None:
-    return state
-  logging.info("Resuming from %s/%d", manager.directory, step)
-  return manager.restore(step, args=ocp.args.StandardRestore(state))
-
-
-# ---------------------------------------------------------------------------------------------
-# The loop.
-# ---------------------------------------------------------------------------------------------
 class _Preempted:
   """Turns SIGTERM into a flag the loop polls, so the state is saved before exiting."""
 
@@ -233,7 +45,7 @@ class _Preempted:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_finite(state: TrainState, manager: ocp.CheckpointManager) -> None:
+def _check_finite(state: train_step.TrainState, manager: ocp.CheckpointManager) -> None:
   bad = int(jax.device_get(state.first_bad_step))
   if bad >= 0:
     last = manager.latest_step()
@@ -243,12 +55,6 @@ def _check_finite(state: TrainState, manager: ocp.CheckpointManager) -> None:
         f"Non-finite loss or gradient at step {bad}: stopped without applying it ({where}; "
         "rerunning resumes from it). Lower config.optimizer.lr, enable "
         "config.optimizer.grad_clip_norm, or check the data.")
-
-
-def _write_metrics_json(workdir: str, metrics: dict[str, Any]) -> None:
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "metrics.json"), "w") as f:
-      json.dump(metrics, f, indent=2)
 
 
 def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
@@ -263,75 +69,98 @@ def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
         process_id=dist.get("process_id") if dist.get("num_processes") else None)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       mode: str = "train_and_eval") -> dict[str, Any]:
-  """Trains (resuming from ``workdir``) and/or evaluates; returns the last evaluation metrics.
+class _Evaluation:
+  """Evaluates params on the validation split (if any, keys ``val_*``) and the eval split, and
+  writes TensorBoard scalars, ``metrics.json`` and ``detections.png``."""
 
-  Writes to ``workdir``: ``checkpoints/``, ``checkpoints_best/``, TensorBoard event files,
-  ``metrics.json`` (last evaluation) and ``detections.png`` (detections on held-out images).
-  """
-  if mode not in ("train", "eval", "train_and_eval"):
-    raise ValueError(f"mode must be train, eval or train_and_eval, got {mode!r}")
-  _maybe_initialize_distributed(config)
-  os.makedirs(workdir, exist_ok=True)
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
-  if config.batch_size % jax.device_count():
-    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
-                     f"{jax.device_count()} devices")
+  def __init__(self, config, model, data: experiment.Data, mesh, workdir, writer):
+    self.workdir, self.writer = workdir, writer
+    self.val, self.eval = experiment.create_evaluators(config, model, data, mesh)
 
-  train_source = data_config.make_source(config.data, train=True)
-  eval_source = data_config.make_source(config.data, train=False)
-  model = create_model(config, num_classes=len(train_source.class_names))
-  prior_boxes = priors_lib.generate(model.prior_spec)
-  lr_fn = create_learning_rate_fn(config)
-  tx = create_optimizer(config, lr_fn)
-  state = create_train_state(model, tx, config.seed, mesh)
-  if config.get("pretrained_backbone") and mode != "eval":
-    from ssd_jax import pretrained  # pylint: disable=g-import-not-at-top
-    state = state.replace(params=pretrained.load_vgg16_backbone(config.pretrained_backbone,
-                                                                state.params))
-  manager, best_manager = checkpoint_managers(workdir, config)
-  state = restore_latest(manager, state)
-  writer = metric_writers.create_default_writer(workdir,
-                                                just_logging=jax.process_index() > 0)
-  evaluator = inference.Evaluator(model, prior_boxes, eval_source, config, mesh)
-
-  def evaluate(step: int) -> dict[str, Any]:
-    metrics = evaluator.run(state.params, step,
-                            png_path=os.path.join(workdir, "detections.png"))
-    writer.write_scalars(step, {k: v for k, v in metrics.items() if isinstance(v, float)})
-    _write_metrics_json(workdir, metrics)
+  def __call__(self, params: Any, step: int) -> dict[str, Any]:
+    metrics = {}
+    if self.val is not None:
+      metrics.update({f"val_{k}": v for k, v in self.val.run(params, step).items()
+                      if k != "step"})
+    metrics = {**self.eval.run(params, step, os.path.join(self.workdir, "detections.png")),
+               **metrics}
+    self.writer.write_scalars(step, {k: v for k, v in metrics.items() if isinstance(v, float)})
+    if jax.process_index() == 0:
+      with open(os.path.join(self.workdir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
     return metrics
 
-  if mode == "eval":
-    return evaluate(int(jax.device_get(state.step)))
 
-  start = int(jax.device_get(state.step))
-  total = config.num_train_steps
-  train_step = make_train_step(model, tx, prior_boxes, lr_fn, config, mesh)
-  batches = pipeline.train_iterator(
-      train_source, image_size=model.image_size, batch_size=config.batch_size,
-      max_boxes=config.data.max_boxes, seed=config.seed,
-      augment=config.augment, start_step=start)
+def _evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """``--mode=eval``: the latest checkpoint, with the run's label map. Nothing is written before
+  both are found."""
+  run = experiment.load_trained_run(config, workdir)
+  data = experiment.create_data(config, run.label_map, train=False)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  try:
+    return _Evaluation(config, run.model, data, run.mesh, workdir, writer)(run.params, run.step)
+  finally:
+    writer.flush()
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       mode: str = "train_and_eval") -> dict[str, Any]:
+  """Trains (resuming from ``workdir``) and/or evaluates; returns the last evaluation metrics
+  (empty for ``mode='train'``)."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+  _maybe_initialize_distributed(config)
+  if mode == "eval":
+    return _evaluate_checkpoint(config, workdir)
+  mesh = experiment.create_mesh()
+  training = experiment.create_training(config, mesh)
+  data, model = training.data, training.model
+  if jax.process_index() == 0:
+    label_map_lib.save_or_check(data.label_map, workdir)
+  logging.info("Classes (%d): %s", data.label_map.num_classes, list(data.label_map.class_names))
+  state = training.initial_state(config, mesh)
+  manager, best_manager = checkpoints.managers(workdir, config, with_best=(
+      mode == "train_and_eval" and data.val is not None))
+  if manager.latest_step() is None and config.get("pretrained_backbone"):
+    params = experiment.load_pretrained_backbone(config, jax.device_get(state.params))
+    state = state.replace(params=jax.device_put(params, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec())))
+  state = checkpoints.restore_latest(manager, state)
+  writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
+  evaluate = _Evaluation(config, model, data, mesh, workdir, writer) \
+      if mode == "train_and_eval" else None
+  if evaluate is not None and evaluate.val is None:
+    logging.info("No validation split in config.data: checkpoints_best/ is not written; the "
+                 "reported metrics are those of the final step.")
+  try:
+    metrics = _train_loop(config, state, training.step_fn, data, mesh, manager, best_manager,
+                          writer, evaluate)
+  finally:
+    for m in (manager, best_manager):
+      if m is not None:
+        m.wait_until_finished()
+    writer.flush()
+  multihost_utils.sync_global_devices("train_and_evaluate done")
+  return metrics
+
+
+def _train_loop(config, state, step_fn, data, mesh, manager, best_manager, writer,
+                evaluate: Optional[_Evaluation]) -> dict[str, Any]:
+  """Steps from the state's step to ``num_train_steps``: logs, checkpoints, evaluations."""
+  start, total = int(jax.device_get(state.step)), config.num_train_steps
+  batches = experiment.train_batches(config, data.train, start_step=start)
   preempted = _Preempted()
-  last_metrics: dict[str, Any] = {}
+  metrics: dict[str, Any] = {}
   pending, tick, tick_step = [], time.perf_counter(), start
   try:
     for step in range(start + 1, total + 1):
-      state, metrics = train_step(state, global_batch(next(batches), mesh))
-      pending.append(metrics)
+      state, step_metrics = step_fn(state, train_step.global_batch(next(batches), mesh))
+      pending.append(step_metrics)
       if step % config.log_every_steps == 0 or step == total:
         _check_finite(state, manager)
-        means = jax.tree_util.tree_map(lambda *x: float(np.mean(x)), *jax.device_get(pending))
-        now = time.perf_counter()
-        ips = (step - tick_step) * config.batch_size / (now - tick)
-        eta = (total - step) * (now - tick) / (step - tick_step)
-        writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
-                                    "train/images_per_s": ips})
-        logging.info("step %d/%d  loss %.4f (conf %.4f, loc %.4f)  lr %.2e  %.1f img/s  "
-                     "ETA %.0f s", step, total, means["loss"], means["conf_loss"],
-                     means["loc_loss"], means["lr"], ips, eta)
-        pending, tick, tick_step = [], now, step
+        _log(writer, step, total, pending, config.batch_size, time.perf_counter() - tick,
+             step - tick_step)
+        pending, tick, tick_step = [], time.perf_counter(), step
       if step % config.checkpoint.every_steps == 0 or step == total or preempted.requested:
         _check_finite(state, manager)
         manager.save(step, args=ocp.args.StandardSave(state), force=True)
@@ -339,17 +168,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         manager.wait_until_finished()
         logging.warning("Stopped at step %d after SIGTERM; rerun to resume.", step)
         sys.exit(128 + signal.SIGTERM)
-      if mode == "train_and_eval" and (step % config.eval.every_steps == 0 or step == total):
-        last_metrics = evaluate(step)
-        best_manager.save(step, args=ocp.args.StandardSave(state),
-                          metrics={config.checkpoint.best_metric:
-                                   last_metrics[config.checkpoint.best_metric]}, force=True)
+      if evaluate is not None and (step % config.eval.every_steps == 0 or step == total):
+        # Orbax's async save of this step can lose its array metadata when the evaluation's
+        # input pipeline runs alongside (seen with tfds sources): let it finish first.
+        manager.wait_until_finished()
+        metrics = evaluate(state.params, step)
+        if best_manager is not None:
+          best_manager.save(step, args=ocp.args.StandardSave(state), force=True, metrics={
+              "score": metrics[f"val_{config.checkpoint.best_metric}"]})
   finally:
     preempted.restore()
-    manager.wait_until_finished()
-    best_manager.wait_until_finished()
-    writer.flush()
-  if mode == "train_and_eval" and not last_metrics:
-    last_metrics = evaluate(int(jax.device_get(state.step)))  # resumed at the end: still report
-  multihost_utils.sync_global_devices("train_and_evaluate done")
-  return last_metrics
+  if evaluate is not None and not metrics:  # resumed at the end: still report
+    metrics = evaluate(state.params, int(jax.device_get(state.step)))
+  return metrics
+
+
+def _log(writer, step: int, total: int, pending: list, batch_size: int, seconds: float,
+         steps: int) -> None:
+  means = jax.tree_util.tree_map(lambda *x: float(np.mean(x)), *jax.device_get(pending))
+  ips = steps * batch_size / seconds
+  writer.write_scalars(step, {**{f"train/{k}": v for k, v in means.items()},
+                              "train/images_per_s": ips})
+  logging.info("step %d/%d  loss %.4f (conf %.4f, loc %.4f)  lr %.2e  %.1f img/s  ETA %.0f s",
+               step, total, means["loss"], means["conf_loss"], means["loc_loss"], means["lr"],
+               ips, (total - step) * seconds / steps)

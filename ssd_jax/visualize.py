@@ -1,12 +1,20 @@
-"""Drawing images with ground-truth and detected boxes (matplotlib, no display needed)."""
+"""Drawing images with ground-truth and detected boxes (matplotlib, no display needed), and
+grids of training augmentations (``experiments/show_augmentations.py``)."""
 
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
+import tensorflow as tf
+
+from ssd_jax.data import augment as augment_lib
+from ssd_jax.data import sources
+
+# ``{'image': uint8 [H, W, 3], 'boxes': [N, 4] xyxy pixels of that image, 'labels': [N] (1..C)}``
+Panel = dict[str, np.ndarray]
 
 
 def draw_grid(images: Sequence[np.ndarray], detections: Sequence[dict[str, np.ndarray]],
@@ -83,3 +91,67 @@ def _draw_detections_on(ax, detections: dict[str, np.ndarray], class_names: Sequ
     name = class_names[int(l) - 1] if 0 < l <= len(class_names) else str(l)
     ax.text(b[0], b[1], f"{name} {s:.2f}" if s < 1 else name, fontsize=fontsize, color="white",
             va="bottom", bbox=dict(facecolor=color, alpha=0.7, pad=1, lw=0))
+
+
+def _panel(example: dict[str, Any]) -> Panel:
+  """An example (normalized boxes) -> a :data:`Panel` (boxes in pixels of its image)."""
+  image = np.asarray(example["image"])
+  height, width = image.shape[:2]
+  boxes = np.asarray(example["boxes"], np.float32).reshape(-1, 4)
+  return {"image": image, "boxes": boxes * np.array([width, height, width, height], np.float32),
+          "labels": np.asarray(example["labels"], np.int32)}
+
+
+def augmentation_panels(source: sources.Source, augment: augment_lib.AugmentConfig,
+                        image_size: int, num: int, per_row: int, seed: int = 0) -> list[Panel]:
+  """Source examples and their training augmentations, row-major.
+
+  Each row is an unaugmented example at its own size, then outputs of
+  ``augment.train_preprocess`` on it at ``image_size``: what the training pipeline feeds the
+  model (before padding the boxes).
+
+  Args:
+    source: a dataset source (``ssd_jax.data``).
+    augment: the augmentation knobs.
+    image_size: side of the augmented images, pixels.
+    num: augmented samples in all; ``ceil(num / per_row)`` source images are used, the last one
+      with the remainder.
+    per_row: augmented samples per source image.
+    seed: shuffles the source (which images) and seeds the augmentations: sample ``k`` (0-based,
+      row-major) uses the stateless seed ``(seed, k)``.
+
+  Returns:
+    Per row, the original example then its augmentations, each a :data:`Panel`.
+
+  Raises:
+    ValueError: for non-positive ``num`` / ``per_row`` / ``image_size``, or a source with fewer
+      than ``ceil(num / per_row)`` examples.
+  """
+  for name, value in (("num", num), ("per_row", per_row), ("image_size", image_size)):
+    if value < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}")
+  rows = -(-num // per_row)
+  if source.num_examples < rows:
+    raise ValueError(f"the source has {source.num_examples} examples; {num} samples at "
+                     f"{per_row} per row need {rows}")
+  panels = []
+  for row, example in enumerate(source.as_dataset(shuffle=True, seed=seed).take(rows)):
+    panels.append(_panel(example))
+    for k in range(row * per_row, min(num, (row + 1) * per_row)):
+      out = augment_lib.train_preprocess(example, tf.constant([seed, k], tf.int64), image_size,
+                                         augment)
+      panels.append(_panel(out))
+  return panels
+
+
+def write_augmentation_grid(source: sources.Source, augment: augment_lib.AugmentConfig,
+                            image_size: int, path: str, num: int, per_row: int,
+                            seed: int = 0) -> list[Panel]:
+  """Draws :func:`augmentation_panels` (same arguments) to the PNG ``path``, one source image
+  per row with its boxes and class names; returns the panels drawn."""
+  panels = augmentation_panels(source, augment, image_size, num, per_row, seed)
+  # draw_grid draws every box whose score reaches the threshold; ground truth has score 1.
+  annotations = [{**p, "scores": np.ones(len(p["labels"]), np.float32)} for p in panels]
+  draw_grid([p["image"] for p in panels], annotations, source.class_names, path,
+            columns=per_row + 1)
+  return panels

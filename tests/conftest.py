@@ -1,7 +1,29 @@
-"""Shared test fixtures."""
+"""Shared test fixtures, and one persistent XLA compilation cache for the whole session.
+
+Most of the suite's time is XLA compiling the same small models again: in each test module, in
+each ``experiments/main.py`` subprocess and in each pytest-xdist worker (all inherit the cache
+through the environment). The session that creates the cache folder removes it at the end, so
+every session starts cold and nothing is reused across code changes.
+"""
+
+import os
+import shutil
+import tempfile
 
 import numpy as np
 import pytest
+
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:  # The controller (or a plain pytest run); xdist workers inherit its folder.
+  os.environ.update({"JAX_COMPILATION_CACHE_DIR": tempfile.mkdtemp(prefix="ssd_jax_xla_cache_"),
+                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"})
+
+
+def pytest_sessionfinish(session, exitstatus):
+  del session, exitstatus
+  if _OWN_CACHE:
+    shutil.rmtree(os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 
 def random_boxes(rng: np.random.Generator, n: int, degenerate_fraction: float = 0.2,

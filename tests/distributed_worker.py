@@ -1,6 +1,6 @@
 """Subprocess side of ``tests/test_distributed.py``: trains the tiny config, dumps params to .npz.
 
-  # ssd_jax.train's step on all local devices, fed global batches that do not depend on them:
+  # The trainer's step on all local devices, fed global batches that do not depend on them:
   XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
       python -m tests.distributed_worker steps --out=/tmp/p8.npz
   # One process of a multi-process ``train_and_evaluate`` run on localhost (CPU, gloo):
@@ -10,7 +10,7 @@
 The .npz holds the parameters before the first and after the last step under ``init/<path>`` and
 ``params/<path>`` (``<path>`` the ``/``-joined tree path, e.g. ``backbone/stem/kernel``), each
 this process's own copy. ``steps`` adds ``loss`` (one per step) and ``num_devices``;
-``multihost`` adds ``image_hashes`` (one int per example this process fed to the step, in order),
+``multihost`` adds ``image_hashes`` (one int per example of this process's batches, in order),
 ``step``, ``process_index`` and ``process_count``.
 """
 
@@ -22,10 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ssd_jax import priors as priors_lib
-from ssd_jax import train
-from ssd_jax.data import config as data_config
-from ssd_jax.data import pipeline
+from ssd_jax import experiment, train, train_step
 from tests import tiny_train_config
 
 
@@ -56,21 +53,14 @@ def run_steps(num_steps: int, batch_size: int) -> dict[str, np.ndarray]:
   config = tiny_train_config.get_config()
   config.batch_size = batch_size
   config.optimizer.name = "sgd"
-  source = data_config.make_source(config.data, train=True)
-  model = train.create_model(config, num_classes=len(source.class_names))
-  lr_fn = train.create_learning_rate_fn(config)
-  tx = train.create_optimizer(config, lr_fn)
-  mesh = jax.make_mesh((jax.device_count(),), ("data",))
-  state = train.create_train_state(model, tx, config.seed, mesh)
+  mesh = experiment.create_mesh()
+  training = experiment.create_training(config, mesh)
+  state = training.initial_state(config, mesh)
   init = flat_params(state.params, "init")
-  step = train.make_train_step(model, tx, priors_lib.generate(model.prior_spec), lr_fn, config,
-                               mesh)
-  batches = pipeline.train_iterator(source, image_size=model.image_size, batch_size=batch_size,
-                                    max_boxes=config.data.max_boxes, seed=config.seed,
-                                    augment=config.augment, process_index=0, process_count=1)
+  batches = experiment.train_batches(config, training.data.train)
   losses = []
   for _ in range(num_steps):
-    state, metrics = step(state, train.global_batch(next(batches), mesh))
+    state, metrics = training.step_fn(state, train_step.global_batch(next(batches), mesh))
     losses.append(float(_local(metrics["loss"])))
   return {**init, **flat_params(state.params, "params"), "loss": np.array(losses),
           "num_devices": np.array(jax.device_count())}
@@ -78,42 +68,24 @@ def run_steps(num_steps: int, batch_size: int) -> dict[str, np.ndarray]:
 
 def run_multihost(workdir: str, coordinator: str, num_processes: int, process_id: int,
                   num_steps: int) -> dict[str, np.ndarray]:
-  """One process of ``train.train_and_evaluate(mode='train')`` with ``config.distributed`` set.
-
-  ``make_train_step`` and ``global_batch`` are wrapped to record this process's own copy of the
-  params around the steps and a hash of each local example it fed, without changing the loop.
-  """
+  """One process of ``train.train_and_evaluate(mode='train')`` with ``config.distributed`` set,
+  then its own copy of the initial and the checkpointed params, and hashes of the examples the
+  trainer's input function gives this process for those steps."""
   config = tiny_train_config.get_config()
   config.num_train_steps = num_steps
   config.distributed.initialize = True
   config.distributed.coordinator_address = coordinator
   config.distributed.num_processes = num_processes
   config.distributed.process_id = process_id
-  record: dict[str, Any] = {"image_hashes": []}
-  make_train_step, global_batch = train.make_train_step, train.global_batch
-
-  def recording_make_train_step(*args, **kwargs):
-    step = make_train_step(*args, **kwargs)
-
-    def recording_step(state, batch):
-      if "init" not in record:  # Copied before the step donates the state.
-        record["init"] = flat_params(state.params, "init")
-      state, metrics = step(state, batch)
-      record["params"] = flat_params(state.params, "params")
-      record["step"] = int(_local(state.step))
-      return state, metrics
-
-    return recording_step
-
-  def recording_global_batch(batch, mesh):
-    record["image_hashes"] += [image_hash(image) for image in batch["image"]]
-    return global_batch(batch, mesh)
-
-  train.make_train_step, train.global_batch = recording_make_train_step, recording_global_batch
   train.train_and_evaluate(config, workdir, mode="train")
-  return {**record["init"], **record["params"],
-          "image_hashes": np.array(record["image_hashes"], np.int64),
-          "step": np.array(record["step"]), "process_index": np.array(jax.process_index()),
+  run = experiment.load_trained_run(config, workdir)
+  training = experiment.create_training(config, run.mesh)
+  init = training.initial_state(config, run.mesh).params
+  batches = experiment.train_batches(config, training.data.train)
+  hashes = [image_hash(image) for _ in range(num_steps) for image in next(batches)["image"]]
+  return {**flat_params(init, "init"), **flat_params(run.params, "params"),
+          "image_hashes": np.array(hashes, np.int64), "step": np.array(run.step),
+          "process_index": np.array(jax.process_index()),
           "process_count": np.array(jax.process_count())}
 
 

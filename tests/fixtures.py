@@ -151,7 +151,8 @@ class TfdsMock:
 
 def fake_tfds_examples(features, num_examples: int, seed: int) -> list[dict[str, Any]]:
   """Well-formed random examples for a tfds detection ``FeaturesDict`` (VOC or COCO style):
-  equal object lengths (0..3), ordered normalized boxes, labels in range, PNG-sized images."""
+  equal object lengths (0..3), ordered normalized boxes, labels in range, PNG-sized images,
+  positive ``objects/area`` where the features have one."""
   rng = np.random.default_rng(seed)
   info = features.get_tensor_info()
   num_classes = features["objects"]["label"].num_classes
@@ -165,7 +166,9 @@ def fake_tfds_examples(features, num_examples: int, seed: int) -> list[dict[str,
           "objects": {"bbox": np.concatenate([lo, hi], axis=1).astype(np.float32),
                       "label": rng.integers(0, num_classes, n).astype(np.int64)}}
     for key, spec in info["objects"].items():
-      if key not in ex["objects"]:  # Flags and ids: random of the right dtype and length.
+      if key == "area":  # COCO's pixel areas (of the segmentation, unrelated to the box).
+        ex["objects"][key] = rng.integers(1, 5000, n).astype(_numpy_dtype(spec))
+      elif key not in ex["objects"]:  # Flags and ids: random of the right dtype and length.
         ex["objects"][key] = rng.integers(0, 2, n).astype(_numpy_dtype(spec))
     for key, spec in info.items():
       if key == "image/filename":
@@ -220,3 +223,23 @@ def mock_tfds_detection(num_examples: int = 4, seed: int = 0) -> Iterator[TfdsMo
 
   with tfds.testing.mock_data(as_dataset_fn=as_dataset):
     yield mock
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's own data: one VOC folder, no year level.
+
+
+def write_voc_folder(root: str, splits: dict[str, Sequence[FixtureImage]]) -> str:
+  """Writes ``root/{JPEGImages,Annotations,ImageSets/Main/<split>.txt}`` (one folder, as
+  labelling tools export it) with the images of each split; returns ``root``."""
+  for sub in ("JPEGImages", "Annotations", os.path.join("ImageSets", "Main")):
+    os.makedirs(os.path.join(root, sub), exist_ok=True)
+  for split, images in splits.items():
+    for image in images:
+      write_jpeg(os.path.join(root, "JPEGImages", f"{image.image_id}.jpg"), image.width,
+                 image.height, seed=zlib.crc32(image.image_id.encode()))
+      with open(os.path.join(root, "Annotations", f"{image.image_id}.xml"), "w") as f:
+        f.write(voc_xml(image))
+    with open(os.path.join(root, "ImageSets", "Main", f"{split}.txt"), "w") as f:
+      f.write("".join(f"{image.image_id}\n" for image in images))
+  return root

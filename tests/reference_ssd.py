@@ -76,10 +76,16 @@ def caffe_priors(image_size, feature_map_sizes, steps, min_sizes, max_sizes, asp
   return np.asarray(out) / image_size
 
 
-def match_reference(gt_boxes, gt_labels, priors, threshold, mode):
-  """Both matching modes, written as the two published algorithms read."""
+def match_reference(gt_boxes, gt_labels, priors, threshold, mode, crowd=None):
+  """Both matching modes, written as the two published algorithms read.
+
+  With ``crowd``: crowd objects are left out of both steps, then every prior still unmatched that
+  overlaps a crowd object at IoU >= ``threshold`` gets -2 (ignored). Background is -1.
+  """
   prior_boxes = [prior_to_xyxy(p) for p in priors]
-  real = [j for j in range(len(gt_boxes)) if gt_labels[j] > 0]
+  is_crowd = [crowd is not None and bool(crowd[j]) for j in range(len(gt_boxes))]
+  real = [j for j in range(len(gt_boxes)) if gt_labels[j] > 0 and not is_crowd[j]]
+  crowds = [j for j in range(len(gt_boxes)) if gt_labels[j] > 0 and is_crowd[j]]
   ov = {(j, i): iou_one(gt_boxes[j], prior_boxes[i]) for j in real for i in range(len(priors))}
   match = [-1] * len(priors)
   forced = set()
@@ -116,7 +122,17 @@ def match_reference(gt_boxes, gt_labels, priors, threshold, mode):
         best_j, best = j, ov[j, i]
     if best_j >= 0 and best >= threshold:
       match[i] = best_j
+  for i in range(len(priors)):
+    if match[i] == -1:
+      for j in crowds:
+        if iou_one(gt_boxes[j], prior_boxes[i]) >= threshold:
+          match[i] = -2
   return np.asarray(match)
+
+
+def targets_reference(gt_labels, match):
+  """Class targets from ``match_reference``'s indices: the label, 0 background, -1 ignored."""
+  return np.asarray([gt_labels[j] if j >= 0 else (-1 if j == -2 else 0) for j in match])
 
 
 def log_softmax_row(z):
@@ -125,12 +141,14 @@ def log_softmax_row(z):
   return [v - m - math.log(s) for v in z]
 
 
-def hard_negatives_reference(background_loss, positive, ratio):
-  """Per image: sort negatives by loss (descending, stable) and keep the first 3 * num_pos."""
+def hard_negatives_reference(background_loss, positive, ratio, ignored=None):
+  """Per image: sort negatives (neither positive nor ignored) by loss (descending, stable) and
+  keep the first 3 * num_pos."""
   out = np.zeros_like(positive, dtype=bool)
   for b in range(positive.shape[0]):
     npos = int(positive[b].sum())
-    negs = [i for i in range(positive.shape[1]) if not positive[b, i]]
+    negs = [i for i in range(positive.shape[1])
+            if not positive[b, i] and not (ignored is not None and ignored[b, i])]
     negs.sort(key=lambda i: -background_loss[b, i])  # Python's sort is stable
     for i in negs[:min(int(math.floor(ratio * npos)), len(negs))]:
       out[b, i] = True
@@ -138,13 +156,14 @@ def hard_negatives_reference(background_loss, positive, ratio):
 
 
 def multibox_loss_reference(loc_pred, logits, loc_targets, cls_targets, ratio=3.0, alpha=1.0):
+  """Eq. 1 of the paper; class targets < 0 (ignored) are neither positives nor negatives."""
   bsz, p = cls_targets.shape
   logp = np.zeros(logits.shape)
   for b in range(bsz):
     for i in range(p):
       logp[b, i] = log_softmax_row(list(logits[b, i]))
   positive = cls_targets > 0
-  negative = hard_negatives_reference(-logp[..., 0], positive, ratio)
+  negative = hard_negatives_reference(-logp[..., 0], positive, ratio, ignored=cls_targets < 0)
   conf, loc = 0.0, 0.0
   for b in range(bsz):
     for i in range(p):

@@ -1,6 +1,6 @@
 """Plain loop re-implementation of py-faster-rcnn's ``voc_eval.py`` (the VOC devkit in Python).
 
-Written independently of ``ssd_jax.evaluation`` and kept close to the original: one class at a
+Written independently of ``ssd_jax.metrics`` and kept close to the original: one class at a
 time, all detections of the class ranked globally, a Python loop over them with per-gt "detected"
 flags. Two deliberate choices of the MATLAB devkit where the Python port is ill-defined: a stable
 sort for equal scores, and NaN precisions (0/0, before any TP/FP) skipped by the max.

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The README's test command: sets up ./.venv if needed, then runs the test suite.
-# Extra arguments go to pytest, e.g. `bash tests/run.sh -k priors`.
+# Extra arguments go to pytest, e.g. `bash tests/run.sh -k priors`. The tests run in one worker
+# process per core (pytest-xdist; `-n 0` runs them in this process, e.g. for `--pdb`).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="$(bash "$root/experiments/ensure_venv.sh")"
 cd "$root"
-exec "$python" -m pytest -p no:cacheprovider tests "$@"
+exec "$python" -m pytest -p no:cacheprovider -n auto tests "$@"

@@ -94,6 +94,41 @@ def check_aligned(out):
 
 
 # ----------------------------------------------------------------------------------------------
+# The geometric steps on materialized images, built from the module's window steps: each one
+# extracts its pixels, which train_preprocess defers to a single extraction.
+# ----------------------------------------------------------------------------------------------
+
+
+def materialize(example, step, fill_rgb=CONFIG.fill_rgb):
+  """A window step as a step on materialized images: run from the whole image, then extracted."""
+  size = tf.shape(example["image"])[:2]
+  out, window = step(example, tf.stack([0, 0, size[1], size[0]]))
+  out = dict(out)
+  out["image"] = augment.extract_window(example["image"], window, fill_rgb)
+  return out
+
+
+def expand(example, canvas_size, offset, fill_rgb):
+  """Zoom-out of the image itself onto a ``canvas_size`` canvas, the image at ``offset``."""
+  return materialize(
+      example, lambda ex, w: augment.expand_window(ex, w, canvas_size, offset), fill_rgb)
+
+
+def random_expand(example, seed, config):
+  return materialize(
+      example, lambda ex, w: augment.random_expand_window(ex, w, seed, config), config.fill_rgb)
+
+
+def crop_to_patch(example, patch):
+  """Crop of the image itself to the normalized ``patch``."""
+  return materialize(example, lambda ex, w: augment.crop_window(ex, w, patch))
+
+
+def random_crop(example, seed, config):
+  return materialize(example, lambda ex, w: augment.random_crop_window(ex, w, seed, config))
+
+
+# ----------------------------------------------------------------------------------------------
 # Config.
 # ----------------------------------------------------------------------------------------------
 
@@ -243,13 +278,16 @@ def test_each_distortion_applied_about_half_the_time(pixels):
 def test_expand_hand_computed():
   image = np.arange(2 * 4 * 3, dtype=np.uint8).reshape(2, 4, 3)
   ex = {"image": tf.constant(image), "boxes": tf.constant([[0.25, 0.0, 0.75, 0.5]])}
-  out = augment.expand(ex, [4, 8], [1, 2], fill_rgb=(5, 6, 7))
+  out = expand(ex, [4, 8], [1, 2], fill_rgb=(5, 6, 7))
   canvas = out["image"].numpy()
   assert canvas.shape == (4, 8, 3)
   np.testing.assert_array_equal(canvas[1:3, 2:6], image)
   assert np.all(canvas[0] == [5, 6, 7]) and np.all(canvas[:, :2] == [5, 6, 7])
   # Box pixels x 1..3, y 0..1 move to x 3..5, y 1..2 of the 8x4 canvas.
   np.testing.assert_allclose(out["boxes"].numpy(), [[3 / 8, 1 / 4, 5 / 8, 2 / 4]], atol=1e-6)
+  # The window step itself: the image's window (0, 0, 4, 2) becomes the canvas at (-2, -1).
+  _, window = augment.expand_window(ex, tf.constant([0, 0, 4, 2]), [4, 8], [1, 2])
+  np.testing.assert_array_equal(window.numpy(), [-2, -1, 6, 3])
 
 
 def test_random_expand_keeps_box_contents_and_ratio():
@@ -259,7 +297,7 @@ def test_random_expand_keeps_box_contents_and_ratio():
   example.update(labels=np.arange(1, 6, dtype=np.int32), difficult=np.zeros(5, bool),
                  crowd=np.zeros(5, bool))
   h, w = example["image"].shape[:2]
-  outs = over_seeds(lambda s: augment.random_expand(to_tf(example), s, CONFIG), num=60)
+  outs = over_seeds(lambda s: random_expand(to_tf(example), s, CONFIG), num=60)
   expanded = 0
   for out in outs:
     canvas, boxes = out["image"], out["boxes"]
@@ -341,7 +379,7 @@ def test_crop_to_patch_matches_reference():
     px = np.sort(rng.choice(41, 2, replace=False)).tolist()
     py = np.sort(rng.choice(31, 2, replace=False)).tolist()
     patch = np.array([px[0] / 40, py[0] / 30, px[1] / 40, py[1] / 30], np.float32)
-    out = augment.crop_to_patch(to_tf(example), tf.constant(patch))
+    out = crop_to_patch(to_tf(example), tf.constant(patch))
     kept, boxes = crop_ref(example["boxes"], patch)
     np.testing.assert_array_equal(out["labels"].numpy(), example["labels"][kept], f"trial {trial}")
     np.testing.assert_allclose(out["boxes"].numpy(), boxes, atol=1e-5)
@@ -354,11 +392,14 @@ def test_crop_to_patch_hand_computed():
   ex = {"image": tf.zeros([10, 10, 3], tf.uint8),
         "boxes": tf.constant([[0.0, 0.0, 0.4, 0.4], [0.6, 0.6, 1.0, 1.0]]),
         "labels": tf.constant([1, 2])}
-  out = augment.crop_to_patch(ex, tf.constant([0.1, 0.1, 0.5, 0.5]))
+  out = crop_to_patch(ex, tf.constant([0.1, 0.1, 0.5, 0.5]))
   # Centre (0.2, 0.2) is inside: kept, clipped to (0.1, 0.1, 0.4, 0.4), renormalized by 0.4.
   np.testing.assert_allclose(out["boxes"].numpy(), [[0.0, 0.0, 0.75, 0.75]], atol=1e-6)
   np.testing.assert_array_equal(out["labels"].numpy(), [1])
   assert out["image"].shape == (4, 4, 3)
+  # The window step itself, from a 10x10 window at (-2, 3): pixels 1..5 of it, in image pixels.
+  _, window = augment.crop_window(ex, tf.constant([-2, 3, 8, 13]), [0.1, 0.1, 0.5, 0.5])
+  np.testing.assert_array_equal(window.numpy(), [-1, 4, 3, 8])
 
 
 def test_random_crop_keeps_centred_boxes_consistently():
@@ -367,7 +408,7 @@ def test_random_crop_keeps_centred_boxes_consistently():
 
   def fn(seed):
     patch, _ = augment.sample_patch(example["boxes"], seed, CONFIG, (30, 40))
-    return patch, augment.crop_to_patch(to_tf(example), patch)
+    return patch, crop_to_patch(to_tf(example), patch)
 
   for patch, out in over_seeds(fn, num=60):
     kept, boxes = crop_ref(example["boxes"], patch)
@@ -454,8 +495,8 @@ def test_train_preprocess_equals_the_steps_in_sequence():
     seeds = tf.random.experimental.stateless_split(seed, 5)
     ex = to_tf(example)
     ex["image"] = augment.photometric_distort(ex["image"], seeds[0], config)
-    ex = augment.random_expand(ex, seeds[1], config)
-    ex = augment.random_crop(ex, seeds[2], config)
+    ex = random_expand(ex, seeds[1], config)
+    ex = random_crop(ex, seeds[2], config)
     method = tf.random.stateless_uniform((), seeds[3], 0, 5, dtype=tf.int32)
     ex = augment.random_flip(augment.resize(ex, 20, method), seeds[4], config.flip_prob)
     return augment.drop_degenerate(ex, config.min_box_size)

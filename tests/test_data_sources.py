@@ -11,10 +11,11 @@ import pytest
 import tensorflow as tf
 
 from ssd_jax import data
+from ssd_jax.data import pipeline
 from ssd_jax.data import sources
 from tests import fixtures
 
-VOC_ROOT_KEYS = ("image", "boxes", "labels", "difficult", "crowd", "image_id")
+VOC_ROOT_KEYS = ("image", "boxes", "labels", "difficult", "crowd", "area", "image_id")
 
 
 def collect(ds: tf.data.Dataset) -> list[dict]:
@@ -30,6 +31,8 @@ def check_format(ex: dict, num_classes: int):
   assert ex["labels"].dtype == np.int32
   assert ex["difficult"].dtype == bool and ex["difficult"].shape == (n,)
   assert ex["crowd"].dtype == bool and ex["crowd"].shape == (n,)
+  assert ex["area"].dtype == np.float32 and ex["area"].shape == (n,)
+  assert np.all(np.isfinite(ex["area"])) and np.all(ex["area"] >= 0)
   assert isinstance(ex["image_id"], str)
   assert np.all(np.isfinite(ex["boxes"]))
   assert np.all((ex["boxes"] >= 0) & (ex["boxes"] <= 1))
@@ -41,7 +44,7 @@ def reference_examples(images, class_names=data.VOC_CLASSES, keep_difficult=True
   """Loop-based expected annotations of fixture images (VOC ``(x - 1) / W`` convention)."""
   expected = []
   for image in images:
-    boxes, labels, difficult, crowd = [], [], [], []
+    boxes, labels, difficult, crowd, area = [], [], [], [], []
     for o in image.objects:
       if o.difficult and not keep_difficult:
         continue
@@ -51,10 +54,11 @@ def reference_examples(images, class_names=data.VOC_CLASSES, keep_difficult=True
       labels.append(list(class_names).index(o.name) + 1)
       difficult.append(o.difficult)
       crowd.append(o.crowd)
+      area.append((xmax - xmin) * (ymax - ymin))  # Pixels; the fixture boxes lie in the image.
     expected.append({"boxes": np.array(boxes, np.float64).reshape(-1, 4),
                      "labels": np.array(labels), "difficult": np.array(difficult, bool),
-                     "crowd": np.array(crowd, bool), "image_id": image.image_id,
-                     "shape": (image.height, image.width, 3)})
+                     "crowd": np.array(crowd, bool), "area": np.array(area, np.float64),
+                     "image_id": image.image_id, "shape": (image.height, image.width, 3)})
   return expected
 
 
@@ -82,6 +86,7 @@ def test_voc_directory_matches_reference(fixture, use_parent):
     np.testing.assert_allclose(ex["boxes"], exp["boxes"], atol=1e-6)
     np.testing.assert_array_equal(ex["labels"], exp["labels"])
     np.testing.assert_array_equal(ex["difficult"], exp["difficult"])
+    np.testing.assert_array_equal(ex["area"], exp["area"])  # Box w * h in pixels.
     assert not ex["crowd"].any()  # VOC has no crowd flag.
     path = os.path.join(fixture.voc_root, f"VOC{image.year}", "JPEGImages",
                         f"{image.image_id}.jpg")
@@ -119,7 +124,38 @@ def test_coco_json_agrees_with_voc(fixture):
     np.testing.assert_allclose(c["boxes"], v["boxes"], atol=1e-6)
     np.testing.assert_array_equal(c["labels"], v["labels"])
     np.testing.assert_array_equal(c["crowd"], exp["crowd"])
+    np.testing.assert_array_equal(c["area"], exp["area"])  # The fixture's area is the box's.
     assert not c["difficult"].any()
+
+
+def test_coco_area_from_annotation_else_box_and_crowd(fixture, tmp_path):
+  content = fixtures.coco_dict(fixture.images)
+  by_id = {ann["id"]: ann for ann in content["annotations"]}
+  anns = [by_id[k] for k in sorted(by_id)]  # Annotation id order = object order.
+  for k, ann in enumerate(anns):
+    if k % 2:
+      del ann["area"]  # Falls back to the box's w * h.
+    else:
+      ann["area"] = 7.25 + k  # A segmentation area, unrelated to the box.
+  anns[1]["bbox"][2] += 40.0  # Sticks out of the image, without 'area': the clipped box's area.
+  path = str(tmp_path / "areas.json")
+  with open(path, "w") as f:
+    json.dump(content, f)
+  source = data.coco_json(path, fixture.coco_image_dir)
+  got_area = np.concatenate([r.area for r in source.records])
+  got_crowd = np.concatenate([r.crowd for r in source.records])
+  assert len(got_area) == len(anns)
+  for k, (ann, area, crowd) in enumerate(zip(anns, got_area, got_crowd)):
+    image = next(i for i in content["images"] if i["id"] == ann["image_id"])
+    x, y, w, h = ann["bbox"]
+    box_area = (min(x + w, image["width"]) - x) * (min(y + h, image["height"]) - y)
+    assert area == np.float32(ann["area"] if k % 2 == 0 else box_area), k
+    assert crowd == bool(ann["iscrowd"])
+  assert got_crowd.any() and got_area.dtype == np.float32
+  for ex, record in zip(collect(source.as_dataset()), source.records):
+    check_format(ex, 20)
+    np.testing.assert_array_equal(ex["area"], record.area)
+    np.testing.assert_array_equal(ex["crowd"], record.crowd)
 
 
 def test_coco_class_names_argument(fixture, tmp_path):
@@ -130,6 +166,31 @@ def test_coco_class_names_argument(fixture, tmp_path):
     np.testing.assert_array_equal(record.labels, exp["labels"])
   with pytest.raises(ValueError, match=r"coco\.json: category 5 has unknown class 'aeroplane'"):
     data.coco_json(fixture.coco_json, fixture.coco_image_dir, class_names=["cat"])
+
+
+def test_synthetic_area_is_the_pixel_box_area():
+  source = data.synthetic("test", num_examples=3, image_size=40, max_objects=5)
+  for k, ex in enumerate(collect(source.as_dataset())):
+    check_format(ex, 4)
+    wh = (ex["boxes"][:, 2:] - ex["boxes"][:, :2]).astype(np.float64) * 40
+    np.testing.assert_allclose(ex["area"], wh[:, 0] * wh[:, 1], rtol=1e-5)
+    np.testing.assert_array_equal(ex["area"], source.generate(k)["area"])
+    assert np.all(ex["area"] == np.round(ex["area"]))  # Whole pixels.
+
+
+def test_eval_batches_carry_the_area(fixture):
+  source = data.coco_json(fixture.coco_json, fixture.coco_image_dir)
+  batches = list(pipeline.eval_iterator(source, image_size=16, batch_size=2, max_boxes=4,
+                                        process_index=0, process_count=1))
+  assert len(batches) == 3  # 5 images, the last row padding.
+  rows = [(b, i) for b in batches for i in range(2)]
+  for (batch, i), record in zip(rows, source.records):
+    assert batch["area"].shape == (2, 4) and batch["area"].dtype == np.float32
+    n = len(record.labels)
+    np.testing.assert_array_equal(batch["area"][i, :n], record.area)
+    assert not batch["area"][i, n:].any()  # Padding rows: 0.
+  last, row = rows[-1]
+  assert not last["mask"][row] and not last["area"][row].any()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -246,6 +307,7 @@ def test_voc_bad_boxes(tmp_path, caplog):
                                             [0, 4 / 30, 1, 14 / 30],
                                             [0, 0, 1, 29 / 30]], atol=1e-6)
   np.testing.assert_array_equal(record.labels, [8, 8, 8])
+  np.testing.assert_array_equal(record.area, [15 * 10, 40 * 10, 40 * 29])  # Of the clipped boxes.
   messages = [r.getMessage() for r in caplog.records]
   assert len(messages) == 3, messages
   assert xml in messages[0] and "object 0" in messages[0] and "xmax <= xmin" in messages[0]
@@ -316,7 +378,9 @@ def test_coco_bad_input(fixture, tmp_path, caplog):
 
   for key, value, match in [("category_id", 999, "unknown category 999"),
                             ("image_id", -1, "unknown image -1"),
-                            ("bbox", [1, 2, 3], "bbox")]:
+                            ("bbox", [1, 2, 3], "bbox"),
+                            ("area", -3.0, "'area' -3.0"),
+                            ("area", "big", "'area' 'big'")]:
     broken = fixtures.coco_dict(fixture.images)
     broken["annotations"][0][key] = value
     with open(path, "w") as f:
@@ -346,18 +410,23 @@ def reference_tfds(examples, id_key):
   expected = []
   for ex in examples:
     objects = ex["objects"]
-    boxes, labels, difficult, crowd = [], [], [], []
+    boxes, labels, difficult, crowd, area = [], [], [], [], []
+    height, width = ex["image"].shape[:2]
     for k in range(len(objects["label"])):
       ymin, xmin, ymax, xmax = objects["bbox"][k]
       boxes.append([xmin, ymin, xmax, ymax])
       labels.append(objects["label"][k] + 1)
       difficult.append(bool(objects.get("is_difficult", [False] * (k + 1))[k]))
       crowd.append(bool(objects.get("is_crowd", [False] * (k + 1))[k]))
+      if "area" in objects:
+        area.append(float(objects["area"][k]))
+      else:
+        area.append((xmax - xmin) * width * (ymax - ymin) * height)
     image_id = (str(ex["image/id"]) if id_key == "image/id"
                 else ex["image/filename"].rsplit(".", 1)[0])
     expected.append({"image": ex["image"], "boxes": np.array(boxes).reshape(-1, 4),
                      "labels": labels, "difficult": difficult, "crowd": crowd,
-                     "image_id": image_id})
+                     "area": np.array(area), "image_id": image_id})
   return expected
 
 
@@ -379,7 +448,10 @@ def test_tfds_source(name, split, num_classes, id_key):
       for key in ("image", "labels", "difficult", "crowd", "image_id"):
         np.testing.assert_array_equal(ex[key], exp[key], err_msg=key)
       np.testing.assert_allclose(ex["boxes"], exp["boxes"], atol=1e-7)
+      np.testing.assert_allclose(ex["area"], exp["area"], rtol=1e-6)
     assert any(any(exp["crowd"]) for exp in expected) == (name == "coco/2017")
+    has_area = "area" in mock.examples[name][0]["objects"]
+    assert has_area == (name == "coco/2017")  # COCO's own areas; VOC: box areas.
 
     ids = [ex["image_id"] for ex in examples]
     shuffled = [ex["image_id"] for ex in collect(source.as_dataset(shuffle=True, seed=3))]

@@ -15,7 +15,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from ssd_jax import detect, inference, train
+from ssd_jax import detect, experiment, inference, train
 from tests import tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -53,17 +53,18 @@ def _reference_detections(workdir, paths, score_threshold):
   """Per image ``(width, height, [(class_id, score, pixel box)])``, computed separately: PIL
   decode, TF bilinear resize as in evaluation, one batch through the predict function, and a
   loop scaling each normalized box by the image's width and height."""
-  loaded = detect.load_model_and_params(tiny_train_config.get_config(), workdir)
+  run = experiment.load_trained_run(tiny_train_config.get_config(), workdir)
   arrays = [np.asarray(Image.open(p).convert("RGB")) for p in paths]
-  size = loaded.model.image_size
+  size = run.model.image_size
   batch = np.stack([np.round(np.clip(tf.image.resize(a, (size, size)).numpy(), 0, 255))
                     .astype(np.uint8) for a in arrays])
-  eval_config = ml_collections.ConfigDict(loaded.config.eval.to_dict())
-  eval_config.score_threshold = score_threshold
-  predict = inference.make_predict_fn(loaded.model, loaded.priors, eval_config, loaded.mesh)
+  e = run.config.eval  # the base config's NMS settings and variances, spelled out
+  settings = inference.DecodeSettings(score_threshold, e.nms_iou_threshold, e.pre_nms_top_k,
+                                      e.max_detections, (0.1, 0.2))
+  predict = inference.make_predict_fn(run.model, run.priors, settings, run.mesh)
   sharded = jax.device_put(batch, jax.sharding.NamedSharding(
-      loaded.mesh, jax.sharding.PartitionSpec("data")))
-  out = jax.device_get(predict(loaded.params, sharded))
+      run.mesh, jax.sharding.PartitionSpec("data")))
+  out = jax.device_get(predict(run.params, sharded))
   reference = []
   for i, a in enumerate(arrays):
     height, width = a.shape[:2]
@@ -115,10 +116,10 @@ def test_command_line_writes_pixel_boxes_and_drawings(workdir, images, tmp_path)
 
 def test_load_picks_the_step_or_the_best_checkpoint(workdir, tmp_path):
   config = tiny_train_config.get_config()
-  latest = detect.load_model_and_params(config, workdir)
-  second = detect.load_model_and_params(config, workdir, step=2)
+  latest = experiment.load_trained_run(config, workdir)
+  second = experiment.load_trained_run(config, workdir, step=2)
   assert (latest.step, second.step) == (4, 2)
-  assert latest.class_names == tuple(CLASS_NAMES)
+  assert latest.label_map.class_names == tuple(CLASS_NAMES)
   kernel = lambda loaded: np.asarray(loaded.params["backbone"]["stem"]["kernel"])
   assert not np.array_equal(kernel(latest), kernel(second))
 
@@ -129,30 +130,33 @@ def test_load_picks_the_step_or_the_best_checkpoint(workdir, tmp_path):
     states = {step: last.restore(step) for step in (2, 4)}
   best_dir = run / "checkpoints_best"
   with ocp.CheckpointManager(best_dir, options=ocp.CheckpointManagerOptions(
-      best_fn=lambda m: m["voc07_map"], best_mode="max")) as best:
+      best_fn=lambda m: m["score"], best_mode="max")) as best:
     for step, score in ((2, 0.2), (4, 0.1)):
-      best.save(step, args=ocp.args.StandardSave(states[step]), metrics={"voc07_map": score})
-  chosen = detect.load_model_and_params(config, str(run), best=True)
+      best.save(step, args=ocp.args.StandardSave(states[step]), metrics={"score": score})
+  chosen = experiment.load_trained_run(config, str(run), best=True)
   assert chosen.step == 2 and chosen.checkpoint_dir == str(best_dir)
   np.testing.assert_array_equal(kernel(chosen), kernel(second))
-  assert detect.load_model_and_params(config, str(run), step=4, best=True).step == 4
+  assert experiment.load_trained_run(config, str(run), step=4, best=True).step == 4
 
 
 def test_bad_inputs_are_clear_errors(workdir, images, tmp_path):
   config = tiny_train_config.get_config()
   missing = str(tmp_path / "no_such_run")
-  with pytest.raises(FileNotFoundError, match=re.escape(f"workdir {missing} does not exist")):
-    detect.load_model_and_params(config, missing)
-  with pytest.raises(FileNotFoundError, match="has no checkpoints/ folder"):
-    detect.load_model_and_params(config, str(tmp_path))
-  with pytest.raises(FileNotFoundError, match="no checkpoint in .*checkpoints_best"):
-    detect.load_model_and_params(config, workdir, best=True)  # a mode=train run
+  with pytest.raises(FileNotFoundError, match="not the workdir of a training run"):
+    experiment.load_trained_run(config, missing)
+  labels_only = tmp_path / "labels_only"
+  labels_only.mkdir()
+  shutil.copy(os.path.join(workdir, "label_map.json"), labels_only)
+  with pytest.raises(FileNotFoundError, match=r"has no checkpoint in checkpoints/ \(train"):
+    experiment.load_trained_run(config, str(labels_only))
+  with pytest.raises(FileNotFoundError, match="no checkpoint in checkpoints_best/"):
+    experiment.load_trained_run(config, workdir, best=True)  # a mode=train run
   with pytest.raises(ValueError, match=r"step 3 .* saved steps: \[2, 4\]"):
-    detect.load_model_and_params(config, workdir, step=3)
-  five = tiny_train_config.get_config()
-  five.data.synthetic.num_classes = 5
-  with pytest.raises(ValueError, match=r"does not fit the model .*\(5 classes"):
-    detect.load_model_and_params(five, workdir)
+    experiment.load_trained_run(config, workdir, step=3)
+  other_priors = tiny_train_config.get_config()
+  other_priors.priors = ml_collections.ConfigDict(dict(s_min=0.1, s_max=0.9, aspect_ratios=()))
+  with pytest.raises(ValueError, match=r"does not fit the model of this config: params"):
+    experiment.load_trained_run(other_priors, workdir)
 
   empty = tmp_path / "empty"
   empty.mkdir()
@@ -163,7 +167,7 @@ def test_bad_inputs_are_clear_errors(workdir, images, tmp_path):
     detect.list_images(str(tmp_path / "nothing.jpg"))
   assert detect.list_images(str(images / "notes.txt")) == [str(images / "notes.txt")]
 
-  loaded = detect.load_model_and_params(config, workdir)
+  loaded = experiment.load_trained_run(config, workdir)
   with pytest.raises(ValueError, match="none of the 2 input files is a readable image"):
     detect.detect_images(loaded, [str(images / "broken.png"), str(images / "notes.txt")])
   with pytest.raises(ValueError, match="score_threshold"):

@@ -15,9 +15,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ssd_jax import train
-from ssd_jax.data import config as data_config
-from ssd_jax.data import pipeline
+from ssd_jax import experiment
+from ssd_jax.data import pipeline, registry
 from tests import distributed_worker
 from tests import tiny_train_config
 
@@ -105,8 +104,9 @@ def test_eight_devices_give_the_one_device_step(tmp_path):
 
 def test_two_processes_read_their_own_shards_and_stay_in_sync(tmp_path):
   """``train_and_evaluate`` in 2 localhost processes (1 CPU device each, gloo collectives, one
-  shared workdir as on a shared filesystem): both finish with bit-identical parameters, equal to
-  the checkpoint, after reading disjoint halves of each global batch, the pipeline's shards."""
+  shared workdir as on a shared filesystem): both restore the same trained checkpoint, and the
+  trainer's input function gives them disjoint halves of each global batch, the pipeline's
+  shards."""
   coordinator = f"127.0.0.1:{_free_port()}"
   workdir = tmp_path / "shared_workdir"
   runs = {}
@@ -137,8 +137,8 @@ def test_two_processes_read_their_own_shards_and_stay_in_sync(tmp_path):
 
   # Each process fed exactly its shard of the stream: what train_iterator gives for (i, 2).
   config = tiny_train_config.get_config()
-  source = data_config.make_source(config.data, train=True)
-  image_size = train.create_model(config, len(source.class_names)).image_size
+  source = registry.make_source(config.data, "train")
+  image_size = experiment.image_size(config)
   for i, o in enumerate(out):
     batches = pipeline.train_iterator(source, image_size=image_size,
                                       batch_size=config.batch_size,

@@ -9,11 +9,12 @@ from ssd_jax import losses
 from tests import reference_ssd as ref
 
 
-def _random_batch(rng, b=3, p=40, c=4, pos_fraction=0.1):
+def _random_batch(rng, b=3, p=40, c=4, pos_fraction=0.1, ignore_fraction=0.0):
   loc_pred = rng.normal(size=(b, p, 4)).astype(np.float32) * 2
   logits = rng.normal(size=(b, p, c + 1)).astype(np.float32) * 3
   loc_t = rng.normal(size=(b, p, 4)).astype(np.float32)
   cls_t = np.where(rng.random((b, p)) < pos_fraction, rng.integers(1, c + 1, (b, p)), 0)
+  cls_t[(cls_t == 0) & (rng.random((b, p)) < ignore_fraction)] = -1
   return loc_pred, logits, loc_t, cls_t.astype(np.int32)
 
 
@@ -37,15 +38,55 @@ def test_hard_negatives_hand_case_with_ties():
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_multibox_loss_matches_reference(seed):
-  rng = np.random.default_rng(seed)
-  batch = _random_batch(rng)
+@pytest.mark.parametrize("ignore_fraction", [0.0, 0.3])
+def test_multibox_loss_matches_reference(seed, ignore_fraction):
+  """Random batches; with ``ignore_fraction``, class targets -1 (priors on crowd boxes)."""
+  rng = np.random.default_rng(seed + (10 if ignore_fraction else 0))
+  batch = (_random_batch(rng, pos_fraction=0.15, ignore_fraction=ignore_fraction)
+           if ignore_fraction else _random_batch(rng))
+  assert (batch[3] < 0).any() == bool(ignore_fraction)
   loss, aux = jax.jit(losses.multibox_loss)(*batch)
   want, conf, loc = ref.multibox_loss_reference(*batch)
   np.testing.assert_allclose(loss, want, rtol=1e-5)
   np.testing.assert_allclose(aux["conf_loss"], conf, rtol=1e-5)
   np.testing.assert_allclose(aux["loc_loss"], loc, rtol=1e-5)
   assert int(aux["num_pos"]) == int((batch[3] > 0).sum())
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ratio", [3.0, 100.0])
+def test_hard_negatives_skip_ignored_priors(seed, ratio):
+  rng = np.random.default_rng(seed)
+  bg = rng.random((4, 50)).astype(np.float32)
+  pos = rng.random((4, 50)) < 0.15
+  ignored = ~pos & (rng.random((4, 50)) < 0.3)
+  got = np.asarray(losses.hard_negatives(bg, pos, ratio, ignored))
+  np.testing.assert_array_equal(got, ref.hard_negatives_reference(bg, pos, ratio, ignored))
+  assert not (got & ignored).any()
+
+
+def test_ignored_prior_with_huge_background_loss_is_no_hard_negative():
+  # Priors: one positive, then an ignored one whose background loss is huge, then 3 negatives.
+  logits = np.zeros((1, 5, 3), np.float32)
+  logits[0, 1] = [-50.0, 50.0, 0.0]  # Background loss ~100.
+  logits[0, 2:, 1] = [3.0, 1.0, 2.0]  # Background losses: prior 2 > prior 4 > prior 3.
+  cls_t = np.array([[1, -1, 0, 0, 0]], np.int32)
+  loc_pred = np.ones((1, 5, 4), np.float32)
+  loc_t = np.zeros((1, 5, 4), np.float32)
+  bg = -np.asarray(jax.nn.log_softmax(logits))[..., 0]
+  np.testing.assert_array_equal(losses.hard_negatives(bg, cls_t > 0, 1.0, cls_t < 0),
+                                [[0, 0, 1, 0, 0]])
+  loss_fn = lambda lp, lg: losses.multibox_loss(lp, lg, loc_t, cls_t, neg_pos_ratio=2.0)
+  (loss, aux), grads = jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)(
+      loc_pred, logits)
+  # By hand: CE of prior 0 (class 1) and of the two hard negatives 2 and 4 (class 0); no loss
+  # at all for prior 1, which also gets no gradient.
+  ce = -np.asarray(jax.nn.log_softmax(logits))
+  np.testing.assert_allclose(aux["conf_loss"], ce[0, 0, 1] + ce[0, 2, 0] + ce[0, 4, 0], rtol=1e-6)
+  np.testing.assert_allclose(aux["loc_loss"], 4 * 0.5, rtol=1e-6)
+  assert float(aux["num_pos"]) == 1 and float(aux["num_neg"]) == 2
+  assert not np.asarray(grads[0])[0, 1].any() and not np.asarray(grads[1])[0, 1].any()
+  assert np.isfinite(float(loss))
 
 
 def test_alpha_weights_localization():

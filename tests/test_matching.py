@@ -1,5 +1,7 @@
 """ssd_jax.matching against loop-based references of both published matching algorithms."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -113,11 +115,81 @@ def test_ssd300_decoded_targets_recover_ground_truth():
   np.testing.assert_allclose(np.asarray(boxes.decode(loc, p))[pos], gt[idx[pos]], atol=1e-5)
 
 
+# ------------------------------------------------------------------------------------------------
+# Crowd boxes: left out of matching; background priors on them are ignored (-2 index, -1 class).
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["per_gt", "bipartite"])
+@pytest.mark.parametrize("seed", range(6))
+def test_crowd_match_and_targets_agree_with_reference(mode, seed):
+  rng = np.random.default_rng(100 + seed)
+  p = _small_priors()
+  b, m = 3, 8
+  gt = random_boxes(rng, b * m).reshape(b, m, 4)
+  labels = rng.integers(1, 5, size=(b, m)).astype(np.int32)
+  labels[rng.random((b, m)) < 0.25] = 0
+  crowd = rng.random((b, m)) < 0.4  # Also on some padding rows, which must stay padding.
+  # Row 0 of every image: a crowd box on a prior, whose priors then are mostly ignored.
+  gt[:, 0] = np.asarray(boxes.cxcywh_to_xyxy(p[rng.integers(0, len(p), b)]))
+  labels[:, 0], crowd[:, 0] = 1, True
+  fn = jax.jit(jax.vmap(functools.partial(matching.encode_targets, priors=p, mode=mode)))
+  loc, cls = fn(gt, labels, crowd=crowd)
+  index = jax.jit(jax.vmap(functools.partial(matching.match_priors, priors=p, mode=mode)))(
+      gt, labels, crowd=crowd)
+  assert cls.dtype == jnp.int32
+  for i in range(b):
+    want = ref.match_reference(gt[i], labels[i], p, 0.5, mode, crowd=crowd[i])
+    np.testing.assert_array_equal(index[i], want)
+    np.testing.assert_array_equal(cls[i], ref.targets_reference(labels[i], want))
+    assert (np.asarray(loc[i])[want < 0] == 0).all()
+  assert (np.asarray(cls) == -1).any() and (np.asarray(cls) > 0).any()  # A non-trivial case.
+
+
+@pytest.mark.parametrize("mode", ["per_gt", "bipartite"])
+def test_crowd_hand_computed(mode):
+  # Priors (xyxy): P0 [.4,.4,.6,.6], P1 [.1,.1,.3,.3], P2 [.7,.7,.9,.9], P3 [.4,.1,.6,.3].
+  p = np.array([[0.5, 0.5, 0.2, 0.2], [0.2, 0.2, 0.2, 0.2], [0.8, 0.8, 0.2, 0.2],
+                [0.5, 0.2, 0.2, 0.2]], np.float32)
+  gt = np.array([
+      [0.1, 0.1, 0.3, 0.3],    # 0 real: = P1.
+      [0.4, 0.1, 0.6, 0.16],   # 1 real: IoU 0.3 with P3, its best prior (forced).
+      [0.4, 0.4, 0.6, 0.52],   # 2 crowd: IoU 0.6 with P0, its best prior -> P0 ignored.
+      [0.1, 0.1, 0.3, 0.3],    # 3 crowd: = P1, which stays gt 0's positive.
+      [0.7, 0.7, 0.9, 0.76],   # 4 crowd: IoU 0.3 with P2, its best prior: P2 stays background.
+      [0.4, 0.1, 0.6, 0.3],    # 5 crowd: = P3, a later box, yet does not take P3 from gt 1.
+      [0.0, 0.0, 0.0, 0.0]], np.float32)
+  labels = np.array([1, 2, 3, 4, 1, 3, 0], np.int32)
+  crowd = np.array([False, False, True, True, True, True, False])
+  index = matching.match_priors(gt, labels, p, 0.5, mode, crowd=crowd)
+  np.testing.assert_array_equal(index, [matching.IGNORE_INDEX, 0, -1, 1])
+  np.testing.assert_array_equal(index, ref.match_reference(gt, labels, p, 0.5, mode, crowd))
+  loc, cls = matching.encode_targets(gt, labels, p, mode=mode, crowd=crowd)
+  np.testing.assert_array_equal(cls, [matching.IGNORE_CLASS, 1, 0, 2])
+  assert (np.asarray(loc)[[0, 2]] == 0).all()
+  # Without the flags the same boxes are objects: gt 2 takes P0, gt 4 P2 and gt 5 P3 from gt 1
+  # (per_gt also gives P1 to the later gt 3).
+  np.testing.assert_array_equal(matching.encode_targets(gt, labels, p, mode=mode)[1],
+                                [3, 4, 1, 3] if mode == "per_gt" else [3, 1, 1, 3])
+
+
+@pytest.mark.parametrize("mode", ["per_gt", "bipartite"])
+def test_no_crowd_flags_change_nothing(mode, rng):
+  p = _small_priors()
+  gt = random_boxes(rng, 6)
+  labels = rng.integers(0, 4, size=6).astype(np.int32)
+  plain = matching.encode_targets(gt, labels, p, mode=mode)
+  flagged = matching.encode_targets(gt, labels, p, mode=mode, crowd=np.zeros(6, bool))
+  for a, b in zip(plain, flagged):
+    np.testing.assert_array_equal(a, b)
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(mode="hungarian"), "mode"),
     (dict(gt_labels=np.zeros(3, np.float32)), "integers"),
     (dict(gt_labels=np.zeros(2, np.int32)), "gt_labels"),
     (dict(priors=np.zeros((5, 3), np.float32)), "priors"),
+    (dict(crowd=np.zeros(2, bool)), "crowd"),
 ])
 def test_bad_arguments(kwargs, match):
   args = dict(gt_boxes=np.zeros((3, 4), np.float32), gt_labels=np.zeros(3, np.int32),

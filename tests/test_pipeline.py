@@ -8,7 +8,6 @@ import pytest
 import tensorflow as tf
 
 from ssd_jax import data
-from ssd_jax.data import augment
 from ssd_jax.data import pipeline
 
 SIZE = 16
@@ -36,12 +35,14 @@ class CountingSource:
   def _example(self, i):
     boxes, labels, difficult, crowd = tf.numpy_function(
         self.objects, [i], [tf.float32, tf.int32, tf.bool, tf.bool])
+    boxes = tf.ensure_shape(boxes, [None, 4])
     return {
         "image": tf.fill([12, 16, 3], tf.cast(i, tf.uint8)),
-        "boxes": tf.ensure_shape(boxes, [None, 4]),
+        "boxes": boxes,
         "labels": tf.ensure_shape(labels, [None]),
         "difficult": tf.ensure_shape(difficult, [None]),
         "crowd": tf.ensure_shape(crowd, [None]),
+        "area": (boxes[:, 2] - boxes[:, 0]) * 16 * (boxes[:, 3] - boxes[:, 1]) * 12,
         "image_id": tf.strings.as_string(i),
     }
 

@@ -2,6 +2,8 @@
 
 import dataclasses
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -111,3 +113,13 @@ def test_from_linear_scales_rejects_bad_scales():
     priors.from_linear_scales((8, 4), s_min=0.0)
   with pytest.raises(ValueError, match="s_min"):
     priors.from_linear_scales((8, 4), s_min=0.9, s_max=0.2)
+
+
+def test_importing_priors_brings_kmeans_and_nothing_heavy():
+  # A fresh interpreter: ``priors.kmeans`` must work without importing the submodule by name,
+  # and the package must stay NumPy-only (no jax, no analysis, which imports priors).
+  code = ("import sys; from ssd_jax import priors; priors.kmeans.fit_anchors; "
+          "print(sorted(m for m in ('jax', 'tensorflow', 'ssd_jax.analysis') if m in sys.modules))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                       timeout=60)
+  assert out.stdout.strip() == "[]", out.stderr

@@ -1,4 +1,5 @@
-"""Tests of experiments/show_augmentations.py: panel layout and content, the CLI's PNG."""
+"""Tests of the augmentation grid: ``visualize.augmentation_panels`` (panel layout and content)
+and the PNG of ``experiments/show_augmentations.py``."""
 
 import os
 import subprocess
@@ -8,8 +9,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from experiments import show_augmentations
-from ssd_jax import data
+from ssd_jax import data, visualize
 from ssd_jax.data import augment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,8 +40,8 @@ def bilinear_reference(image: np.ndarray, size: int) -> np.ndarray:
 
 def test_rows_start_with_the_original_then_its_augmentations():
   source = _source()
-  panels = show_augmentations.augmentation_panels(source, augment.AugmentConfig(), OUT_SIZE,
-                                                  num=5, per_row=2, seed=3)
+  panels = visualize.augmentation_panels(source, augment.AugmentConfig(), OUT_SIZE, num=5,
+                                         per_row=2, seed=3)
   # 3 rows: original + 2, original + 2, original + 1.
   assert len(panels) == 8
   order = data.example_order(source.num_examples, shuffle=True, seed=3)
@@ -65,7 +65,7 @@ def test_rows_start_with_the_original_then_its_augmentations():
 
 def test_same_seed_same_panels_other_seed_other_augmentations():
   source = _source()
-  run = lambda seed: show_augmentations.augmentation_panels(
+  run = lambda seed: visualize.augmentation_panels(
       source, augment.AugmentConfig(), OUT_SIZE, num=4, per_row=4, seed=seed)
   first, again, other_seed = run(0), run(0), run(1)
   for a, b in zip(first, again):
@@ -80,8 +80,8 @@ def test_same_seed_same_panels_other_seed_other_augmentations():
 
 
 def test_without_augmentation_a_sample_is_the_resized_original():
-  panels = show_augmentations.augmentation_panels(_source(), augment.AugmentConfig.none(),
-                                                  OUT_SIZE, num=2, per_row=2)
+  panels = visualize.augmentation_panels(_source(), augment.AugmentConfig.none(), OUT_SIZE,
+                                         num=2, per_row=2)
   original = panels[0]
   for sample in panels[1:]:
     np.testing.assert_allclose(sample["boxes"], original["boxes"] * OUT_SIZE / SOURCE_SIZE,
@@ -99,7 +99,7 @@ def test_without_augmentation_a_sample_is_the_resized_original():
 ])
 def test_invalid_arguments_raise(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    show_augmentations.augmentation_panels(_source(), augment.AugmentConfig(), **kwargs)
+    visualize.augmentation_panels(_source(), augment.AugmentConfig(), **kwargs)
 
 
 def test_command_line_writes_the_grid(tmp_path):

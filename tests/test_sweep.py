@@ -14,7 +14,7 @@ import pytest
 
 from experiments.configs import ablation_table2, ablation_table3
 from ssd_jax import priors as priors_lib
-from ssd_jax import sweep, train
+from ssd_jax import experiment, overrides, sweep
 from tests import tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -35,42 +35,42 @@ def tiny_base(num_train_steps=3):
     ("3", 3), ("1e-3", 1e-3), ("(2.0, 3.0)", (2.0, 3.0)), ("None", None), ("False", False),
     ("p3", "p3"), ("'p3'", "p3"), ("synthetic data", "synthetic data"), ("[1, 2]", [1, 2])])
 def test_parse_value(text, expected):
-  value = sweep.parse_value(text)
+  value = overrides.parse_value(text)
   assert value == expected and type(value) is type(expected)
 
 
 def test_parse_assignment():
-  assert sweep.parse_assignment("optimizer.lr=1e-4") == ("optimizer.lr", 1e-4)
-  assert sweep.parse_assignment(" data.root = a=b ") == ("data.root", "a=b")
+  assert overrides.parse_assignment("optimizer.lr=1e-4") == ("optimizer.lr", 1e-4)
+  assert overrides.parse_assignment(" data.root = a=b ") == ("data.root", "a=b")
   for bad in ("num_train_steps", "=3"):
     with pytest.raises(ValueError, match="dotted.key=value"):
-      sweep.parse_assignment(bad)
+      overrides.parse_assignment(bad)
 
 
 def test_apply_overrides_sets_nested_fields_and_leaves_the_base_alone():
   base = tiny_base()
-  c = sweep.apply_overrides(base, {"num_train_steps": 7, "optimizer.lr": 1e-4,
+  c = overrides.apply_overrides(base, {"num_train_steps": 7, "optimizer.lr": 1e-4,
                                    "augment.crop": False, "optimizer.decay_steps": [5, 6]})
   assert (c.num_train_steps, c.optimizer.lr, c.augment.crop) == (7, 1e-4, False)
   assert c.optimizer.decay_steps == (5, 6)  # a list (e.g. from JSON) becomes the tuple field
   assert (base.num_train_steps, base.optimizer.lr, base.augment.crop) == (3, 3e-3, True)
-  assert sweep.apply_overrides(base, {}).to_dict() == base.to_dict()
+  assert overrides.apply_overrides(base, {}).to_dict() == base.to_dict()
 
 
 def test_apply_overrides_tuple_values_and_whole_sub_configs():
   base = tiny_base()
   assert base.priors is None
-  c = sweep.apply_overrides(base, {"priors": {"s_min": 0.2, "s_max": 0.8,
+  c = overrides.apply_overrides(base, {"priors": {"s_min": 0.2, "s_max": 0.8,
                                               "aspect_ratios": [2.0, 3.0]}})
   assert isinstance(c.priors, ml_collections.ConfigDict)
   assert c.priors.aspect_ratios == (2.0, 3.0)
-  c = sweep.apply_overrides(c, {"priors.aspect_ratios": ((),) * 5, "priors.s_min": 0.1})
+  c = overrides.apply_overrides(c, {"priors.aspect_ratios": ((),) * 5, "priors.s_min": 0.1})
   assert c.priors.aspect_ratios == ((),) * 5 and c.priors.s_min == 0.1
-  np.testing.assert_allclose(train.create_model(c, 4).prior_spec.scales,
+  np.testing.assert_allclose(experiment.create_model(c, 4).prior_spec.scales,
                              [0.1, 0.275, 0.45, 0.625, 0.8])
 
 
-@pytest.mark.parametrize("overrides, message", [
+@pytest.mark.parametrize("changes, message", [
     ({"num_train_step": 5}, r"'num_train_step'.*config has no field 'num_train_step'"),
     ({"optimizer.learning_rate": 0.1}, r"config.optimizer has no field 'learning_rate'"),
     ({"optimiser.lr": 0.1}, r"config has no field 'optimiser'"),
@@ -78,9 +78,9 @@ def test_apply_overrides_tuple_values_and_whole_sub_configs():
     ({"priors.s_min": 0.2}, r"config.priors is None, not a ConfigDict; set it as a whole"),
     ({"num_train_steps": 1.5}, r"override 'num_train_steps'.*cannot be casted"),
 ])
-def test_apply_overrides_errors_name_the_key(overrides, message):
+def test_apply_overrides_errors_name_the_key(changes, message):
   with pytest.raises(ValueError, match=message):
-    sweep.apply_overrides(tiny_base(), overrides)
+    overrides.apply_overrides(tiny_base(), changes)
 
 
 def test_check_and_select_runs():
@@ -111,12 +111,12 @@ def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tm
       "def get_sweep():\n"
       "  return [('flip', {}), ('no_flip', {'augment.flip': False}), ('other', {'seed': 1})]\n")
   workdir = tmp_path / "sweep"
-  overrides = ["num_train_steps=2", "model.conv_impl='xla'", "eval.num_images_to_draw=0"]
+  settings = ["num_train_steps=2", "model.conv_impl='xla'", "eval.num_images_to_draw=0"]
   env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
   result = subprocess.run(
       [sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
-       f"--workdir={workdir}", "--only=flip,no_flip", *(f"--set={o}" for o in overrides)],
+       f"--workdir={workdir}", "--only=flip,no_flip", *(f"--set={o}" for o in settings)],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert sorted(os.listdir(workdir)) == ["flip", "no_flip", "results.csv", "results.md",
@@ -147,7 +147,7 @@ def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tm
 
   # Rerunning the finished sweep trains nothing and reports the same numbers.
   base, runs = sweep.load_sweep(str(config_file))
-  base = sweep.apply_overrides(base, dict(map(sweep.parse_assignment, overrides)))
+  base = overrides.apply_overrides(base, dict(map(overrides.parse_assignment, settings)))
   rows = sweep.run_sweep(base, runs, str(workdir), only=["flip", "no_flip"],
                          train_fn=_must_not_train)
   assert [(r["run"], r["skipped"]) for r in rows] == [("flip", True), ("no_flip", True)]
@@ -278,9 +278,9 @@ def test_ablation_runs_build_models_whose_heads_match_their_priors(module):
   base = module.get_config()
   runs = sweep.check_runs(module.get_sweep())
   assert len(runs) >= 4
-  for name, overrides in runs:
-    c = sweep.apply_overrides(base, overrides)
-    model = train.create_model(c, num_classes=c.data.synthetic.num_classes)
+  for name, changes in runs:
+    c = overrides.apply_overrides(base, changes)
+    model = experiment.create_model(c, num_classes=c.data.synthetic.num_classes)
     spec = model.prior_spec
     layers = c.priors.layers or tuple(TINY_MAP_SIDES)
     ratios = c.priors.aspect_ratios
@@ -297,12 +297,12 @@ def test_ablation_runs_build_models_whose_heads_match_their_priors(module):
 def test_table2_full_run_is_ssd_tiny_default_and_knobs_differ_as_named():
   base = ablation_table2.get_config()
   runs = dict(ablation_table2.get_sweep())
-  full = train.create_model(sweep.apply_overrides(base, runs["full"]), 4).prior_spec
-  assert full == train.create_model(tiny_base(), 4).prior_spec  # the model's default priors
-  no_aug = sweep.apply_overrides(base, runs["no_augment"]).augment
+  full = experiment.create_model(overrides.apply_overrides(base, runs["full"]), 4).prior_spec
+  assert full == experiment.create_model(tiny_base(), 4).prior_spec  # the model's default priors
+  no_aug = overrides.apply_overrides(base, runs["no_augment"]).augment
   assert (no_aug.crop, no_aug.expand, no_aug.flip, no_aug.photometric) == (False, False, True,
                                                                              True)
-  cells = {name: train.create_model(sweep.apply_overrides(base, runs[name]), 4)
+  cells = {name: experiment.create_model(overrides.apply_overrides(base, runs[name]), 4)
            .prior_spec.boxes_per_cell for name in ("ratio1_only", "plus_ratio3")}
   assert cells == {"ratio1_only": (2,) * 5, "plus_ratio3": (6,) * 5}
   assert base.num_train_steps == base.eval.every_steps

@@ -6,23 +6,20 @@ import subprocess
 import sys
 
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from ssd_jax import sweep
-from ssd_jax import train
+from ssd_jax import overrides, train
+from ssd_jax.data import label_map as label_map_lib
 from tests import tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = ["synthetic", "ssd300_voc0712", "ssd512_voc0712", "ssd300_coco", "custom_voc_dir",
-           "custom_coco_json"]
 
 
-def tiny_config(**overrides):
+def tiny_config(**changes):
   """``tests/tiny_train_config.py`` with dotted-key overrides."""
-  return sweep.apply_overrides(tiny_train_config.get_config(), overrides)
+  return overrides.apply_overrides(tiny_train_config.get_config(), changes)
 
 
 def _run_main(workdir, *flags, env=None):
@@ -36,45 +33,6 @@ def _restore_params(workdir, step):
   with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
     restored = manager.restore(step)
   return restored["params"]
-
-
-@pytest.mark.parametrize("name", CONFIGS)
-def test_configs_share_the_resize_knobs_and_build(name):
-  module = __import__(f"experiments.configs.{name}", fromlist=["get_config"])
-  c = module.get_config()
-  for key in ("num_train_steps", "batch_size", "seed"):
-    assert key in c
-  assert "lr" in c.optimizer
-  model = train.create_model(c, num_classes=20)
-  spec = model.prior_spec
-  assert spec.num_priors > 0
-  lr_fn = train.create_learning_rate_fn(c)
-  train.create_optimizer(c, lr_fn)
-  assert float(lr_fn(c.optimizer.warmup_steps + 1)) == pytest.approx(c.optimizer.lr)
-
-
-def test_paper_learning_rate_schedule():
-  from experiments.configs import ssd300_voc0712  # pylint: disable=g-import-not-at-top
-  lr = train.create_learning_rate_fn(ssd300_voc0712.get_config())
-  np.testing.assert_allclose([lr(0), lr(50_000), lr(80_001), lr(100_001)],
-                             [1e-4, 1e-3, 1e-4, 1e-5], rtol=1e-5)
-
-
-def test_prior_ablation_knobs_select_layers_and_ratios():
-  c = tiny_config()
-  base = train.create_model(c, 4).prior_spec
-  c.priors = ml_collections.ConfigDict({"layers": base.layer_names[1:3], "s_min": 0.3,
-                                        "s_max": 0.6, "aspect_ratios": (2.0,)})
-  spec = train.create_model(c, 4).prior_spec
-  assert spec.layer_names == base.layer_names[1:3]
-  np.testing.assert_allclose(spec.scales, [0.3, 0.6])
-  assert spec.boxes_per_cell == (4, 4)
-  del c.priors["aspect_ratios"]  # unset: the model's own ratios of the kept layers
-  spec = train.create_model(c, 4).prior_spec
-  assert spec.aspect_ratios == base.aspect_ratios[1:3]
-  c.priors = ml_collections.ConfigDict({"layers": ("nope",), "s_min": 0.2, "s_max": 0.9})
-  with pytest.raises(ValueError, match="priors.layers"):
-    train.create_model(c, 4)
 
 
 def test_missing_dataset_path_is_a_clear_error(tmp_path):
@@ -104,6 +62,28 @@ def test_train_and_eval_writes_metrics_png_and_resumes_without_retraining(tmp_pa
   assert os.listdir(tmp_path / "checkpoints_best") == ["2"]
   again = train.train_and_evaluate(c, str(tmp_path))  # already done: evaluates, trains nothing
   assert again["step"] == 2 and again["voc07_map"] == pytest.approx(metrics["voc07_map"])
+  assert label_map_lib.load(str(tmp_path)).class_names == ("circle", "square", "triangle",
+                                                           "cross")
+
+  # The same workdir with a dataset of other classes would relabel the run's outputs.
+  three = tiny_config(**{"num_train_steps": 2, "data.synthetic.num_classes": 3})
+  with pytest.raises(ValueError, match="label_map.json holds classes .* now has"):
+    train.train_and_evaluate(three, str(tmp_path))
+
+
+def test_eval_mode_needs_a_checkpoint_and_writes_nothing_without_one(tmp_path):
+  label_map_lib.save_or_check(label_map_lib.LabelMap(("circle", "square", "triangle", "cross")),
+                              str(tmp_path))
+  with pytest.raises(FileNotFoundError, match="has no checkpoint in checkpoints/"):
+    train.train_and_evaluate(tiny_config(), str(tmp_path), mode="eval")
+  assert os.listdir(tmp_path) == ["label_map.json"]
+
+
+def test_without_a_validation_split_the_final_step_is_reported_and_no_best_is_kept(tmp_path):
+  c = tiny_config(**{"num_train_steps": 2, "eval.every_steps": 1, "data.num_val_examples": 0})
+  metrics = train.train_and_evaluate(c, str(tmp_path))
+  assert metrics["step"] == 2 and not any(k.startswith("val_") for k in metrics)
+  assert not (tmp_path / "checkpoints_best").exists()
 
 
 def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):

@@ -11,6 +11,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.num_train_steps = 6
   c.log_every_steps = 1
   c.data.num_train_examples = 64
+  c.data.num_val_examples = 8
   c.data.num_eval_examples = 8
   c.eval.batch_size = 4
   c.eval.every_steps = 1000

@@ -19,8 +19,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = "ssd300_vgg16"
   c.model.dtype = "float32"  # or "bfloat16": bf16 compute, float32 params and loss
   c.model.conv_impl = "auto"  # Winograd convs on CPU (ssd_jax.models.conv), XLA elsewhere
-  # None = the model's default priors. For ablations, a ConfigDict with the fields of
-  # ssd_jax.train.prior_spec_from_config (layers, s_min, s_max, first_scale, aspect_ratios).
+  # None = the model's default priors. For ablations, a ConfigDict with the fields read by
+  # ssd_jax.experiment.prior_spec (layers, s_min, s_max, first_scale, aspect_ratios).
   c.priors = ml_collections.config_dict.placeholder(ml_collections.ConfigDict)
   c.pretrained_backbone = ""  # path of torchvision VGG16 weights (.pth/.npz), see pretrained.py
 
@@ -60,7 +60,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 5_000
   c.checkpoint.keep = 3
-  c.checkpoint.best_metric = "voc07_map"
+  c.checkpoint.best_metric = "voc07_map"  # on the validation split (checkpoints_best/), if any
 
   # Multi-host: set initialize=True (coordinator_address etc. may stay None on managed clusters).
   c.distributed = ml_collections.ConfigDict(dict(initialize=False, coordinator_address="",

@@ -21,9 +21,12 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.decay_steps = (280_000, 360_000)
   c.data.source = "tfds"
   c.data.tfds_name = "coco/2017"
-  c.data.train_split, c.data.eval_split = "train", "validation"
+  # val2017 is the reported split, so there is no validation split and no checkpoints_best/:
+  # the final step is reported, as in the paper.
+  c.data.train_split, c.data.val_split, c.data.eval_split = "train", "", "validation"
   c.data.tfds_data_dir = ml_collections.config_dict.placeholder(str)
   c.data.annotation_file = c.data.image_dir = ""
+  c.data.val_annotation_file = c.data.val_image_dir = ""
   c.data.eval_annotation_file = c.data.eval_image_dir = ""
   c.data.max_boxes = 100
   c.eval.metrics = ("coco", "voc07", "voc")

@@ -21,6 +21,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.data.source = "synthetic"
   c.data.max_boxes = 8
   c.data.num_train_examples = 20_000
+  c.data.num_val_examples = 100  # selects checkpoints_best/
   c.data.num_eval_examples = 300
   c.data.synthetic = ml_collections.ConfigDict(dict(
       image_size=128, num_classes=4, min_objects=1, max_objects=4, scale_range=(0.1, 0.6),

@@ -6,6 +6,9 @@ Sources (each with ``class_names``, ``num_examples``, ``shard_size(shard)`` and
   coco_json      COCO-format JSON + image folder
   tfds_source    tfds-prepared voc/2007, voc/2012, coco/2017 (``'voc/2007+voc/2012'`` = union)
   synthetic      built-in shapes dataset generated on the fly (no files)
+
+An experiment config picks one by name (``config.data.source``) through ``registry.make_source``;
+``label_map`` stores a run's classes in its workdir.
 """
 
 from ssd_jax.data.coco import coco_json

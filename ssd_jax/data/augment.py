@@ -2,8 +2,10 @@
 
 An *example* is a dict with ``image`` uint8 ``[H, W, 3]`` RGB, ``boxes`` float32 ``[N, 4]``
 normalized xyxy, and optional per-object fields ``labels`` int32 ``[N]``, ``difficult`` and
-``crowd`` bool ``[N]`` (other keys, e.g. ``image_id``, pass through untouched). Every step takes
-and returns such a dict; whenever objects are dropped, all per-object fields are dropped together.
+``crowd`` bool ``[N]`` and ``area`` float32 ``[N]`` (other keys, e.g. ``image_id``, pass through
+untouched). Every step takes and returns such a dict; whenever objects are dropped, all per-object
+fields are dropped together. ``area`` (pixels of the original image) is carried along unchanged:
+it stays the original object's area, not that of the cropped or resized box.
 
 Randomness is stateless: each random step takes a seed, an int64 ``[2]`` tensor, and draws with
 ``tf.random.stateless_*`` ops, so the same seed always gives the same output. The input pipeline
@@ -11,10 +13,10 @@ derives one seed per example from (global seed, example index), which makes trai
 
 The training recipe (:func:`train_preprocess`) follows the Caffe SSD release (``ssd_pascal.py``):
   1. photometric distortion (:func:`photometric_distort`),
-  2. zoom-out onto a mean-coloured canvas (:func:`random_expand`),
-  3. the IoU-constrained patch sampler (:func:`sample_patch`) and crop (:func:`crop_to_patch`)
-     (2 and 3 only move a window over the image; its pixels are extracted once, see
-     :func:`extract_window`),
+  2. zoom-out onto a mean-coloured canvas (:func:`random_expand_window`),
+  3. the IoU-constrained patch sampler (:func:`sample_patch`) and crop
+     (:func:`random_crop_window`) (2 and 3 only move a window over the image; its pixels are
+     extracted once, by :func:`extract_window`, which also runs step 1 on just those pixels),
   4. resize to ``image_size x image_size`` (:func:`resize`), uint8 output,
   5. horizontal flip (:func:`random_flip`); done after the resize because bilinear resizing with
      half-pixel centres commutes with mirroring, and flipping 300x300 pixels is cheaper,
@@ -30,13 +32,13 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 import tensorflow as tf
 
+from ssd_jax import pixel_stats
+
 Example = dict[str, Any]
 Seed = Union[tf.Tensor, Sequence[int]]
 
 # Per-object fields, aligned with ``boxes`` along axis 0.
-OBJECT_KEYS = ("boxes", "labels", "difficult", "crowd")
-# Caffe's ImageNet mean (BGR 104, 117, 123) in RGB order: the zoom-out canvas colour.
-IMAGENET_MEAN_RGB = (123.0, 117.0, 104.0)
+OBJECT_KEYS = ("boxes", "labels", "difficult", "crowd", "area")
 # The six channel orders a random channel swap chooses from.
 _CHANNEL_PERMUTATIONS = tuple(itertools.permutations(range(3)))
 # Interpolations Caffe picks from at random when resizing (LINEAR, AREA, NEAREST, CUBIC, LANCZOS4).
@@ -52,7 +54,7 @@ class AugmentConfig:
 
   Attributes:
     photometric: apply :func:`photometric_distort`.
-    expand: apply :func:`random_expand` (zoom-out).
+    expand: apply :func:`random_expand_window` (zoom-out).
     crop: apply the IoU-constrained patch sampler and crop.
     flip: apply :func:`random_flip`.
     channel_swap: randomly permute RGB channels as the last photometric step (ssd.pytorch's
@@ -69,7 +71,8 @@ class AugmentConfig:
     channel_swap_prob: probability of a channel swap when ``channel_swap`` is on.
     expand_prob: probability of zoom-out.
     max_expand_ratio: zoom-out canvas side is ``ratio * side`` with ratio in ``[1, max]``.
-    fill_rgb: canvas colour of the zoom-out (the dataset mean, RGB, 0..255).
+    fill_rgb: canvas colour of the zoom-out (RGB, 0..255); by default Caffe's mean pixel, as in
+      Caffe SSD.
     min_ious: one patch sampler per entry: a patch must have IoU >= this with some object; 0.0 is
       Caffe's unconstrained "any patch" sampler. The whole image is always a candidate too.
     num_trials: patches tried per sampler (the first valid one is that sampler's candidate).
@@ -92,7 +95,7 @@ class AugmentConfig:
   channel_swap_prob: float = 0.5
   expand_prob: float = 0.5
   max_expand_ratio: float = 4.0
-  fill_rgb: tuple[float, float, float] = IMAGENET_MEAN_RGB
+  fill_rgb: tuple[float, float, float] = pixel_stats.CAFFE_MEAN
   min_ious: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9, 0.0)
   num_trials: int = 50
   scale_range: tuple[float, float] = (0.3, 1.0)
@@ -255,6 +258,12 @@ def photometric_distort(image: tf.Tensor, seed: Seed,
 # ``[4]`` pixel xyxy in the plane of the source image (the plane is the fill colour outside the
 # image), with the example's boxes normalized to the window. :func:`extract_window` then copies
 # just the pixels that survive.
+#
+# A *window step* (:func:`expand_window`, :func:`crop_window` and their random versions) maps
+# ``(example, window)`` to ``(example, window)``, leaving ``image`` as the source image. Run from
+# the whole image ``[0, 0, W, H]`` and followed by :func:`extract_window`, it is the usual
+# augmentation step on a materialized image; steps chained before one extraction give what the
+# materialized steps chained would give.
 
 
 def _full_window(image: tf.Tensor) -> tf.Tensor:
@@ -268,7 +277,7 @@ def _window_size(window: tf.Tensor) -> tf.Tensor:
 
 
 def extract_window(image: tf.Tensor, window: tf.Tensor,
-                   fill_rgb: Sequence[float] = IMAGENET_MEAN_RGB,
+                   fill_rgb: Sequence[float] = pixel_stats.CAFFE_MEAN,
                    pixel_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.Tensor:
   """The pixels of ``window`` in the plane of ``image``, ``fill_rgb`` outside the image.
 
@@ -308,9 +317,19 @@ def extract_window(image: tf.Tensor, window: tf.Tensor,
   return tf.cond(tf.reduce_any(tf.concat([before, after], 0) > 0), pad, lambda: pixels)
 
 
-def _expand_window(example: Example, window: tf.Tensor, canvas_size: tf.Tensor,
-                   offset: tf.Tensor) -> tuple[Example, tf.Tensor]:
-  """Window step of :func:`expand`: the canvas, placed so the current window sits at ``offset``."""
+def expand_window(example: Example, window: tf.Tensor, canvas_size: tf.Tensor,
+                  offset: tf.Tensor) -> tuple[Example, tf.Tensor]:
+  """Zoom-out: a ``canvas_size`` canvas on which the current window sits at ``offset``.
+
+  Args:
+    example: with ``[N, 4]`` boxes normalized to ``window``.
+    window: int32 ``[4]`` pixel xyxy.
+    canvas_size: int32 ``[2]`` (height, width) of the canvas, ``>=`` the window's.
+    offset: int32 ``[2]`` (top, left) pixel position of the current window on the canvas.
+
+  Returns:
+    ``(example, canvas)``: the canvas window, and the boxes normalized to it.
+  """
   size = tf.cast(_window_size(window), tf.float32)
   canvas_size = tf.convert_to_tensor(canvas_size, tf.int32)
   offset = tf.convert_to_tensor(offset, tf.int32)
@@ -323,9 +342,11 @@ def _expand_window(example: Example, window: tf.Tensor, canvas_size: tf.Tensor,
   return out, tf.concat([canvas_lo, canvas_lo + canvas_size[::-1]], axis=0)
 
 
-def _random_expand_window(example: Example, window: tf.Tensor, seed: Seed,
-                          config: AugmentConfig) -> tuple[Example, tf.Tensor]:
-  """Window step of :func:`random_expand`."""
+def random_expand_window(example: Example, window: tf.Tensor, seed: Seed,
+                         config: AugmentConfig = AugmentConfig()) -> tuple[Example, tf.Tensor]:
+  """With ``config.expand_prob``, :func:`expand_window` onto a canvas ``ratio`` times the window
+  side (ratio uniform in ``[1, max_expand_ratio]``, same for height and width), at a uniformly
+  random integer offset (Caffe's ``ExpandImage``); its fill is ``config.fill_rgb``."""
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
 
   def zoom_out(args):
@@ -335,37 +356,9 @@ def _random_expand_window(example: Example, window: tf.Tensor, seed: Seed,
     slack = canvas_size - size
     top = tf.random.stateless_uniform((), seeds[2], 0, slack[0] + 1, dtype=tf.int32)
     left = tf.random.stateless_uniform((), seeds[3], 0, slack[1] + 1, dtype=tf.int32)
-    return _expand_window(*args, canvas_size, tf.stack([top, left]))
+    return expand_window(*args, canvas_size, tf.stack([top, left]))
 
   return _with_prob(config.expand_prob, seeds[0], zoom_out, (example, window))
-
-
-def _crop_window(example: Example, window: tf.Tensor,
-                 patch: tf.Tensor) -> tuple[Example, tf.Tensor]:
-  """Window step of :func:`crop_to_patch`."""
-  size = _window_size(window)
-  patch = _snap_to_pixels(tf.convert_to_tensor(patch, tf.float32), size)
-  patch_px = tf.cast(tf.round(patch * tf.cast(tf.tile(size[::-1], [2]), tf.float32)), tf.int32)
-  out = _select_objects(example, _centers_inside(example["boxes"], patch))
-  lo, hi = tf.tile(patch[:2], [2]), tf.tile(patch[2:], [2])
-  out["boxes"] = (tf.clip_by_value(out["boxes"], lo, hi) - lo) / (hi - lo)
-  return out, tf.tile(window[:2], [2]) + patch_px
-
-
-def _random_crop_window(example: Example, window: tf.Tensor, seed: Seed,
-                        config: AugmentConfig) -> tuple[Example, tf.Tensor]:
-  """Window step of :func:`random_crop`."""
-  patch, _ = sample_patch(example["boxes"], seed, config, _window_size(window))
-  return _crop_window(example, window, patch)
-
-
-def _apply_window_step(example: Example, step, fill_rgb: Sequence[float] = IMAGENET_MEAN_RGB
-                       ) -> Example:
-  """Runs a window step on the whole image and extracts the resulting pixels."""
-  _check_example(example, "augment")
-  out, window = step(example, _full_window(example["image"]))
-  out["image"] = extract_window(example["image"], window, fill_rgb)
-  return out
 
 
 def _snap_to_pixels(patches: tf.Tensor, image_size: tf.Tensor) -> tf.Tensor:
@@ -376,32 +369,6 @@ def _snap_to_pixels(patches: tf.Tensor, image_size: tf.Tensor) -> tf.Tensor:
   lo = tf.minimum(px[..., :2], scale[2:] - 1)
   hi = tf.minimum(tf.maximum(px[..., 2:], lo + 1), scale[2:])
   return tf.concat([lo, hi], axis=-1) / scale
-
-
-def expand(example: Example, canvas_size: tf.Tensor, offset: tf.Tensor,
-           fill_rgb: Sequence[float] = IMAGENET_MEAN_RGB) -> Example:
-  """Places the image on a ``fill_rgb`` canvas and moves the boxes with it.
-
-  Args:
-    example: with uint8 ``[H, W, 3]`` image and ``[N, 4]`` normalized xyxy boxes.
-    canvas_size: int32 ``[2]`` (height, width) of the canvas, ``>= (H, W)``.
-    offset: int32 ``[2]`` (top, left) pixel position of the image on the canvas.
-    fill_rgb: canvas colour (0..255).
-
-  Returns:
-    The example with the canvas as image and boxes normalized to the canvas.
-  """
-  return _apply_window_step(
-      example, lambda ex, window: _expand_window(ex, window, canvas_size, offset), fill_rgb)
-
-
-def random_expand(example: Example, seed: Seed,
-                  config: AugmentConfig = AugmentConfig()) -> Example:
-  """With ``config.expand_prob``, :func:`expand` onto a canvas ``ratio`` times the image side
-  (ratio uniform in ``[1, max_expand_ratio]``, same for height and width), at a uniformly random
-  integer offset (Caffe's ``ExpandImage``)."""
-  return _apply_window_step(
-      example, lambda ex, window: _random_expand_window(ex, window, seed, config), config.fill_rgb)
 
 
 def sample_patch(boxes: tf.Tensor, seed: Seed, config: AugmentConfig = AugmentConfig(),
@@ -422,7 +389,7 @@ def sample_patch(boxes: tf.Tensor, seed: Seed, config: AugmentConfig = AugmentCo
     seed: int64 ``[2]`` stateless seed.
     config: the knobs (``min_ious``, ``num_trials``, ``scale_range``, ``aspect_ratio_range``).
     image_size: optional int32 ``[2]`` (height, width): trials are snapped to whole pixels before
-      their constraints are checked, so that :func:`crop_to_patch` crops exactly that patch.
+      their constraints are checked, so that :func:`crop_window` crops exactly that patch.
 
   Returns:
     ``(patch, min_iou)``: float32 ``[4]`` normalized xyxy patch, and the float32 scalar IoU
@@ -454,25 +421,36 @@ def sample_patch(boxes: tf.Tensor, seed: Seed, config: AugmentConfig = AugmentCo
   return candidates[pick], tf.concat([[0.0], min_ious], axis=0)[pick]
 
 
-def crop_to_patch(example: Example, patch: tf.Tensor) -> Example:
-  """Crops the image to ``patch`` and keeps the objects whose box centre lies inside it.
+def crop_window(example: Example, window: tf.Tensor,
+                patch: tf.Tensor) -> tuple[Example, tf.Tensor]:
+  """Crops the window to ``patch`` and keeps the objects whose box centre lies inside it.
 
-  The patch is rounded to whole pixels; kept boxes are clipped to it and renormalized to it.
+  The patch is rounded to whole pixels of the window; kept boxes are clipped to it and
+  renormalized to it.
 
   Args:
-    example: with uint8 ``[H, W, 3]`` image and ``[N, 4]`` normalized xyxy boxes.
-    patch: float32 ``[4]`` normalized xyxy.
+    example: with ``[N, 4]`` boxes normalized to ``window``.
+    window: int32 ``[4]`` pixel xyxy.
+    patch: float32 ``[4]`` xyxy, normalized to ``window``.
 
   Returns:
-    The cropped example (objects outside the patch dropped from every per-object field).
+    ``(example, patch window)``: objects outside the patch dropped from every per-object field,
+    the others' boxes normalized to the patch window.
   """
-  return _apply_window_step(example, lambda ex, window: _crop_window(ex, window, patch))
+  size = _window_size(window)
+  patch = _snap_to_pixels(tf.convert_to_tensor(patch, tf.float32), size)
+  patch_px = tf.cast(tf.round(patch * tf.cast(tf.tile(size[::-1], [2]), tf.float32)), tf.int32)
+  out = _select_objects(example, _centers_inside(example["boxes"], patch))
+  lo, hi = tf.tile(patch[:2], [2]), tf.tile(patch[2:], [2])
+  out["boxes"] = (tf.clip_by_value(out["boxes"], lo, hi) - lo) / (hi - lo)
+  return out, tf.tile(window[:2], [2]) + patch_px
 
 
-def random_crop(example: Example, seed: Seed, config: AugmentConfig = AugmentConfig()) -> Example:
-  """:func:`sample_patch` (snapped to the image's pixels), then :func:`crop_to_patch`."""
-  return _apply_window_step(
-      example, lambda ex, window: _random_crop_window(ex, window, seed, config))
+def random_crop_window(example: Example, window: tf.Tensor, seed: Seed,
+                       config: AugmentConfig = AugmentConfig()) -> tuple[Example, tf.Tensor]:
+  """:func:`sample_patch` (snapped to the window's pixels), then :func:`crop_window`."""
+  patch, _ = sample_patch(example["boxes"], seed, config, _window_size(window))
+  return crop_window(example, window, patch)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -537,16 +515,18 @@ def train_preprocess(example: Example, seed: Seed, image_size: int,
 
   Args:
     example: image uint8 ``[H, W, 3]``, boxes float32 ``[N, 4]`` normalized xyxy, optional
-      per-object ``labels`` / ``difficult`` / ``crowd`` ``[N]``; other keys pass through.
+      per-object ``labels`` / ``difficult`` / ``crowd`` / ``area`` ``[N]``; other keys pass
+      through.
     seed: int64 ``[2]`` stateless seed; the same seed gives the same output.
     image_size: output side in pixels.
     config: the knobs; ``AugmentConfig.none()`` only resizes.
 
-  The result equals running the public steps one after the other with
-  ``tf.random.experimental.stateless_split(seed, 5)`` as the seeds of, in order,
-  :func:`photometric_distort`, :func:`random_expand`, :func:`random_crop`, the interpolation
-  choice and :func:`random_flip`; but the zoom-out canvas is never materialized (see
-  :func:`extract_window`) and the photometric ops only touch the pixels that survive the crop.
+  ``tf.random.experimental.stateless_split(seed, 5)`` are the seeds of, in order,
+  :func:`photometric_distort`, :func:`random_expand_window`, :func:`random_crop_window`, the
+  interpolation choice and :func:`random_flip`. The result equals running these steps one after
+  the other on materialized images (each window step from the whole image, followed by
+  :func:`extract_window`); but here the zoom-out canvas is never materialized and the
+  photometric ops only touch the pixels that survive the crop.
 
   Returns:
     The example with uint8 ``[image_size, image_size, 3]`` image and ``[M, 4]`` (``M <= N``)
@@ -559,9 +539,9 @@ def train_preprocess(example: Example, seed: Seed, image_size: int,
   example["boxes"] = tf.clip_by_value(example["boxes"], 0.0, 1.0)
   window = _full_window(image)
   if config.expand:
-    example, window = _random_expand_window(example, window, seeds[1], config)
+    example, window = random_expand_window(example, window, seeds[1], config)
   if config.crop:
-    example, window = _random_crop_window(example, window, seeds[2], config)
+    example, window = random_crop_window(example, window, seeds[2], config)
   pixel_fn = None
   if config.photometric:
     pixel_fn = functools.partial(photometric_distort, seed=seeds[0], config=config)

@@ -2,6 +2,7 @@
 
 import collections
 import json
+import math
 import os
 from typing import Any, Sequence
 
@@ -19,7 +20,9 @@ def coco_json(annotation_file: str, image_dir: str,
   gives an unlabelled set. Categories become contiguous labels ``1..C`` in increasing category-id
   order (COCO's 80 ids 1..90 -> labels 1..80). ``bbox`` ``[x, y, w, h]`` in pixels becomes
   normalized xyxy ``(x / W, y / H, (x + w) / W, (y + h) / H)`` with the image's
-  ``width``/``height``; ``iscrowd`` becomes ``crowd``.
+  ``width``/``height``; ``iscrowd`` becomes ``crowd``; ``area`` (pixels; the segmentation area in
+  COCO itself) is kept as ``area``, and an annotation without one gets its box's ``w * h`` (after
+  clipping to the image).
 
   Args:
     annotation_file: path of the JSON file.
@@ -28,14 +31,15 @@ def coco_json(annotation_file: str, image_dir: str,
       ``class_names[k - 1]``); if None, the category names in increasing id order.
 
   Returns:
-    A source of examples whose ``image_id`` is the decimal image id (e.g. ``'397133'``).
+    A source of examples whose ``image_id`` is the decimal image id (e.g. ``'397133'``) and whose
+    ``category_ids`` are the category ids of labels ``1..C`` (None if a class has no category).
 
   Raises:
     ValueError: the file is missing or not valid JSON, lacks ``images``/``categories`` or an
       image's ``id``/``file_name``/positive ``width``/``height``; an annotation refers to an
-      unknown image or category or has no 4-number ``bbox``; a category name is not in
-      ``class_names`` (each message names the file). Bad boxes are dropped or clipped with a
-      warning (see ``sources.normalize_pixel_boxes``).
+      unknown image or category, has no 4-number ``bbox`` or an ``area`` that is not a finite
+      number ``>= 0``; a category name is not in ``class_names`` (each message names the file).
+      Bad boxes are dropped or clipped with a warning (see ``sources.normalize_pixel_boxes``).
   """
   try:
     with open(annotation_file) as f:
@@ -77,7 +81,12 @@ def coco_json(annotation_file: str, image_dir: str,
                      image_dir, category_labels, category_names, annotation_file, issues)
              for image in images]
   issues.summarize(annotation_file)
-  return sources.RecordSource(records, class_names)
+  source = sources.RecordSource(records, class_names)
+  # Label k's category id, for writing detections back in the file's own ids.
+  by_name = {c["name"]: c["id"] for c in categories}
+  if all(name in by_name for name in class_names):
+    source.category_ids = [by_name[name] for name in class_names]
+  return source
 
 
 def _image_field(image: dict[str, Any], key: str, annotation_file: str) -> Any:
@@ -104,15 +113,24 @@ def _record(image: dict[str, Any], anns: list[dict[str, Any]], image_dir: str,
             and all(isinstance(v, (int, float)) for v in bbox)):
       raise ValueError(f"{annotation_file}: {name} of image {file_name} needs a 'bbox' of 4 "
                        f"numbers, got {bbox!r}")
+    area = ann.get("area")
+    if area is not None and not (isinstance(area, (int, float)) and math.isfinite(area)
+                                 and area >= 0):
+      raise ValueError(f"{annotation_file}: {name} of image {file_name} has 'area' {area!r}; "
+                       "expected a finite number >= 0 (or no 'area')")
     x, y, w, h = bbox
     boxes.append([x, y, x + w, y + h])
     names.append(name)
+  pixel_boxes = np.array(boxes, np.float64).reshape(-1, 4)
   normalized, keep = sources.normalize_pixel_boxes(
-      np.array(boxes, np.float64).reshape(-1, 4), width, height,
-      f"{annotation_file} (image {file_name})", names, issues)
+      pixel_boxes, width, height, f"{annotation_file} (image {file_name})", names, issues)
+  box_areas = sources.pixel_box_areas(pixel_boxes, width, height)
+  areas = np.array([box_area if ann.get("area") is None else ann["area"]
+                    for ann, box_area in zip(anns, box_areas)], np.float32).reshape(-1)
   return sources.Record(
       image_path=os.path.join(image_dir, file_name), image_id=str(image["id"]),
       boxes=normalized,
       labels=np.array([category_labels[a["category_id"]] for a in anns], np.int32)[keep],
       difficult=np.zeros(len(normalized), bool),
-      crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool)[keep])
+      crowd=np.array([bool(a.get("iscrowd", 0)) for a in anns], bool)[keep],
+      area=areas[keep])

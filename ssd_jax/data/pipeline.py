@@ -8,8 +8,10 @@ per process (each process reads its own shard of the source):
   * ``labels``: int32 ``[b, max_boxes]`` in ``1..C``, 0 for padding.
   * ``difficult``, ``crowd``: bool ``[b, max_boxes]``, False for padding.
 Evaluation batches add ``mask`` bool ``[b]`` (real example or padding), ``orig_size`` int32
-``[b, 2]`` (height, width of the original image) and ``image_id`` (str ``[b]``); their boxes are
-the ground truth of the original image (normalized, so unaffected by the resize).
+``[b, 2]`` (height, width of the original image), ``image_id`` (str ``[b]``) and ``area`` float32
+``[b, max_boxes]`` (each object's area in pixels of the original image, see ``sources``; 0 for
+padding); their boxes are the ground truth of the original image (normalized, so unaffected by the
+resize). Training batches have no ``area``: it would not follow the augmented boxes.
 
 An image with more than ``max_boxes`` objects keeps its first ``max_boxes`` (source order, after
 augmentation) and a warning is logged once per pipeline; raise ``max_boxes`` to keep them all.
@@ -31,7 +33,7 @@ import dataclasses
 import functools
 import itertools
 import logging
-from typing import Any, Iterator, Mapping, Optional, Union
+from typing import Any, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -43,7 +45,10 @@ logger = logging.getLogger("ssd_jax.data")
 Batch = dict[str, np.ndarray]
 AugmentArg = Union[augment_lib.AugmentConfig, Mapping[str, Any], None]
 
-_OBJECT_PAD_VALUES = {"boxes": 0.0, "labels": 0, "difficult": False, "crowd": False}
+_OBJECT_PAD_VALUES = {"boxes": 0.0, "labels": 0, "difficult": False, "crowd": False,
+                      "area": 0.0}
+# Object fields of training batches: every one but ``area`` (see the module docstring).
+_TRAIN_OBJECT_KEYS = ("boxes", "labels", "difficult", "crowd")
 
 
 def _hide_gpus_from_tf() -> None:
@@ -80,25 +85,29 @@ def _derived_seed(*values: int) -> int:
   return int(np.random.SeedSequence(values).generate_state(1)[0] >> 1)
 
 
-def pad_objects(example: augment_lib.Example, max_boxes: int, warn_once: "_WarnOnce") -> dict:
-  """Pads (or truncates) the per-object fields of an example to ``max_boxes`` rows.
+def pad_objects(example: augment_lib.Example, max_boxes: int, warn_once: "_WarnOnce",
+                keys: Sequence[str] = tuple(_OBJECT_PAD_VALUES)) -> dict:
+  """Pads (or truncates) the per-object fields ``keys`` of an example to ``max_boxes`` rows.
 
   Args:
-    example: with ``boxes`` ``[N, 4]`` and ``labels``, ``difficult``, ``crowd`` ``[N]``.
+    example: with ``boxes`` ``[N, 4]`` and the other ``keys`` (of ``labels``, ``difficult``,
+      ``crowd``, ``area``) ``[N]``.
     max_boxes: rows of the output.
     warn_once: logs the first truncation.
+    keys: the object fields to pad, all of them by default.
 
   Returns:
-    The example with ``boxes`` ``[max_boxes, 4]`` and the other object fields ``[max_boxes]``;
+    The example with ``boxes`` ``[max_boxes, 4]`` and the other ``keys`` ``[max_boxes]``;
     padding rows are zero / False (label 0 = padding).
   """
-  missing = [key for key in _OBJECT_PAD_VALUES if key not in example]
+  missing = [key for key in keys if key not in example]
   if missing:
     raise ValueError(f"example lacks the object fields {missing} (keys: {sorted(example)})")
   num = tf.shape(example["boxes"])[0]
   warned = tf.cond(num > max_boxes, lambda: warn_once(num), lambda: tf.constant(False))
   out = dict(example)
-  for key, pad_value in _OBJECT_PAD_VALUES.items():
+  for key in keys:
+    pad_value = _OBJECT_PAD_VALUES[key]
     values = example[key][:max_boxes]
     paddings = [[0, max_boxes - tf.shape(values)[0]]] + [[0, 0]] * (values.shape.rank - 1)
     padded = tf.pad(values, paddings, constant_values=tf.constant(pad_value, values.dtype))
@@ -180,8 +189,8 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
   def preprocess(position, example):
     seed_pair = tf.stack([example_seed_base, position])
     example = augment_lib.train_preprocess(example, seed_pair, image_size, config)
-    example = pad_objects(example, max_boxes, warn_once)
-    return {key: example[key] for key in ("image", *_OBJECT_PAD_VALUES)}
+    example = pad_objects(example, max_boxes, warn_once, _TRAIN_OBJECT_KEYS)
+    return {key: example[key] for key in ("image", *_TRAIN_OBJECT_KEYS)}
 
   # The stream is read in blocks of about one epoch of whole batches, one tf.data pipeline each:
   # the sources build an epoch from a Python seed, so epochs cannot be chained inside one graph.
@@ -250,7 +259,7 @@ def eval_dataset(source, *, image_size: int, batch_size: int, max_boxes: int,
 
   Returns:
     A finite dataset of batches with ``image``, ``boxes``, ``labels``, ``difficult``, ``crowd``,
-    ``mask``, ``orig_size`` and ``image_id`` (tf.string).
+    ``area``, ``mask``, ``orig_size`` and ``image_id`` (tf.string).
   """
   _hide_gpus_from_tf()
   process_index, process_count = _process_shard(process_index, process_count)

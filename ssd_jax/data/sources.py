@@ -9,6 +9,10 @@ original image size:
   * ``labels``: ``tf.int32 [N]`` in ``1..C``; label ``k`` is ``class_names[k - 1]`` (0 is the
     background and never appears).
   * ``difficult``, ``crowd``: ``tf.bool [N]`` (VOC "difficult", COCO ``iscrowd``; False elsewhere).
+  * ``area``: ``tf.float32 [N]``, each object's area in pixels of the original image, what COCO
+    evaluation sorts into its small / medium / large ranges: the annotation's ``area`` where the
+    dataset has one (COCO: the segmentation area, smaller than the box's), else the box's
+    ``width * height`` in pixels (continuous coordinates, after clipping to the image).
   * ``image_id``: ``tf.string`` scalar for every source (VOC ``'000005'``/``'2008_000002'``, COCO
     ``'397133'``, synthetic ``'train_000042'``).
 
@@ -27,7 +31,7 @@ One call is one pass (one epoch); the caller repeats.
 import abc
 import dataclasses
 import logging
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -77,9 +81,11 @@ class Source(abc.ABC):
 
   Attributes:
     class_names: ``C`` names, background excluded; label ``k`` is ``class_names[k - 1]``.
+    category_ids: the dataset's own ids of labels ``1..C`` (COCO category ids), or None.
   """
 
   class_names: list[str]
+  category_ids: Optional[list[int]] = None
 
   @property
   @abc.abstractmethod
@@ -120,6 +126,7 @@ class Record:
     labels: ``[N]`` int32 in ``1..C``.
     difficult: ``[N]`` bool.
     crowd: ``[N]`` bool.
+    area: ``[N]`` float32, pixels of the original image (see the module docstring).
   """
   image_path: str
   image_id: str
@@ -127,6 +134,7 @@ class Record:
   labels: np.ndarray
   difficult: np.ndarray
   crowd: np.ndarray
+  area: np.ndarray
 
 
 class RecordSource(IndexedSource):
@@ -154,6 +162,7 @@ class RecordSource(IndexedSource):
     self._labels = flat("labels", np.int32, (-1,) if self.records else (0,))
     self._difficult = flat("difficult", bool, (-1,) if self.records else (0,))
     self._crowd = flat("crowd", bool, (-1,) if self.records else (0,))
+    self._area = flat("area", np.float32, (-1,) if self.records else (0,))
 
   @property
   def num_examples(self) -> int:
@@ -174,6 +183,7 @@ class RecordSource(IndexedSource):
           "labels": self._labels[start:stop],
           "difficult": self._difficult[start:stop],
           "crowd": self._crowd[start:stop],
+          "area": self._area[start:stop],
           "image_id": self._ids[i],
           "position": position,
       }
@@ -270,3 +280,19 @@ def normalize_pixel_boxes(boxes: np.ndarray, width: float, height: float, where:
       issues.warn("clipped", f"{where}: {name} box {box.tolist()} exceeds the {width:g}x"
                   f"{height:g} image; clipped to {clipped[k].tolist()}.")
   return (clipped[keep] / limits).astype(np.float32), keep
+
+
+def pixel_box_areas(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
+  """``[N]`` float32 ``w * h`` of pixel xyxy ``boxes`` ``[N, 4]`` clipped to the image, as
+  :func:`normalize_pixel_boxes` clips them (the ``area`` of datasets without one)."""
+  clipped = np.clip(np.asarray(boxes, np.float64).reshape(-1, 4), 0.0,
+                    [width, height, width, height])
+  return ((clipped[:, 2] - clipped[:, 0]) * (clipped[:, 3] - clipped[:, 1])).astype(np.float32)
+
+
+def check_class_names(source: Source, class_names: Sequence[str] | None, where: str) -> Source:
+  """``source``, after checking that its classes are ``class_names`` (None: any)."""
+  if class_names is not None and list(source.class_names) != list(class_names):
+    raise ValueError(f"{where} has classes {list(source.class_names)}, but the training data "
+                     f"(the run's label map) has {list(class_names)}")
+  return source

@@ -19,7 +19,8 @@ Generation of one image:
     plus-sign cross, rhombus (diamond), annulus (ring); its colour contrasts with the background.
   * the shape is rasterized conservatively (every pixel it touches), so the ground-truth box, the
     exact pixel extent of the drawn shape (before any later shape overlaps it), is the placed box:
-    its size and aspect ratio are the sampled ones up to rounding to whole pixels.
+    its size and aspect ratio are the sampled ones up to rounding to whole pixels. Its ``area`` is
+    that box's ``w * h`` in pixels (not the shape's pixel count).
 """
 
 import zlib
@@ -127,6 +128,7 @@ class SyntheticSource(sources.IndexedSource):
                      self.scale_range, self.aspect_ratio_range, self.max_iou)
     labels = rng.integers(1, len(self.class_names) + 1, size=len(placed)).astype(np.int32)
     boxes = np.zeros((len(placed), 4), np.float32)
+    areas = np.zeros(len(placed), np.float32)
     masks = np.zeros((len(placed), size, size), bool) if with_masks else None
     for k, ((x0, y0, w, h), label) in enumerate(zip(placed, labels)):
       mask = _shape_mask(SHAPE_NAMES[label - 1], h, w)
@@ -137,6 +139,7 @@ class SyntheticSource(sources.IndexedSource):
       rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
       boxes[k] = np.array([x0 + cols[0], y0 + rows[0], x0 + cols[-1] + 1, y0 + rows[-1] + 1],
                           np.float32) / size
+      areas[k] = (cols[-1] + 1 - cols[0]) * (rows[-1] + 1 - rows[0])
       if with_masks:
         masks[k, y0:y0 + h, x0:x0 + w] = mask
     example = {
@@ -145,6 +148,7 @@ class SyntheticSource(sources.IndexedSource):
         "labels": labels,
         "difficult": np.zeros(len(labels), bool),
         "crowd": np.zeros(len(labels), bool),
+        "area": areas,
         "image_id": f"{self.split}_{int(index):06d}",
     }
     if with_masks:
@@ -156,18 +160,19 @@ class SyntheticSource(sources.IndexedSource):
 
     def arrays(index):
       ex = self.generate(int(index))
-      return ex["image"], ex["boxes"], ex["labels"]
+      return ex["image"], ex["boxes"], ex["labels"], ex["area"]
 
     def example(index):
-      image, boxes, labels = tf.numpy_function(
-          arrays, [index], [tf.uint8, tf.float32, tf.int32], stateful=False)
+      image, boxes, labels, area = tf.numpy_function(
+          arrays, [index], [tf.uint8, tf.float32, tf.int32, tf.float32], stateful=False)
       image.set_shape([size, size, 3])
       boxes.set_shape([None, 4])
       labels.set_shape([None])
+      area.set_shape([None])
       no_flag = tf.zeros_like(labels, tf.bool)
       return {
           "image": image, "boxes": boxes, "labels": labels, "difficult": no_flag,
-          "crowd": no_flag,
+          "crowd": no_flag, "area": area,
           "image_id": tf.strings.join([self.split, tf.strings.as_string(index, width=6,
                                                                         fill="0")], "_"),
       }

@@ -27,9 +27,10 @@ def tfds_source(name: str, split: str, data_dir: str | None = None) -> "TfdsSour
 
   ``tfds_source('voc/2007+voc/2012', 'trainval')`` is the VOC07+12 trainval union;
   ``tfds_source('voc/2007', 'test')`` the VOC07 test set; ``tfds_source('coco/2017', 'train')``.
-  Any tfds dataset with an ``image`` and ``objects/{bbox, label}`` works: ``objects/is_difficult``
-  and ``objects/is_crowd`` become ``difficult``/``crowd`` when present; ``image_id`` is
-  ``image/id`` when present (COCO, ``'397133'``), else the stem of ``image/filename`` (VOC,
+  Any tfds dataset with an ``image`` and ``objects/{bbox, label}`` works: ``objects/is_difficult``,
+  ``objects/is_crowd`` and ``objects/area`` (COCO) become ``difficult``, ``crowd`` and ``area``
+  when present (without ``objects/area``, ``area`` is the box's ``w * h`` in pixels); ``image_id``
+  is ``image/id`` when present (COCO, ``'397133'``), else the stem of ``image/filename`` (VOC,
   ``'000005'``). tfds boxes ``(ymin, xmin, ymax, xmax)`` become xyxy, labels ``0..C-1`` become
   ``1..C``; boxes with zero width or height are dropped.
 
@@ -133,15 +134,22 @@ def _convert(ex: dict[str, Any]) -> dict[str, tf.Tensor]:
   boxes = tf.clip_by_value(tf.stack([xmin, ymin, xmax, ymax], axis=1), 0.0, 1.0)
   keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
   no_flag = tf.zeros_like(objects["label"], tf.bool)
+  image = tf.io.decode_image(ex["image"], channels=3, expand_animations=False)
+  if "area" in objects:
+    area = tf.cast(objects["area"], tf.float32)
+  else:
+    height, width = tf.unstack(tf.cast(tf.shape(image)[:2], tf.float32))
+    area = (boxes[:, 2] - boxes[:, 0]) * width * (boxes[:, 3] - boxes[:, 1]) * height
   if "image/id" in ex:
     image_id = tf.strings.as_string(ex["image/id"])
   else:
     image_id = tf.strings.regex_replace(ex["image/filename"], r"\.[^.]*$", "")
   return {
-      "image": tf.io.decode_image(ex["image"], channels=3, expand_animations=False),
+      "image": image,
       "boxes": tf.boolean_mask(boxes, keep),
       "labels": tf.boolean_mask(tf.cast(objects["label"], tf.int32) + 1, keep),
       "difficult": tf.boolean_mask(objects.get("is_difficult", no_flag), keep),
       "crowd": tf.boolean_mask(objects.get("is_crowd", no_flag), keep),
+      "area": tf.boolean_mask(area, keep),
       "image_id": image_id,
   }

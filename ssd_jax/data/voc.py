@@ -1,12 +1,16 @@
 """PASCAL VOC from its devkit directory layout (``VOC20xx/{JPEGImages,Annotations,ImageSets}``)."""
 
+import logging
 import os
+import re
 from typing import Sequence
 from xml.etree import ElementTree
 
 import numpy as np
 
 from ssd_jax.data import sources
+
+logger = logging.getLogger("ssd_jax.data")
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -15,55 +19,95 @@ VOC_CLASSES = (
 
 
 def voc_directory(root: str, split: str = "trainval", years: Sequence[str] | str = ("2007", "2012"),
-                  class_names: Sequence[str] = VOC_CLASSES,
+                  class_names: Sequence[str] | None = VOC_CLASSES,
                   keep_difficult: bool = True) -> sources.RecordSource:
   """PASCAL VOC read from the devkit layout; several years give their union (VOC07+12).
 
   For each year the images listed in ``VOC<year>/ImageSets/Main/<split>.txt`` are read, in file
   order, years in the given order; ``VOC<year>`` is looked up in ``root`` and in
-  ``root/VOCdevkit``. Annotations (``Annotations/<id>.xml``) are parsed here; pixels
-  (``JPEGImages/<id>.jpg``) are decoded lazily by ``as_dataset``.
+  ``root/VOCdevkit``. With no years, ``root`` itself is the VOC folder (``root/JPEGImages``,
+  ``root/Annotations``, ``root/ImageSets/Main``): the usual layout of one's own data. Annotations
+  (``Annotations/<id>.xml``) are parsed here; pixels (``JPEGImages/<id>.jpg``) are decoded lazily
+  by ``as_dataset``.
 
   Box convention: VOC ``bndbox`` coordinates are 1-based pixel indices; like the Caffe SSD and
   ssd.pytorch loaders we subtract 1 from all four and divide by the ``<size>`` width/height,
   ``xmin_n = (xmin - 1) / width``, ``xmax_n = (xmax - 1) / width`` (same for y). (tfds' ``voc``
   divides without subtracting 1, i.e. its boxes are shifted by one pixel.) ``truncated`` is
-  ignored; ``difficult`` (missing = 0) becomes ``difficult``.
+  ignored; ``difficult`` (missing = 0) becomes ``difficult``; ``area`` is the box's
+  ``(xmax - xmin) * (ymax - ymin)`` in pixels (clipped to the image; no +1).
 
   Args:
-    root: directory containing ``VOC2007``, ``VOC2012``... or a ``VOCdevkit`` folder with them.
+    root: directory containing ``VOC2007``, ``VOC2012``... or a ``VOCdevkit`` folder with them;
+      with ``years=()``, the VOC folder itself.
     split: image set name, e.g. ``'trainval'``, ``'train'``, ``'val'``, ``'test'``.
-    years: one year or several, e.g. ``('2007', '2012')`` for VOC07+12.
-    class_names: the classes, background excluded; label ``k`` is ``class_names[k - 1]``.
+    years: one year or several, e.g. ``('2007', '2012')`` for VOC07+12; ``()`` for none.
+    class_names: the classes, background excluded; label ``k`` is ``class_names[k - 1]``. None:
+      the object names found in this split's annotations, sorted (logged).
     keep_difficult: if False, difficult objects are removed from the annotations.
 
   Returns:
     A source of examples with ``image_id`` the file stem (e.g. ``'000005'``).
 
   Raises:
-    ValueError: missing directory or image set; an annotation file that is missing, does not
-      parse, lacks a positive ``<size>`` or a numeric ``bndbox``; an object of a class not in
-      ``class_names`` (each message names the file). Bad boxes are dropped or clipped with a
-      warning (see ``sources.normalize_pixel_boxes``); images without objects are kept.
+    ValueError: missing directory or image set (naming the image sets there); an annotation
+      file that is missing, does not parse, lacks a positive ``<size>`` or a numeric ``bndbox``;
+      an object of a class not in ``class_names`` (each message names the file). Bad boxes are
+      dropped or clipped with a warning (see ``sources.normalize_pixel_boxes``); images without
+      objects are kept.
   """
   years = (years,) if isinstance(years, str) else tuple(years)
+  folders = [_find_year_dir(root, year) for year in years] if years else [_voc_folder(root)]
+  entries = []  # (folder, image id)
+  for folder in folders:
+    entries += [(folder, image_id) for image_id in _image_set(folder, split)]
+  xml_file = lambda folder, image_id: os.path.join(folder, "Annotations", f"{image_id}.xml")
+  if class_names is None:
+    class_names = sorted({name for folder, image_id in entries
+                          for name in _object_names(xml_file(folder, image_id))})
+    logger.info("VOC %s in %s: %d classes found in the annotations: %s", split, root,
+                len(class_names), class_names)
   labels = {name: k + 1 for k, name in enumerate(class_names)}
   issues = sources.AnnotationIssues()
-  records = []
-  for year in years:
-    year_dir = _find_year_dir(root, year)
-    set_file = os.path.join(year_dir, "ImageSets", "Main", f"{split}.txt")
-    if not os.path.isfile(set_file):
-      raise ValueError(f"VOC image set not found: {set_file}")
-    with open(set_file) as f:
-      image_ids = [line.split()[0] for line in f if line.strip()]
-    for image_id in image_ids:
-      xml_file = os.path.join(year_dir, "Annotations", f"{image_id}.xml")
-      image_path = os.path.join(year_dir, "JPEGImages", f"{image_id}.jpg")
-      records.append(_parse_annotation(xml_file, image_path, image_id, labels, keep_difficult,
-                                       issues))
+  records = [_parse_annotation(xml_file(folder, image_id),
+                               os.path.join(folder, "JPEGImages", f"{image_id}.jpg"), image_id,
+                               labels, keep_difficult, issues)
+             for folder, image_id in entries]
   issues.summarize(f"VOC {split} {'+'.join(years)} in {root}")
   return sources.RecordSource(records, class_names)
+
+
+def _voc_folder(root: str) -> str:
+  if not os.path.isdir(os.path.join(root, "Annotations")):
+    found = sorted(n for n in os.listdir(root) if n.startswith("VOC")) if os.path.isdir(root) \
+        else []
+    hint = (f"; it holds {found}: set the years (config.data.train_years / eval_years)"
+            if found else "")
+    raise ValueError(f"{root} is not a VOC folder: it has no Annotations/ folder{hint}")
+  return root
+
+
+def _image_set(folder: str, split: str) -> list[str]:
+  """Image ids of ``folder/ImageSets/Main/<split>.txt``, in file order."""
+  set_dir = os.path.join(folder, "ImageSets", "Main")
+  set_file = os.path.join(set_dir, f"{split}.txt")
+  if not os.path.isfile(set_file):
+    # Not the devkit's per-class lists (aeroplane_trainval.txt, ...).
+    per_class = re.compile(r".+_(train|val|trainval|test)\.txt$")
+    known = sorted(n[:-4] for n in os.listdir(set_dir)
+                   if n.endswith(".txt") and not per_class.match(n)) \
+        if os.path.isdir(set_dir) else []
+    raise ValueError(f"VOC image set not found: {set_file} (image sets there: {known})")
+  with open(set_file) as f:
+    return [line.split()[0] for line in f if line.strip()]
+
+
+def _object_names(xml_file: str) -> list[str]:
+  try:
+    root = ElementTree.parse(xml_file).getroot()
+  except (ElementTree.ParseError, OSError) as e:
+    raise ValueError(f"{xml_file}: cannot parse VOC annotation: {e}") from e
+  return [(obj.findtext("name") or "").strip() for obj in root.findall("object")]
 
 
 def _find_year_dir(root: str, year: str) -> str:
@@ -94,8 +138,8 @@ def _parse_annotation(xml_file: str, image_path: str, image_id: str, labels: dic
   for k, obj in enumerate(root.findall("object")):
     name = (obj.findtext("name") or "").strip()
     if name not in labels:
-      raise ValueError(f"{xml_file}: object {k} has unknown class {name!r}; known classes: "
-                       f"{sorted(labels)}")
+      raise ValueError(f"{xml_file}: object {k} has class {name!r}, which is not among the "
+                       f"{len(labels)} classes of the training data: {list(labels)}")
     is_difficult = (obj.findtext("difficult") or "0").strip() == "1"
     if is_difficult and not keep_difficult:
       continue
@@ -110,9 +154,11 @@ def _parse_annotation(xml_file: str, image_path: str, image_id: str, labels: dic
     difficult.append(is_difficult)
     names.append(f"object {k} ({name!r}, bndbox xmin,ymin,xmax,ymax = {','.join(raw)})")
 
-  normalized, keep = sources.normalize_pixel_boxes(
-      np.array(boxes).reshape(-1, 4), width, height, xml_file, names, issues)
+  pixel_boxes = np.array(boxes).reshape(-1, 4)
+  normalized, keep = sources.normalize_pixel_boxes(pixel_boxes, width, height, xml_file, names,
+                                                   issues)
   return sources.Record(
       image_path=image_path, image_id=image_id, boxes=normalized,
       labels=np.array(classes, np.int32)[keep], difficult=np.array(difficult, bool)[keep],
-      crowd=np.zeros(len(normalized), bool))
+      crowd=np.zeros(len(normalized), bool),
+      area=sources.pixel_box_areas(pixel_boxes, width, height)[keep])

@@ -6,48 +6,80 @@
 ``params`` collection (no batch norm).
 """
 
-from typing import Any, Optional
+import dataclasses
+from typing import Any, Callable, Optional
 
 import jax.numpy as jnp
 
-from ssd_jax import priors
+from ssd_jax import pretrained
+from ssd_jax import priors as priors_lib
 from ssd_jax.models.layers import CONV_IMPLS, L2Norm
-from ssd_jax.models.ssd import CAFFE_MEAN, CAFFE_STD, IMAGENET_MEAN, IMAGENET_STD, SSD
+from ssd_jax.models.ssd import SSD
 from ssd_jax.models.tiny import TINY_PRIORS, TinyBackbone
 from ssd_jax.models.vgg import VGG16Backbone
+# Re-exported for users: the normalizations to give SSD's pixel_mean / pixel_std.
+from ssd_jax.pixel_stats import CAFFE_MEAN, CAFFE_STD, IMAGENET_MEAN, IMAGENET_STD
 
-# name -> (backbone factory, default prior spec)
-_MODELS = {
-    "ssd300_vgg16": (lambda **kw: VGG16Backbone(variant="ssd300", **kw), priors.SSD300_VOC),
-    "ssd512_vgg16": (lambda **kw: VGG16Backbone(variant="ssd512", **kw), priors.SSD512_VOC),
-    "ssd_tiny": (TinyBackbone, TINY_PRIORS),
+
+@dataclasses.dataclass(frozen=True)
+class BackboneEntry:
+  """What the rest of the code base knows of a model: nothing else is model-specific.
+
+  Attributes:
+    backbone: ``(dtype=..., conv_impl=...) -> nn.Module`` giving the named source maps.
+    priors: the default-box layout (and so the input size) the model is built for.
+    load_pretrained: ``(weights path, variables) -> variables`` with ImageNet weights in the
+      backbone (see :mod:`ssd_jax.pretrained`), or None when there are none to load.
+  """
+  backbone: Callable[..., Any]
+  priors: priors_lib.PriorSpec
+  load_pretrained: Optional[Callable[[str, Any], Any]] = None
+
+
+def _vgg16(variant: str) -> Callable[..., VGG16Backbone]:
+  return lambda **kw: VGG16Backbone(variant=variant, **kw)
+
+
+BACKBONES: dict[str, BackboneEntry] = {
+    "ssd300_vgg16": BackboneEntry(_vgg16("ssd300"), priors_lib.SSD300_VOC,
+                                  pretrained.load_vgg16_backbone),
+    "ssd512_vgg16": BackboneEntry(_vgg16("ssd512"), priors_lib.SSD512_VOC,
+                                  pretrained.load_vgg16_backbone),
+    "ssd_tiny": BackboneEntry(TinyBackbone, TINY_PRIORS),
 }
-MODEL_NAMES = tuple(_MODELS)
+MODEL_NAMES = tuple(BACKBONES)
+
+
+def backbone_entry(name: str) -> BackboneEntry:
+  if name not in BACKBONES:
+    raise ValueError(f"unknown model {name!r}; valid names: {MODEL_NAMES}")
+  return BACKBONES[name]
 
 
 def create_model(name: str, num_classes: int, dtype: Any = jnp.float32,
-                 prior_spec: Optional[priors.PriorSpec] = None, conv_impl: str = "xla") -> SSD:
+                 prior_spec: Optional[priors_lib.PriorSpec] = None,
+                 conv_impl: str = "auto") -> SSD:
   """Builds an SSD network by name.
 
   Args:
     name: one of :data:`MODEL_NAMES`.
     num_classes: number of object classes C; the logits have C + 1 channels (0 = background).
     dtype: computation dtype (params and outputs stay float32).
-    prior_spec: default-box layout; defaults to ``priors.SSD300_VOC`` / ``SSD512_VOC`` /
-      ``TINY_PRIORS``. Another spec may drop source layers (by ``layer_names``) or change the
-      aspect ratios (the heads follow ``boxes_per_cell``); its feature map sizes must match the
-      backbone's, which is checked when the model is traced.
-    conv_impl: convolution implementation, one of :data:`CONV_IMPLS`.
+    prior_spec: default-box layout; defaults to the entry's (``priors.SSD300_VOC`` /
+      ``SSD512_VOC`` / ``TINY_PRIORS``). Another spec may drop source layers (by
+      ``layer_names``) or change the aspect ratios (the heads follow ``boxes_per_cell``); its
+      feature map sizes must match the backbone's, which is checked when the model is traced.
+    conv_impl: convolution implementation, one of :data:`CONV_IMPLS`; ``'auto'`` is the
+      Winograd path on CPU (the fastest there, ``benchmarks/RESULTS.md``) and XLA's elsewhere.
   """
-  if name not in _MODELS:
-    raise ValueError(f"unknown model {name!r}; valid names: {MODEL_NAMES}")
+  entry = backbone_entry(name)
   if num_classes < 1:
     raise ValueError(f"num_classes must be >= 1 (background excluded), got {num_classes}")
-  backbone_fn, default_spec = _MODELS[name]
-  return SSD(backbone=backbone_fn(dtype=dtype, conv_impl=conv_impl), num_classes=num_classes,
-             prior_spec=prior_spec if prior_spec is not None else default_spec, dtype=dtype,
+  return SSD(backbone=entry.backbone(dtype=dtype, conv_impl=conv_impl), num_classes=num_classes,
+             prior_spec=prior_spec if prior_spec is not None else entry.priors, dtype=dtype,
              conv_impl=conv_impl)
 
 
-__all__ = ["CAFFE_MEAN", "CAFFE_STD", "CONV_IMPLS", "IMAGENET_MEAN", "IMAGENET_STD", "L2Norm",
-           "MODEL_NAMES", "SSD", "TINY_PRIORS", "TinyBackbone", "VGG16Backbone", "create_model"]
+__all__ = ["BACKBONES", "BackboneEntry", "CAFFE_MEAN", "CAFFE_STD", "CONV_IMPLS",
+           "IMAGENET_MEAN", "IMAGENET_STD", "L2Norm", "MODEL_NAMES", "SSD", "TINY_PRIORS",
+           "TinyBackbone", "VGG16Backbone", "backbone_entry", "create_model"]

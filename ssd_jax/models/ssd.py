@@ -12,17 +12,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssd_jax import pixel_stats
 from ssd_jax import priors
 from ssd_jax.models import layers
 
 Array = jax.Array
-
-# torchvision's ImageNet normalization, in [0, 255] pixels (RGB).
-IMAGENET_MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
-IMAGENET_STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
-# Caffe VGG16 (BGR weights): mean (104, 117, 123) in BGR, i.e. this in RGB, and no scaling.
-CAFFE_MEAN = (123.0, 117.0, 104.0)
-CAFFE_STD = (1.0, 1.0, 1.0)
 
 
 class SSD(nn.Module):
@@ -36,15 +30,16 @@ class SSD(nn.Module):
       backbone's ``source_names`` when None), its ``boxes_per_cell`` size the heads.
     dtype: computation dtype (e.g. ``jnp.bfloat16``); params, L2Norm and outputs are float32.
     conv_impl: see :func:`ssd_jax.models.layers.conv` (the backbone has its own field).
-    pixel_mean, pixel_std: RGB normalization of the [0, 255] input, ``(x - mean) / std``.
+    pixel_mean, pixel_std: RGB normalization of the [0, 255] input, ``(x - mean) / std``;
+      torchvision's ImageNet statistics by default, :mod:`ssd_jax.pixel_stats` has Caffe's.
   """
   backbone: nn.Module
   num_classes: int
   prior_spec: priors.PriorSpec
   dtype: Any = jnp.float32
   conv_impl: str = "xla"
-  pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
-  pixel_std: tuple[float, float, float] = IMAGENET_STD
+  pixel_mean: tuple[float, float, float] = pixel_stats.IMAGENET_MEAN
+  pixel_std: tuple[float, float, float] = pixel_stats.IMAGENET_STD
 
   @property
   def image_size(self) -> int:

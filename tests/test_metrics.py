@@ -1,4 +1,4 @@
-"""ssd_jax.evaluation: hand-computed VOC cases, the loop reference, and pycocotools run directly."""
+"""ssd_jax.metrics: hand-computed VOC cases, the loop reference, and pycocotools run directly."""
 
 import contextlib
 import io
@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from ssd_jax import evaluation
+from ssd_jax import metrics
 from tests import reference_voc_eval as ref
 
 
@@ -33,8 +33,8 @@ def _det(boxes, scores, labels):
 
 
 def _voc(gts, dets, **kwargs):
-  return (evaluation.evaluate_detections(gts, dets, 'voc07', **kwargs),
-          evaluation.evaluate_detections(gts, dets, 'voc', **kwargs))
+  return (metrics.evaluate_detections(gts, dets, 'voc07', **kwargs),
+          metrics.evaluate_detections(gts, dets, 'voc', **kwargs))
 
 
 def _random_case(rng, num_images=12, num_classes=4, score_levels=None, crowd=False):
@@ -91,10 +91,10 @@ def test_voc_plus_one_pixel_convention_and_strict_threshold():
   # Inclusive pixels: intersection 5.5 * 10 = 55 over union 100 -> 0.55, a TP. With continuous
   # widths the same boxes give 4.5 * 9 / 81 = 0.5 exactly, which would not pass `> 0.5`.
   for metric in ('voc07', 'voc'):
-    hit = evaluation.evaluate_detections(gts, [_det([[0, 0, 4.5, 9]], [1.], [1])], metric)
+    hit = metrics.evaluate_detections(gts, [_det([[0, 0, 4.5, 9]], [1.], [1])], metric)
     assert hit['map'] == pytest.approx(1.0, abs=1e-12)  # 11 * (1 / 11) need not be exactly 1.
     # Intersection 5 * 10 = 50 over union 100: IoU exactly 0.5 is not `> 0.5`: a FP.
-    miss = evaluation.evaluate_detections(gts, [_det([[0, 0, 4, 9]], [1.], [1])], metric)
+    miss = metrics.evaluate_detections(gts, [_det([[0, 0, 4, 9]], [1.], [1])], metric)
     assert miss['map'] == 0.0
 
 
@@ -134,7 +134,7 @@ def test_voc07_keeps_the_devkit_recall_points():
   boxes = [[20 * i, 0, 20 * i + 9, 9] for i in range(10)]
   gts = [_gt(boxes, [1] * 10)]
   dets = [_det(boxes[:3], [0.9, 0.8, 0.7], [1] * 3)]
-  result = evaluation.evaluate_detections(gts, dets, 'voc07')
+  result = metrics.evaluate_detections(gts, dets, 'voc07')
   assert result['map'] == pytest.approx(3 / 11, abs=1e-15)
   assert ref.voc_eval_class(gts, dets, 1, True) == pytest.approx(3 / 11, abs=1e-15)
 
@@ -150,7 +150,7 @@ def test_voc_matches_loop_reference_on_random_cases(seed, score_levels):
   num_classes = 4
   gts, dets = _random_case(rng, num_classes=num_classes, score_levels=score_levels)
   for metric, use_07 in (('voc07', True), ('voc', False)):
-    got = evaluation.evaluate_detections(gts, dets, metric, num_classes=num_classes)
+    got = metrics.evaluate_detections(gts, dets, metric, num_classes=num_classes)
     want = [ref.voc_eval_class(gts, dets, c, use_07) for c in range(1, num_classes + 1)]
     np.testing.assert_allclose(list(got['per_class_ap'].values()), want, rtol=0, atol=1e-12)
     np.testing.assert_allclose(got['map'], np.nanmean(want), rtol=0, atol=1e-12)
@@ -160,6 +160,11 @@ def test_voc_matches_loop_reference_on_random_cases(seed, score_levels):
 # ------------------------------------------------------------------------------------------------
 # COCO: against pycocotools run directly.
 # ------------------------------------------------------------------------------------------------
+
+
+# pycocotools' summary order.
+COCO_KEYS = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
+             'ar1', 'ar10', 'ar100', 'ar_small', 'ar_medium', 'ar_large')
 
 
 def _direct_cocoeval(gts, dets, num_classes):
@@ -172,7 +177,8 @@ def _direct_cocoeval(gts, dets, num_classes):
       dataset['annotations'].append({
           'id': 1000 + len(dataset['annotations']), 'image_id': 100 + i,
           'category_id': int(gt['labels'][j]), 'bbox': [x0, y0, x1 - x0, y1 - y0],
-          'area': (x1 - x0) * (y1 - y0), 'iscrowd': int(gt.get('crowd', np.zeros(1))[j])})
+          'area': float(gt['area'][j]) if 'area' in gt else (x1 - x0) * (y1 - y0),
+          'iscrowd': int(gt.get('crowd', np.zeros(1))[j])})
   rows = [[100 + i, *det['boxes'][j, :2], *(det['boxes'][j, 2:] - det['boxes'][j, :2]),
            det['scores'][j], det['labels'][j]]
           for i, det in enumerate(dets) for j in range(len(det['labels']))]
@@ -191,12 +197,10 @@ def _direct_cocoeval(gts, dets, num_classes):
 def test_coco_matches_direct_pycocotools(seed):
   rng = np.random.default_rng(seed)
   gts, dets = _random_case(rng, num_images=10, num_classes=3, crowd=True)
-  got = evaluation.evaluate_detections(gts, dets, 'coco', class_names=['a', 'b', 'c'])
+  got = metrics.evaluate_detections(gts, dets, 'coco', class_names=['a', 'b', 'c'])
   coco_eval = _direct_cocoeval(gts, dets, 3)
-  keys = ['map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
-          'ar1', 'ar10', 'ar100', 'ar_small', 'ar_medium', 'ar_large']
   want = [np.nan if s == -1 else s for s in coco_eval.stats]
-  np.testing.assert_allclose([got[k] for k in keys], want, rtol=0, atol=1e-9)
+  np.testing.assert_allclose([got[k] for k in COCO_KEYS], want, rtol=0, atol=1e-9)
   assert 0 < got['map'] < 1
   # Per class: mean precision over IoU thresholds and recall points, area 'all', 100 detections.
   for k, name in enumerate('abc'):
@@ -204,22 +208,64 @@ def test_coco_matches_direct_pycocotools(seed):
     assert got['per_class_ap'][name] == pytest.approx(p[p > -1].mean(), abs=1e-9)
 
 
+def test_coco_size_ranges_follow_the_annotation_area():
+  # A 100 x 100 box (10000 px: "large") whose annotation area is 500 px ("small"), found exactly.
+  gts = [_gt([[0, 0, 100, 100]], [1])]
+  dets = [_det([[0, 0, 100, 100]], [0.9], [1])]
+  by_box = metrics.evaluate_detections(gts, dets, 'coco')
+  assert by_box['ap_large'] == pytest.approx(1.0) and np.isnan(by_box['ap_small'])
+  gts[0]['area'] = np.array([500.0])
+  by_area = metrics.evaluate_detections(gts, dets, 'coco')
+  assert by_area['ap_small'] == pytest.approx(1.0) and by_area['ar_small'] == pytest.approx(1.0)
+  assert np.isnan(by_area['ap_medium']) and np.isnan(by_area['ap_large'])
+  assert by_area['map'] == pytest.approx(1.0)
+  want = [np.nan if v == -1 else v for v in _direct_cocoeval(gts, dets, 1).stats]
+  np.testing.assert_allclose([by_area[k] for k in COCO_KEYS], want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_coco_with_annotation_areas_matches_direct_pycocotools(seed):
+  rng = np.random.default_rng(10 + seed)
+  gts, dets = _random_case(rng, num_images=10, num_classes=3, crowd=True)
+  for gt in gts:  # Segmentation-like areas: a random fraction of the box, across size ranges.
+    wh = gt['boxes'][:, 2:] - gt['boxes'][:, :2]
+    gt['area'] = wh[:, 0] * wh[:, 1] * rng.uniform(0.05, 1.0, len(wh))
+  got = metrics.evaluate_detections(gts, dets, 'coco', num_classes=3)
+  want = [np.nan if v == -1 else v for v in _direct_cocoeval(gts, dets, 3).stats]
+  np.testing.assert_allclose([got[k] for k in COCO_KEYS], want, rtol=0, atol=1e-9)
+  without = metrics.evaluate_detections([{k: v for k, v in gt.items() if k != 'area'}
+                                            for gt in gts], dets, 'coco', num_classes=3)
+  assert got['ap_small'] != without['ap_small']  # The areas matter here.
+
+
+def test_voc_crowd_is_ignored_like_difficult():
+  gts, dets = _random_case(np.random.default_rng(6), num_classes=3, crowd=True)
+  assert any(gt['crowd'].any() for gt in gts)
+  as_difficult = [_gt(gt['boxes'], gt['labels'], difficult=gt['difficult'] | gt['crowd'])
+                  for gt in gts]
+  for metric, use_07 in (('voc07', True), ('voc', False)):
+    got = metrics.evaluate_detections(gts, dets, metric, num_classes=3)
+    assert got == metrics.evaluate_detections(as_difficult, dets, metric, num_classes=3)
+    want = [ref.voc_eval_class(as_difficult, dets, c, use_07) for c in (1, 2, 3)]
+    np.testing.assert_allclose(list(got['per_class_ap'].values()), want, rtol=0, atol=1e-12)
+
+
 # ------------------------------------------------------------------------------------------------
 # All metrics: edge cases and output format.
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize('metric', evaluation.METRICS)
+@pytest.mark.parametrize('metric', metrics.METRICS)
 def test_perfect_and_empty_detections(metric):
   gts, _ = _random_case(np.random.default_rng(5), num_classes=3)
   for gt in gts:
     gt['difficult'][:] = False
   perfect = [_det(gt['boxes'], np.linspace(1, 0.5, len(gt['labels'])), gt['labels']) for gt in gts]
-  result = evaluation.evaluate_detections(gts, perfect, metric, num_classes=3)
+  result = metrics.evaluate_detections(gts, perfect, metric, num_classes=3)
   assert result['map'] == pytest.approx(1.0, abs=1e-12)
   assert list(result['per_class_ap'].values()) == pytest.approx([1.0] * 3, abs=1e-12)
   empty = [{'boxes': np.zeros((0, 4)), 'scores': [], 'labels': []} for _ in gts]
-  result = evaluation.evaluate_detections(gts, empty, metric, num_classes=3)
+  result = metrics.evaluate_detections(gts, empty, metric, num_classes=3)
   assert result['map'] == 0.0 and list(result['per_class_ap'].values()) == [0.0] * 3
   json.dumps(result)  # Plain Python floats.
   assert all(type(v) is float for v in result['per_class_ap'].values())
@@ -228,8 +274,8 @@ def test_perfect_and_empty_detections(metric):
 def test_class_without_ground_truth_is_nan_and_excluded():
   gts = [_gt([[0, 0, 9, 9]], [1]), _gt([], [])]
   dets = [_det([[0, 0, 9, 9]], [0.5], [1]), _det([[0, 0, 9, 9]], [0.5], [3])]
-  for metric in evaluation.METRICS:
-    result = evaluation.evaluate_detections(gts, dets, metric)  # C = 3 from the labels seen.
+  for metric in metrics.METRICS:
+    result = metrics.evaluate_detections(gts, dets, metric)  # C = 3 from the labels seen.
     assert result['map'] == pytest.approx(1.0)
     assert list(result['per_class_ap']) == ['1', '2', '3']
     assert np.isnan(result['per_class_ap']['2']) and np.isnan(result['per_class_ap']['3'])
@@ -237,7 +283,7 @@ def test_class_without_ground_truth_is_nan_and_excluded():
 
 def test_no_ground_truth_at_all_warns():
   with pytest.warns(UserWarning, match='no class has ground truth'):
-    result = evaluation.evaluate_detections([_gt([], [])], [_det([[0, 0, 1, 1]], [1.], [1])], 'voc')
+    result = metrics.evaluate_detections([_gt([], [])], [_det([[0, 0, 1, 1]], [1.], [1])], 'voc')
   assert np.isnan(result['map'])
 
 
@@ -254,27 +300,31 @@ def test_no_ground_truth_at_all_warns():
     ([_gt([[0, 0, 1, 1]], [4])], [_det([], [], [])], {'num_classes': 3}, 'outside 1..3'),
     ([{'boxes': [[0, 0, 1, 1]], 'labels': [1], 'difficult': [2]}], [_det([], [], [])], {},
      r"ground_truth\[0\]\['difficult'\] must be booleans"),
+    ([{'boxes': [[0, 0, 1, 1]], 'labels': [1], 'area': [-1.0]}], [_det([], [], [])], {},
+     r"ground_truth\[0\]\['area'\] must be finite and >= 0"),
+    ([{'boxes': [[0, 0, 1, 1]], 'labels': [1], 'area': [1.0, 2.0]}], [_det([], [], [])], {},
+     r"ground_truth\[0\]\['area'\]: expected shape \[1\]"),
     ([_gt([], [])], [_det([], [], [])], {'num_classes': 2, 'class_names': ['a']}, 'class_names'),
 ])
 def test_invalid_input_raises(gts, dets, kwargs, match):
   with pytest.raises(ValueError, match=match):
-    evaluation.evaluate_detections(gts, dets, 'voc07', **kwargs)
+    metrics.evaluate_detections(gts, dets, 'voc07', **kwargs)
 
 
 def test_unknown_metric_and_float_labels_raise():
   with pytest.raises(ValueError, match='Unknown metric'):
-    evaluation.evaluate_detections([], [], 'map50')
+    metrics.evaluate_detections([], [], 'map50')
   bad = {'boxes': [[0, 0, 1, 1]], 'labels': [1.0]}
   with pytest.raises(ValueError, match=r"ground_truth\[0\]\['labels'\] must be integers"):
-    evaluation.evaluate_detections([bad], [_det([], [], [])], 'voc')
+    metrics.evaluate_detections([bad], [_det([], [], [])], 'voc')
 
 
 def test_to_pixels():
   boxes = np.array([[[0.1, 0.2, 0.5, 1.0]], [[0.0, 0.5, 1.0, 0.75]]])  # [B=2, N=1, 4]
-  got = evaluation.to_pixels(boxes, height=np.array([100, 40]), width=np.array([200, 10]))
+  got = metrics.to_pixels(boxes, height=np.array([100, 40]), width=np.array([200, 10]))
   np.testing.assert_allclose(got, [[[20, 20, 100, 100]], [[0, 20, 10, 30]]])
-  np.testing.assert_allclose(evaluation.to_pixels(boxes[0, 0], 10, 20), [2, 2, 10, 10])
+  np.testing.assert_allclose(metrics.to_pixels(boxes[0, 0], 10, 20), [2, 2, 10, 10])
   with pytest.raises(ValueError, match='leading axes'):
-    evaluation.to_pixels(boxes, height=np.array([1, 2, 3]), width=np.array([1, 2, 3]))
+    metrics.to_pixels(boxes, height=np.array([1, 2, 3]), width=np.array([1, 2, 3]))
   with pytest.raises(ValueError, match='positive'):
-    evaluation.to_pixels(boxes, 0, 10)
+    metrics.to_pixels(boxes, 0, 10)

@@ -7,6 +7,9 @@ per-cell order is Caffe's: the ``min_size`` square, the ``sqrt(min_size * max_si
 the layer has a max size), then for each aspect ratio ``a`` a box of ratio ``a`` followed (when
 ``flip``) by one of ratio ``1/a``. A head predicting ``boxes_per_cell[k]`` boxes per location
 therefore lines up with these priors when its channels are reshaped ``[H, W, boxes, 4]``.
+
+Layouts fitted to a dataset's box shapes (k-means with ``1 - IoU``) come from
+:mod:`ssd_jax.priors.kmeans`.
 """
 
 import dataclasses
@@ -222,3 +225,7 @@ SSD512_VOC = PriorSpec(
     aspect_ratios=((2,), (2, 3), (2, 3), (2, 3), (2, 3), (2,), (2,)), layer_names=_VGG512_LAYERS)
 
 PRESETS = {"SSD300_VOC": SSD300_VOC, "SSD300_COCO": SSD300_COCO, "SSD512_VOC": SSD512_VOC}
+
+# Last, so that ``priors.kmeans`` works after ``from ssd_jax import priors``: the submodule builds
+# on PriorSpec and generate above.
+from ssd_jax.priors import kmeans  # pylint: disable=g-import-not-at-top

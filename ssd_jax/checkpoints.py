@@ -1,0 +1,115 @@
+"""Orbax checkpoints of a run's workdir: the training managers and read-only restores.
+
+``workdir/checkpoints/`` keeps the last ``checkpoint.keep`` train states; ``checkpoints_best/``
+the best by ``checkpoint.best_metric`` on the validation split (only when the config names one:
+selecting on the reported test split would inflate it).
+"""
+
+import os
+from typing import Any, Optional
+
+from absl import logging
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from ssd_jax import models, train_step
+
+P = jax.sharding.PartitionSpec
+LAST, BEST = "checkpoints", "checkpoints_best"
+
+
+def managers(workdir: str, config: ml_collections.ConfigDict, with_best: bool
+             ) -> tuple[ocp.CheckpointManager, Optional[ocp.CheckpointManager]]:
+  """The last ``checkpoint.keep`` states, and (``with_best``: a validation split exists) the best
+  one by ``val_<checkpoint.best_metric>``, saved with ``metrics={'score': value}``."""
+  last = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), LAST),
+                               options=ocp.CheckpointManagerOptions(
+                                   max_to_keep=config.checkpoint.keep))
+  if not with_best:
+    return last, None
+  best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), BEST),
+                               options=ocp.CheckpointManagerOptions(
+                                   max_to_keep=1, best_fn=lambda m: m["score"], best_mode="max"))
+  return last, best
+
+
+def restore_latest(manager: ocp.CheckpointManager,
+                   state: train_step.TrainState) -> train_step.TrainState:
+  step = manager.latest_step()
+  if step is None:
+    return state
+  logging.info("Resuming from %s/%d", manager.directory, step)
+  return manager.restore(step, args=ocp.args.StandardRestore(state))
+
+
+def abstract_params(model: models.SSD, mesh: jax.sharding.Mesh) -> Any:
+  """Shapes, dtypes and (replicated) shardings of the model's params, without computing them."""
+  shapes = jax.eval_shape(lambda: train_step.init_params(model, 0))
+  replicated = jax.sharding.NamedSharding(mesh, P())
+  return jax.tree_util.tree_map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated), shapes)
+
+
+def _check_shapes(expected: Any, stored: Any, where: str) -> None:
+  """Raises a ValueError naming the first parameter whose stored shape is not the model's."""
+  flat_stored = {jax.tree_util.keystr(k): v for k, v in
+                 jax.tree_util.tree_flatten_with_path(stored)[0]}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(expected)[0]:
+    name = jax.tree_util.keystr(path)
+    shape = tuple(flat_stored[name].shape) if name in flat_stored else None
+    if shape != tuple(leaf.shape):
+      raise ValueError(
+          f"The checkpoint in {where} does not fit the model of this config: params{name} is "
+          f"{'missing' if shape is None else f'stored as {shape}'}, the model has "
+          f"{tuple(leaf.shape)}. Pass the config (and overrides) the run was trained with.")
+
+
+def restore_params(workdir: str, model: models.SSD, mesh: jax.sharding.Mesh,
+                   step: Optional[int] = None, best: bool = False) -> tuple[Any, int, str]:
+  """``(params, step, checkpoint folder)`` of a run, read-only (a run still training there is not
+  disturbed); only ``params`` are read, not the optimizer state.
+
+  Args:
+    workdir: the run's ``--workdir``.
+    model: the model of the run's config (its params give the shapes to restore).
+    mesh: params come back replicated over it.
+    step: the checkpoint step; None = the latest (or, with ``best``, the best).
+    best: read ``checkpoints_best/`` instead of ``checkpoints/``.
+
+  Raises:
+    FileNotFoundError: ``workdir`` or its checkpoint folder is missing or holds no checkpoint.
+    ValueError: ``step`` is not saved there, or the checkpoint does not fit ``model``.
+  """
+  folder = BEST if best else LAST
+  directory = os.path.join(os.path.abspath(workdir), folder)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"workdir {workdir} does not exist")
+  if not os.path.isdir(directory) or not os.listdir(directory):
+    hint = (" (written only by runs whose config names a validation split)" if best else
+            " (train first: --mode=train or train_and_eval)")
+    raise FileNotFoundError(f"workdir {workdir} has no checkpoint in {folder}/{hint}")
+  manager = ocp.CheckpointManager(
+      directory, item_handlers=ocp.PyTreeCheckpointHandler(),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
+                                           max_to_keep=None,
+                                           best_fn=(lambda m: m["score"]) if best else None,
+                                           best_mode="max"))
+  with manager:
+    steps = list(manager.all_steps())
+    if not steps:
+      raise FileNotFoundError(f"no checkpoint in {directory} (workdir {workdir})")
+    if step is None:
+      # best_step() is None if no checkpoint recorded metrics: then the latest, as without best.
+      step = manager.best_step() if best else None
+      step = manager.latest_step() if step is None else step
+    elif step not in steps:
+      raise ValueError(f"no checkpoint of step {step} in {directory}; saved steps: {sorted(steps)}")
+    abstract = {"params": abstract_params(model, mesh)}
+    _check_shapes(abstract["params"], manager.item_metadata(step).tree["params"],
+                  f"{directory}/{step}")
+    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=True))
+  logging.info("Loaded %s/%d", directory, step)
+  return restored["params"], int(step), directory

@@ -1,0 +1,286 @@
+"""An experiment config -> its parts: the one place that reads a config to build things.
+
+``train.train_and_evaluate``, ``experiments/detect.py``, export, the sweeps, the benchmarks and
+the tests get their model (with its priors and input size), data sources and label map,
+learning-rate schedule, optimizer, train step, predict function and evaluator from here, so a
+config field means the same thing on every path. The fields are documented in
+``experiments/configs/common.py``; what is model-specific (backbone, default priors, pretrained
+weights) comes from the registry ``ssd_jax.models.BACKBONES``, what is dataset-specific from
+``ssd_jax.data.registry``.
+"""
+
+import dataclasses
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from ssd_jax import checkpoints, evaluation, inference, models, train_step
+from ssd_jax import priors as priors_lib
+from ssd_jax.data import label_map as label_map_lib
+from ssd_jax.data import pipeline, registry, sources
+
+Config = ml_collections.ConfigDict
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and priors.
+# ---------------------------------------------------------------------------------------------
+def prior_spec(config: Config) -> priors_lib.PriorSpec:
+  """The model's default layout, a preset, or the paper's linear rule.
+
+  ``config.model.prior_preset`` names one of ``priors.PRESETS`` (e.g. ``'SSD300_COCO'``).
+  ``config.priors`` (for ablations): ``layers`` (source layer names, a subset of the model's
+  default ``layer_names``, None = all), ``s_min``, ``s_max``, ``first_scale`` (None = pure linear
+  rule) and ``aspect_ratios`` (one tuple for all layers or one per layer; None = the model's).
+  """
+  cfg, preset = config.get("priors"), config.model.get("prior_preset")
+  base = models.backbone_entry(config.model.name).priors
+  if cfg and preset:
+    raise ValueError("set config.priors or config.model.prior_preset, not both")
+  if preset:
+    if preset not in priors_lib.PRESETS:
+      raise ValueError(f"config.model.prior_preset={preset!r}; valid: {list(priors_lib.PRESETS)}")
+    spec = priors_lib.PRESETS[preset]
+    if spec.layer_names != base.layer_names:
+      raise ValueError(f"config.model.prior_preset={preset!r} is a layout of the source layers "
+                       f"{spec.layer_names}, model {config.model.name!r} has "
+                       f"{base.layer_names}: set --config.model.prior_preset= (none)")
+    return spec
+  if not cfg:
+    return base
+  names = tuple(cfg.get("layers") or base.layer_names)
+  unknown = [n for n in names if n not in base.layer_names]
+  if unknown:
+    raise ValueError(f"config.priors.layers: {unknown} are not source layers of "
+                     f"{config.model.name} ({base.layer_names})")
+  sizes = [base.feature_map_sizes[base.layer_names.index(n)] for n in names]
+  ratios = cfg.get("aspect_ratios")
+  if ratios is None:  # the model's own ratios of the kept layers
+    ratios = [base.aspect_ratios[base.layer_names.index(n)] for n in names]
+  return priors_lib.from_linear_scales(sizes, cfg.s_min, cfg.s_max, ratios,
+                                       cfg.get("first_scale"), image_size=base.image_size,
+                                       layer_names=names)
+
+
+def image_size(config: Config) -> int:
+  """Side of the model's square input, pixels."""
+  return int(prior_spec(config).image_size)
+
+
+def create_model(config: Config, num_classes: int) -> models.SSD:
+  dtype = config.model.get("dtype", "float32")
+  if dtype not in _DTYPES:
+    raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+  return models.create_model(config.model.name, num_classes, dtype=_DTYPES[dtype],
+                             prior_spec=prior_spec(config),
+                             conv_impl=config.model.get("conv_impl", "auto"))
+
+
+def load_pretrained_backbone(config: Config, params: Any) -> Any:
+  """``params`` with ``config.pretrained_backbone`` (a weights file) loaded by the model's
+  registry entry (e.g. ImageNet VGG16 into conv1_1 .. fc7); the heads are untouched."""
+  path = config.get("pretrained_backbone")
+  if not path:
+    return params
+  entry = models.backbone_entry(config.model.name)
+  if entry.load_pretrained is None:
+    raise ValueError(f"config.pretrained_backbone is set, but model {config.model.name!r} has "
+                     "no pretrained weights to load (models with them: "
+                     f"{[n for n, e in models.BACKBONES.items() if e.load_pretrained]})")
+  return entry.load_pretrained(path, {"params": params})["params"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data.
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Data:
+  """The sources of a run. ``train`` is None when the label map came from a workdir (evaluation
+  only); ``val`` is None when the config names no validation split."""
+  label_map: label_map_lib.LabelMap
+  eval: sources.Source
+  train: Optional[sources.Source] = None
+  val: Optional[sources.Source] = None
+
+
+def create_data(config: Config, label_map: Optional[label_map_lib.LabelMap] = None,
+                train: bool = True) -> Data:
+  """The sources of ``config.data``; the label map is the training source's classes unless
+  given (a trained run's), and ``train=False`` skips the training source."""
+  train_source = registry.make_source(config.data, "train") if train else None
+  if label_map is None:
+    if train_source is None:
+      raise ValueError("create_data: without the training source, pass the run's label map")
+    label_map = label_map_lib.LabelMap.from_source(train_source)
+  names = label_map.class_names
+  return Data(label_map=label_map, train=train_source,
+              val=registry.make_source(config.data, "val", names),
+              eval=registry.make_source(config.data, "eval", names))
+
+
+def train_batches(config: Config, source: sources.Source,
+                  start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+  """This process's augmented training batches from step ``start_step + 1`` on."""
+  return pipeline.train_iterator(source, image_size=image_size(config),
+                                 batch_size=config.batch_size, max_boxes=config.data.max_boxes,
+                                 seed=config.seed, augment=config.augment,
+                                 start_step=start_step)
+
+
+# ---------------------------------------------------------------------------------------------
+# Optimization.
+# ---------------------------------------------------------------------------------------------
+def create_learning_rate_fn(config: Config) -> optax.Schedule:
+  """Linear warm-up to ``optimizer.lr``, then x ``decay_factor`` at each of ``decay_steps``."""
+  opt = config.optimizer
+  boundaries = {int(s): opt.decay_factor for s in opt.get("decay_steps", ())}
+  main = optax.piecewise_constant_schedule(opt.lr, boundaries)
+  warmup = int(opt.get("warmup_steps", 0))
+  if warmup == 0:
+    return main
+  ramp = optax.linear_schedule(opt.lr * opt.get("warmup_factor", 0.1), opt.lr, warmup)
+  return lambda step: jnp.where(step < warmup, ramp(step), main(step))
+
+
+def create_optimizer(config: Config, lr_fn: optax.Schedule) -> optax.GradientTransformation:
+  """SGD with momentum (the paper) or Adam(W); L2 weight decay on kernels only (as Caffe's
+  ``decay_mult: 0`` on biases); optional global-norm gradient clipping."""
+  opt = config.optimizer
+  parts = []
+  if opt.get("grad_clip_norm"):
+    parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+  kernels_only = lambda params: jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
+  if opt.name == "sgd":
+    if opt.weight_decay:
+      parts.append(optax.add_decayed_weights(opt.weight_decay, mask=kernels_only))
+    parts.append(optax.sgd(lr_fn, momentum=opt.momentum, nesterov=opt.get("nesterov", False)))
+  elif opt.name == "adamw":
+    parts.append(optax.adamw(lr_fn, weight_decay=opt.weight_decay, mask=kernels_only))
+  else:
+    raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {opt.name!r}")
+  return optax.chain(*parts)
+
+
+def create_mesh() -> jax.sharding.Mesh:
+  """All devices of all processes on one ``'data'`` axis."""
+  return jax.make_mesh((jax.device_count(),), ("data",))
+
+
+def create_train_step(config: Config, model: models.SSD, tx: optax.GradientTransformation,
+                      lr_fn: optax.Schedule, mesh: jax.sharding.Mesh) -> Callable:
+  """``(state, batch) -> (state, metrics)`` with ``config.matching`` and ``config.loss``."""
+  if config.batch_size % mesh.devices.size:
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
+                     f"{mesh.devices.size} devices")
+  m, loss = config.matching, config.loss
+  settings = train_step.TargetsAndLoss(
+      iou_threshold=m.iou_threshold, variances=tuple(m.variances), mode=m.mode,
+      neg_pos_ratio=loss.neg_pos_ratio, alpha=loss.alpha)
+  return train_step.make_train_step(model, tx, priors_lib.generate(model.prior_spec), lr_fn,
+                                    settings, mesh)
+
+
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """What a training run is made of (:func:`create_training`)."""
+  data: Data
+  model: models.SSD
+  lr_fn: optax.Schedule
+  tx: optax.GradientTransformation
+  step_fn: Callable  # (state, batch) -> (state, metrics)
+
+  def initial_state(self, config: Config, mesh: jax.sharding.Mesh) -> train_step.TrainState:
+    """The step-0 state (``config.seed``), replicated over ``mesh``."""
+    return train_step.create_train_state(self.model, self.tx, config.seed, mesh)
+
+
+def create_training(config: Config, mesh: jax.sharding.Mesh) -> Training:
+  """The data, model, schedule, optimizer and train step of ``config``."""
+  data = create_data(config)
+  model = create_model(config, data.label_map.num_classes)
+  lr_fn = create_learning_rate_fn(config)
+  tx = create_optimizer(config, lr_fn)
+  return Training(data=data, model=model, lr_fn=lr_fn, tx=tx,
+                  step_fn=create_train_step(config, model, tx, lr_fn, mesh))
+
+
+# ---------------------------------------------------------------------------------------------
+# Prediction and evaluation.
+# ---------------------------------------------------------------------------------------------
+def decode_settings(config: Config,
+                    score_threshold: Optional[float] = None) -> inference.DecodeSettings:
+  """``config.eval``'s NMS settings and the variances the targets were encoded with."""
+  e = config.eval
+  return inference.DecodeSettings(
+      score_threshold=e.score_threshold if score_threshold is None else score_threshold,
+      iou_threshold=e.nms_iou_threshold, pre_nms_top_k=e.pre_nms_top_k,
+      max_detections=e.max_detections, variances=tuple(config.matching.variances))
+
+
+def create_predict_fn(config: Config, model: models.SSD, mesh: jax.sharding.Mesh,
+                      score_threshold: Optional[float] = None) -> Callable:
+  """``(params, images uint8 [B, S, S, 3]) -> detections`` (``inference.predict``)."""
+  return inference.make_predict_fn(model, priors_lib.generate(model.prior_spec),
+                                   decode_settings(config, score_threshold), mesh)
+
+
+def round_to_devices(batch_size: int, mesh: jax.sharding.Mesh) -> int:
+  """``batch_size`` rounded up to a multiple of the device count (padding rows are ignored)."""
+  n = mesh.devices.size
+  return -(-batch_size // n) * n
+
+
+def create_evaluators(config: Config, model: models.SSD, data: Data, mesh: jax.sharding.Mesh
+                      ) -> tuple[Optional[evaluation.Evaluator], evaluation.Evaluator]:
+  """``(validation evaluator or None, eval evaluator)`` sharing one compiled predict function."""
+  e = config.eval
+  predict_fn = create_predict_fn(config, model, mesh)
+  make = lambda source, draw: evaluation.Evaluator(
+      predict_fn=predict_fn, source=source, class_names=data.label_map.class_names,
+      image_size=model.image_size, batch_size=round_to_devices(e.batch_size, mesh),
+      max_boxes=config.data.max_boxes, metrics=tuple(e.metrics), mesh=mesh,
+      num_images_to_draw=draw, draw_score_threshold=e.draw_score_threshold)
+  return (None if data.val is None else make(data.val, 0)), make(data.eval, e.num_images_to_draw)
+
+
+# ---------------------------------------------------------------------------------------------
+# A trained run.
+# ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+  """A run's model with restored parameters and its label map, read from its workdir."""
+  config: Config
+  model: models.SSD
+  params: Any  # Replicated over ``mesh``.
+  label_map: label_map_lib.LabelMap
+  mesh: jax.sharding.Mesh
+  step: int
+  checkpoint_dir: str
+
+  @property
+  def priors(self) -> np.ndarray:
+    """``[P, 4]`` normalized cxcywh."""
+    return priors_lib.generate(self.model.prior_spec)
+
+
+def load_trained_run(config: Config, workdir: str, step: Optional[int] = None,
+                     best: bool = False) -> TrainedRun:
+  """The run in ``workdir`` trained with ``config`` (the same overrides): its label map and the
+  params of checkpoint ``step`` (None = the latest; ``best``: of ``checkpoints_best/``).
+
+  Raises:
+    FileNotFoundError: ``workdir`` is not a run's, or holds no checkpoint.
+    ValueError: ``step`` is not saved, or the checkpoint does not fit the config's model.
+  """
+  label_map = label_map_lib.load(workdir)
+  model = create_model(config, label_map.num_classes)
+  mesh = create_mesh()
+  params, step, directory = checkpoints.restore_params(workdir, model, mesh, step=step,
+                                                       best=best)
+  return TrainedRun(config=config, model=model, params=params, label_map=label_map, mesh=mesh,
+                    step=step, checkpoint_dir=directory)

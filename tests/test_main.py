@@ -1,0 +1,222 @@
+"""Every user path through ``experiments/main.py`` (and ``experiments/detect.py``) as a subprocess:
+a user's own VOC folder and COCO JSON, every shipped config on fixture data, the paper recipe with
+ImageNet weights, many devices, evaluation of a trained run, and the errors of each."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from tests import fixtures
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+O = fixtures.FixtureObject
+# torchvision vgg16 ``features.<i>`` of the 13 convolutions, in order.
+VGG_CONVS = {"conv1_1": 0, "conv1_2": 2, "conv2_1": 5, "conv2_2": 7, "conv3_1": 10,
+             "conv3_2": 12, "conv3_3": 14, "conv4_1": 17, "conv4_2": 19, "conv4_3": 21,
+             "conv5_1": 24, "conv5_2": 26, "conv5_3": 28}
+# Two steps of batch 2, one evaluation at the end, XLA's convolutions (they compile fastest).
+# Runs with the same shapes (classes, boxes, batch) share compilations through the session's
+# persistent XLA cache (tests/conftest.py).
+FAST = ("--config.num_train_steps=2", "--config.batch_size=2", "--config.eval.every_steps=2",
+        "--config.eval.batch_size=2", "--config.log_every_steps=1",
+        "--config.checkpoint.every_steps=2", "--config.optimizer.warmup_steps=0",
+        "--config.model.conv_impl=xla", "--config.eval.num_images_to_draw=2",
+        "--config.data.max_boxes=8")
+# The default config's size on 8 devices; also used by the synthetic sweep configs.
+SYNTHETIC = (*FAST, "--config.batch_size=8", "--config.eval.batch_size=50",
+             "--config.data.num_eval_examples=20", "--config.data.num_val_examples=10")
+TINY = (*FAST, "--config.model.name=ssd_tiny")
+
+
+def run(module: str, *flags: str, env=None) -> subprocess.CompletedProcess:
+  return subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True,
+                        text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def main(config: str, workdir, *flags: str, env=None, module="experiments.main"):
+  result = run(module, f"--config=experiments/configs/{config}.py", f"--workdir={workdir}",
+               *flags, env=env)
+  result.log = result.stdout + result.stderr
+  return result
+
+
+def ok(result) -> None:
+  assert result.returncode == 0, result.log[-4000:]
+
+
+def read_json(path):
+  with open(path) as f:
+    return json.load(f)
+
+
+def _images(prefix: str, n: int, names) -> list[fixtures.FixtureImage]:
+  return [fixtures.FixtureImage(f"{prefix}{i}", "", 90 + 10 * i, 70, [
+      O(names[i % len(names)], (5, 8, 50, 60)), O(names[(i + 1) % len(names)], (40, 20, 85, 66))])
+          for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def own_voc(tmp_path_factory):
+  """A user's VOC folder: classes that are not VOC's, no VOC<year> level, trainval + test."""
+  root = str(tmp_path_factory.mktemp("own_voc"))
+  return fixtures.write_voc_folder(root, {"trainval": _images("tr", 4, ["tree", "car"]),
+                                          "test": _images("te", 3, ["car", "tree"])})
+
+
+def test_own_voc_folder_needs_only_its_root(own_voc, tmp_path):
+  workdir = tmp_path / "run"
+  result = main("custom_voc_dir", workdir, f"--config.data.root={own_voc}", *TINY)
+  ok(result)
+  assert read_json(workdir / "label_map.json")["class_names"] == ["car", "tree"]
+  assert "2 classes found in the annotations: ['car', 'tree']" in result.log
+  metrics = read_json(workdir / "metrics.json")
+  assert metrics["step"] == 2 and metrics["num_images"] == 3
+  assert set(metrics["voc07_per_class_ap"]) == {"car", "tree"}
+  # No validation split named: the final step is reported and nothing picks a "best" on test.
+  assert not (workdir / "checkpoints_best").exists()
+  assert "No validation split" in result.log
+
+  # Detection needs the run, not the dataset: the class names come from the workdir.
+  moved = tmp_path / "elsewhere"
+  shutil.move(own_voc, moved)
+  try:
+    out = tmp_path / "detect"
+    ok(run("experiments.detect", "--config=experiments/configs/custom_voc_dir.py",
+           f"--workdir={workdir}", f"--input={moved}/JPEGImages/te0.jpg", f"--output={out}",
+           "--score_threshold=0.0", "--batch_size=2", *TINY))
+    detections = read_json(out / "detections.json")
+    assert detections["class_names"] == ["car", "tree"] and detections["step"] == 2
+    assert {d["label"] for d in detections["images"][0]["detections"]} <= {"car", "tree"}
+  finally:
+    shutil.move(moved, own_voc)
+
+  # --mode=eval on the trained run: the stored label map, the same metrics.
+  (workdir / "metrics.json").unlink()
+  ok(main("custom_voc_dir", workdir, f"--config.data.root={own_voc}", *TINY, "--mode=eval"))
+  again = read_json(workdir / "metrics.json")
+  assert again["step"] == 2 and again["voc07_map"] == pytest.approx(metrics["voc07_map"])
+
+
+def test_eval_without_a_checkpoint_is_an_error_and_writes_nothing(own_voc, tmp_path):
+  missing = tmp_path / "never_trained"
+  result = main("custom_voc_dir", missing, f"--config.data.root={own_voc}", *TINY, "--mode=eval")
+  assert result.returncode != 0 and "not the workdir of a training run" in result.log
+  assert not missing.exists()
+
+
+@pytest.fixture(scope="module")
+def devkit(tmp_path_factory):
+  return fixtures.write_detection_fixture(str(tmp_path_factory.mktemp("devkit")))
+
+
+def test_own_coco_json_stores_category_ids_and_selects_on_validation(devkit, tmp_path):
+  workdir = tmp_path / "run"
+  pair = lambda prefix: (f"--config.data.{prefix}annotation_file={devkit.coco_json}",
+                         f"--config.data.{prefix}image_dir={devkit.coco_image_dir}")
+  ok(main("custom_coco_json", workdir, *pair(""), *pair("val_"), *pair("eval_"), *TINY))
+  label_map = read_json(workdir / "label_map.json")
+  assert label_map["class_names"] == list(fixtures.VOC_CLASSES)
+  assert label_map["category_ids"] == [3 * k + 5 for k in range(20)]
+  metrics = read_json(workdir / "metrics.json")
+  assert {"coco_map", "val_coco_map", "voc07_map"} <= set(metrics)
+  assert os.listdir(workdir / "checkpoints_best") == ["2"]
+
+
+@pytest.mark.parametrize("config", ["ssd512_voc0712", "ssd300_voc0712"])
+def test_voc_devkit_configs_with_the_small_model(config, devkit, tmp_path):
+  ok(main(config, tmp_path / "run", f"--config.data.root={devkit.voc_root}", *TINY,
+          "--config.data.eval_split=trainval"))
+  assert read_json(tmp_path / "run" / "metrics.json")["num_images"] == 3
+
+
+@pytest.mark.parametrize("config,flags", [
+    ("ssd300_coco", ("--config.model.prior_preset=",)),  # the VGG16 COCO priors
+    ("ssd300_voc0712", ("--config.data.source=tfds", "--config.data.eval_split=test"))])
+def test_tfds_configs_on_mock_data(config, flags, tmp_path):
+  workdir = tmp_path / "run"
+  ok(main(config, workdir, *TINY, *flags, module="tests.mock_tfds_main"))
+  assert read_json(workdir / "metrics.json")["num_images"] == 6
+
+
+@pytest.mark.parametrize("config", ["ablation_table2", "ablation_table3"])
+def test_synthetic_sweep_configs(config, tmp_path):
+  ok(main(config, tmp_path / "run", *SYNTHETIC))
+  assert (tmp_path / "run" / "checkpoints_best").exists()  # they have a validation split
+
+
+def test_many_devices_train_and_evaluate_like_one(tmp_path):
+  """The default config on 8 CPU devices, eval batch 50 (padded to 56): trains and evaluates;
+  evaluating its checkpoint on 1 device gives the same metrics."""
+  workdir = tmp_path / "run"
+  ok(main("synthetic", workdir, *SYNTHETIC,
+          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}))
+  on_eight = read_json(workdir / "metrics.json")
+  assert on_eight["num_images"] == 20 and on_eight["val_num_images"] == 10
+  ok(main("synthetic", workdir, *SYNTHETIC, "--mode=eval"))
+  on_one = read_json(workdir / "metrics.json")
+  for key in ("voc07_map", "voc_map", "val_voc07_map"):
+    assert on_one[key] == pytest.approx(on_eight[key], abs=1e-6), key
+
+
+def _torchvision_vgg16(rng) -> dict[str, np.ndarray]:
+  """A torchvision ``vgg16`` state dict of random values with the real shapes. The two big fc
+  matrices repeat a random block of a prime length, so the ``.npz`` compresses to little."""
+  widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
+  sd, cin = {}, 3
+  for i, width in zip(VGG_CONVS.values(), widths):
+    sd[f"features.{i}.weight"] = rng.normal(0, 0.05, (width, cin, 3, 3)).astype(np.float32)
+    sd[f"features.{i}.bias"] = rng.normal(0, 0.05, width).astype(np.float32)
+    cin = width
+  block = rng.normal(0, 0.01, 1021).astype(np.float32)
+  sd["classifier.0.weight"] = np.resize(block, (4096, 512 * 49))
+  sd["classifier.0.bias"] = rng.normal(0, 0.05, 4096).astype(np.float32)
+  sd["classifier.3.weight"] = np.resize(block[::-1], (4096, 4096))
+  sd["classifier.3.bias"] = rng.normal(0, 0.05, 4096).astype(np.float32)
+  return sd
+
+
+def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
+  """ssd300_voc0712 with its real model and ``pretrained_backbone``: at step 0 (lr 0) the
+  backbone holds the torchvision weights (fc6/fc7 subsampled, kernels OIHW -> HWIO), and every
+  other parameter is the run's own initialization."""
+  from ssd_jax import experiment, train_step  # pylint: disable=g-import-not-at-top
+  from experiments.configs import ssd300_voc0712  # pylint: disable=g-import-not-at-top
+
+  sd = _torchvision_vgg16(np.random.default_rng(0))
+  weights = tmp_path / "vgg16.npz"
+  np.savez_compressed(weights, **sd)
+  workdir = tmp_path / "run"
+  ok(main("ssd300_voc0712", workdir, f"--config.data.root={devkit.voc_root}", *FAST,
+          "--config.num_train_steps=1", "--config.batch_size=1", "--config.optimizer.lr=0.0",
+          "--config.data.eval_split=trainval", f"--config.pretrained_backbone={weights}"))
+  with ocp.CheckpointManager(workdir / "checkpoints") as manager:
+    params = manager.restore(1)["params"]
+  hwio = lambda w: np.transpose(w, (2, 3, 1, 0))
+  backbone = params["backbone"]
+  for name, i in VGG_CONVS.items():
+    np.testing.assert_array_equal(backbone[name]["kernel"], hwio(sd[f"features.{i}.weight"]))
+    np.testing.assert_array_equal(backbone[name]["bias"], sd[f"features.{i}.bias"])
+  fc6 = sd["classifier.0.weight"].reshape(4096, 512, 7, 7)[::4, :, ::3, ::3]
+  np.testing.assert_array_equal(backbone["fc6"]["kernel"], hwio(fc6))
+  np.testing.assert_array_equal(backbone["fc6"]["bias"], sd["classifier.0.bias"][::4])
+  fc7 = sd["classifier.3.weight"][::4, ::4, None, None]
+  np.testing.assert_array_equal(backbone["fc7"]["kernel"], hwio(fc7))
+  np.testing.assert_array_equal(backbone["fc7"]["bias"], sd["classifier.3.bias"][::4])
+
+  config = ssd300_voc0712.get_config()
+  init = train_step.init_params(experiment.create_model(config, 20), config.seed)
+  loaded = {*VGG_CONVS, "fc6", "fc7"}
+  flat = lambda tree: {"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in
+                       jax.tree_util.tree_flatten_with_path(tree)[0]}
+  untouched = {k: v for k, v in flat(init).items() if k.split("/")[1] not in loaded}
+  assert any(k.startswith("conv4_3_mbox") for k in untouched)  # the heads
+  restored = flat(params)
+  for key, value in untouched.items():
+    np.testing.assert_array_equal(restored[key], value, err_msg=key)
