@@ -6,4 +6,4 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="$(bash "$root/experiments/ensure_venv.sh")"
 cd "$root"
-exec "$python" -m pytest -p no:cacheprovider -n auto tests "$@"
+exec "$python" -m pytest -p no:cacheprovider -n auto --dist worksteal tests "$@"

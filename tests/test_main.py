@@ -211,7 +211,10 @@ def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
   np.testing.assert_array_equal(backbone["fc7"]["bias"], sd["classifier.3.bias"][::4])
 
   config = ssd300_voc0712.get_config()
-  init = train_step.init_params(experiment.create_model(config, 20), config.seed)
+  model = experiment.create_model(config, 20)
+  # Jitted as the trainer does (op by op, SSD300's init takes minutes on 2 cores).
+  init = jax.jit(lambda: train_step.init_params(model, config.seed),
+                 compiler_options={"xla_backend_optimization_level": 0})()
   loaded = {*VGG_CONVS, "fc6", "fc7"}
   flat = lambda tree: {"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in
                        jax.tree_util.tree_flatten_with_path(tree)[0]}
