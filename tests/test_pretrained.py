@@ -260,3 +260,16 @@ def test_optional_readers_explain_missing_packages(tmp_path, ext, module):
   path.write_bytes(b"\0")
   with pytest.raises(ImportError, match=module):
     pretrained.read_state_dict(path)
+
+
+def test_pth_reads_like_npz(tmp_path):
+  """torchvision's own format (a ``torch.save`` state dict) gives the arrays the ``.npz`` does."""
+  torch = pytest.importorskip("torch")
+  sd = _vgg_state_dict(np.random.default_rng(7), [4] * 13, fc6_out=8, fc7_out=8)
+  torch.save({k: torch.from_numpy(v) for k, v in sd.items()}, tmp_path / "vgg16.pth")
+  np.savez(tmp_path / "vgg16.npz", **sd)
+  from_pth = pretrained.read_state_dict(tmp_path / "vgg16.pth")
+  from_npz = pretrained.read_state_dict(tmp_path / "vgg16.npz")
+  assert sorted(from_pth) == sorted(from_npz)
+  for key, value in from_npz.items():
+    np.testing.assert_array_equal(np.asarray(from_pth[key]), value, err_msg=key)
