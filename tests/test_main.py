@@ -81,6 +81,7 @@ def test_own_voc_folder_needs_only_its_root(own_voc, tmp_path):
   assert set(metrics["voc07_per_class_ap"]) == {"car", "tree"}
   # No validation split named: the final step is reported and nothing picks a "best" on test.
   assert not (workdir / "checkpoints_best").exists()
+  assert not any(key.startswith("val_") for key in metrics)
   assert "No validation split" in result.log
 
   # Detection needs the run, not the dataset: the class names come from the workdir.

@@ -79,13 +79,6 @@ def test_eval_mode_needs_a_checkpoint_and_writes_nothing_without_one(tmp_path):
   assert os.listdir(tmp_path) == ["label_map.json"]
 
 
-def test_without_a_validation_split_the_final_step_is_reported_and_no_best_is_kept(tmp_path):
-  c = tiny_config(**{"num_train_steps": 2, "eval.every_steps": 1, "data.num_val_examples": 0})
-  metrics = train.train_and_evaluate(c, str(tmp_path))
-  assert metrics["step"] == 2 and not any(k.startswith("val_") for k in metrics)
-  assert not (tmp_path / "checkpoints_best").exists()
-
-
 def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   """Kill a run mid-way with SIGTERM; rerunning finishes with the same parameters, bit for bit,
   as a run that was never interrupted (same data order, same augmentation)."""
