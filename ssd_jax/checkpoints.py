@@ -17,12 +17,18 @@ from ssd_jax import models, train_step
 
 P = jax.sharding.PartitionSpec
 LAST, BEST = "checkpoints", "checkpoints_best"
+# The metrics key under which checkpoints_best/ records each checkpoint's validation score.
+SCORE = "score"
+
+
+def _score(metrics: dict[str, float]) -> float:
+  return metrics[SCORE]
 
 
 def managers(workdir: str, config: ml_collections.ConfigDict, with_best: bool
              ) -> tuple[ocp.CheckpointManager, Optional[ocp.CheckpointManager]]:
   """The last ``checkpoint.keep`` states, and (``with_best``: a validation split exists) the best
-  one by ``val_<checkpoint.best_metric>``, saved with ``metrics={'score': value}``."""
+  one by ``val_<checkpoint.best_metric>``, saved with ``metrics={SCORE: value}``."""
   last = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), LAST),
                                options=ocp.CheckpointManagerOptions(
                                    max_to_keep=config.checkpoint.keep))
@@ -30,7 +36,7 @@ def managers(workdir: str, config: ml_collections.ConfigDict, with_best: bool
     return last, None
   best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), BEST),
                                options=ocp.CheckpointManagerOptions(
-                                   max_to_keep=1, best_fn=lambda m: m["score"], best_mode="max"))
+                                   max_to_keep=1, best_fn=_score, best_mode="max"))
   return last, best
 
 
@@ -93,7 +99,7 @@ def restore_params(workdir: str, model: models.SSD, mesh: jax.sharding.Mesh,
       directory, item_handlers=ocp.PyTreeCheckpointHandler(),
       options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
                                            max_to_keep=None,
-                                           best_fn=(lambda m: m["score"]) if best else None,
+                                           best_fn=_score if best else None,
                                            best_mode="max"))
   with manager:
     steps = list(manager.all_steps())

@@ -175,7 +175,7 @@ def _train_loop(config, state, step_fn, data, mesh, manager, best_manager, write
         metrics = evaluate(state.params, step)
         if best_manager is not None:
           best_manager.save(step, args=ocp.args.StandardSave(state), force=True, metrics={
-              "score": metrics[f"val_{config.checkpoint.best_metric}"]})
+              checkpoints.SCORE: metrics[f"val_{config.checkpoint.best_metric}"]})
   finally:
     preempted.restore()
   if evaluate is not None and not metrics:  # resumed at the end: still report
