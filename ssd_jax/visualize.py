@@ -20,7 +20,8 @@ Panel = dict[str, np.ndarray]
 def draw_grid(images: Sequence[np.ndarray], detections: Sequence[dict[str, np.ndarray]],
               class_names: Sequence[str], path: str,
               ground_truth: Optional[Sequence[dict[str, np.ndarray]]] = None,
-              score_threshold: float = 0.3, columns: int = 4) -> None:
+              score_threshold: float = 0.3, columns: int = 4,
+              max_per_image: Optional[int] = 20) -> None:
   """Writes a PNG grid of images with labelled boxes.
 
   Args:
@@ -33,6 +34,9 @@ def draw_grid(images: Sequence[np.ndarray], detections: Sequence[dict[str, np.nd
     ground_truth: optional per image ``{'boxes': [N, 4] pixels, 'labels': [N]}``, drawn dashed.
     score_threshold: minimum score drawn.
     columns: images per row.
+    max_per_image: at most this many detections per image are drawn, the highest-scoring (an
+      untrained model passes the threshold with hundreds, unreadable in a thumbnail and slow to
+      draw); None draws them all.
   """
   n = len(images)
   rows = max(1, -(-n // columns))
@@ -46,7 +50,7 @@ def draw_grid(images: Sequence[np.ndarray], detections: Sequence[dict[str, np.nd
       ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, ls="--", lw=1,
                                  ec="white"))
     _draw_detections_on(ax, detections[i], class_names, score_threshold, linewidth=1.5,
-                        fontsize=7)
+                        fontsize=7, limit=max_per_image)
   fig.tight_layout()
   fig.savefig(path, dpi=80)
   plt.close(fig)
@@ -79,12 +83,15 @@ def draw_detections(image: np.ndarray, detections: dict[str, np.ndarray],
 
 
 def _draw_detections_on(ax, detections: dict[str, np.ndarray], class_names: Sequence[str],
-                        score_threshold: float, linewidth: float, fontsize: float) -> None:
-  """Boxes (pixels) coloured by class with ``'<name> <score>'`` labels (name alone if score 1)."""
+                        score_threshold: float, linewidth: float, fontsize: float,
+                        limit: Optional[int] = None) -> None:
+  """Boxes (pixels) coloured by class with ``'<name> <score>'`` labels (name alone if score 1):
+  those scoring at least ``score_threshold``, the best ``limit`` of them if given."""
   colors = plt.get_cmap("tab10")
-  for b, s, l in zip(detections["boxes"], detections["scores"], detections["labels"]):
-    if s < score_threshold:
-      continue
+  scores = np.asarray(detections["scores"])
+  order = [i for i in np.argsort(-scores, kind="stable") if scores[i] >= score_threshold]
+  for i in order[:limit]:
+    b, s, l = detections["boxes"][i], scores[i], detections["labels"][i]
     color = colors(int(l) % 10)
     ax.add_patch(plt.Rectangle(b[:2], b[2] - b[0], b[3] - b[1], fill=False, lw=linewidth,
                                ec=color))
@@ -150,8 +157,8 @@ def write_augmentation_grid(source: sources.Source, augment: augment_lib.Augment
   """Draws :func:`augmentation_panels` (same arguments) to the PNG ``path``, one source image
   per row with its boxes and class names; returns the panels drawn."""
   panels = augmentation_panels(source, augment, image_size, num, per_row, seed)
-  # draw_grid draws every box whose score reaches the threshold; ground truth has score 1.
+  # Every box is drawn: ground truth has score 1, above any threshold, and no limit applies.
   annotations = [{**p, "scores": np.ones(len(p["labels"]), np.float32)} for p in panels]
   draw_grid([p["image"] for p in panels], annotations, source.class_names, path,
-            columns=per_row + 1)
+            columns=per_row + 1, max_per_image=None)
   return panels

@@ -1,4 +1,5 @@
-"""Shared test fixtures, and one persistent XLA compilation cache for the whole session.
+"""Shared test fixtures, one persistent XLA compilation cache for the whole session, and XLA's
+backend optimizations off in the test processes (``fixtures.IN_PROCESS_XLA_FLAG``).
 
 Most of the suite's time is XLA compiling the same small models again: in each test module, in
 each ``experiments/main.py`` subprocess and in each pytest-xdist worker (all inherit the cache
@@ -12,6 +13,11 @@ import tempfile
 
 import numpy as np
 import pytest
+
+from tests import fixtures
+
+if fixtures.IN_PROCESS_XLA_FLAG not in os.environ.get("XLA_FLAGS", "").split():
+  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {fixtures.IN_PROCESS_XLA_FLAG}"
 
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:  # The controller (or a plain pytest run); xdist workers inherit its folder.

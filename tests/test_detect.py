@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 
 from ssd_jax import detect, experiment, inference, train
-from tests import tiny_train_config
+from tests import fixtures, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_NAMES = ["circle", "square", "triangle", "cross"]  # the tiny config's synthetic shapes
@@ -83,7 +83,7 @@ def test_command_line_writes_pixel_boxes_and_drawings(workdir, images, tmp_path)
       [sys.executable, "-m", "experiments.detect", "--config=tests/tiny_train_config.py",
        f"--workdir={workdir}", f"--input={images}", f"--output={out_dir}",
        f"--score_threshold={THRESHOLD}", "--batch_size=2"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300)
+      cwd=ROOT, env=fixtures.subprocess_env(), capture_output=True, text=True, timeout=300)
   log = run.stdout + run.stderr
   assert run.returncode == 0, log[-3000:]
   assert "Skipping" in log and "broken.png" in log  # the warning names the file

@@ -37,7 +37,7 @@ TINY = (*FAST, "--config.model.name=ssd_tiny")
 
 def run(module: str, *flags: str, env=None) -> subprocess.CompletedProcess:
   return subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True,
-                        text=True, timeout=600, env={**os.environ, **(env or {})})
+                        text=True, timeout=600, env=fixtures.subprocess_env(**(env or {})))
 
 
 def main(config: str, workdir, *flags: str, env=None, module="experiments.main"):
@@ -168,7 +168,7 @@ def test_many_devices_train_and_evaluate_like_one(tmp_path):
 
 def _torchvision_vgg16(rng) -> dict[str, np.ndarray]:
   """A torchvision ``vgg16`` state dict of random values with the real shapes. The two big fc
-  matrices repeat a random block of a prime length, so the ``.npz`` compresses to little."""
+  matrices (0.5 GB) repeat a random block of a prime length: drawing them all takes seconds."""
   widths = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
   sd, cin = {}, 3
   for i, width in zip(VGG_CONVS.values(), widths):
@@ -192,11 +192,15 @@ def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
 
   sd = _torchvision_vgg16(np.random.default_rng(0))
   weights = tmp_path / "vgg16.npz"
-  np.savez_compressed(weights, **sd)
+  np.savez(weights, **sd)  # 0.5 GB uncompressed: compressing takes 7 s
   workdir = tmp_path / "run"
+  # One step of the real model: only compilation takes time, so XLA's backend optimizations are
+  # off; and no evaluation (the config's evaluation runs in the tests above).
   ok(main("ssd300_voc0712", workdir, f"--config.data.root={devkit.voc_root}", *FAST,
           "--config.num_train_steps=1", "--config.batch_size=1", "--config.optimizer.lr=0.0",
-          "--config.data.eval_split=trainval", f"--config.pretrained_backbone={weights}"))
+          "--config.data.eval_split=trainval", f"--config.pretrained_backbone={weights}",
+          "--mode=train",
+          env={"XLA_FLAGS": fixtures.IN_PROCESS_XLA_FLAG}))
   with ocp.CheckpointManager(workdir / "checkpoints") as manager:
     params = manager.restore(1)["params"]
   hwio = lambda w: np.transpose(w, (2, 3, 1, 0))
@@ -214,8 +218,7 @@ def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
   config = ssd300_voc0712.get_config()
   model = experiment.create_model(config, 20)
   # Jitted as the trainer does (op by op, SSD300's init takes minutes on 2 cores).
-  init = jax.jit(lambda: train_step.init_params(model, config.seed),
-                 compiler_options={"xla_backend_optimization_level": 0})()
+  init = jax.jit(lambda: train_step.init_params(model, config.seed))()
   loaded = {*VGG_CONVS, "fc6", "fc7"}
   flat = lambda tree: {"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in
                        jax.tree_util.tree_flatten_with_path(tree)[0]}

@@ -15,7 +15,7 @@ import pytest
 from experiments.configs import ablation_table2, ablation_table3
 from ssd_jax import priors as priors_lib
 from ssd_jax import experiment, overrides, sweep
-from tests import tiny_train_config
+from tests import fixtures, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ssd_tiny's source maps and their sides on the 128x128 input (models/tiny.py).
@@ -112,8 +112,8 @@ def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tm
       "  return [('flip', {}), ('no_flip', {'augment.flip': False}), ('other', {'seed': 1})]\n")
   workdir = tmp_path / "sweep"
   settings = ["num_train_steps=2", "model.conv_impl='xla'", "eval.num_images_to_draw=0"]
-  env = {**os.environ, "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "jax_cache"),
-         "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  env = fixtures.subprocess_env(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
+                                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   result = subprocess.run(
       [sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
        f"--workdir={workdir}", "--only=flip,no_flip", *(f"--set={o}" for o in settings)],

@@ -12,7 +12,7 @@ import pytest
 
 from ssd_jax import overrides, train
 from ssd_jax.data import label_map as label_map_lib
-from tests import tiny_train_config
+from tests import fixtures, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +25,7 @@ def tiny_config(**changes):
 def _run_main(workdir, *flags, env=None):
   cmd = [sys.executable, "-m", "experiments.main", "--config=tests/tiny_train_config.py",
          f"--workdir={workdir}", *flags]
-  return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **(env or {})},
+  return subprocess.Popen(cmd, cwd=ROOT, env=fixtures.subprocess_env(**(env or {})),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
@@ -82,8 +82,10 @@ def test_eval_mode_needs_a_checkpoint_and_writes_nothing_without_one(tmp_path):
 def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   """Kill a run mid-way with SIGTERM; rerunning finishes with the same parameters, bit for bit,
   as a run that was never interrupted (same data order, same augmentation)."""
-  total = 150  # long enough that SIGTERM lands mid-run; checkpoints only at 50 and 100
-  steps = [f"--config.num_train_steps={total}", "--config.checkpoint.every_steps=50",
+  # 16 steps per epoch. SIGTERM is sent at step 3: the run saves a few steps later, well before
+  # the periodic checkpoint at step 20, and the rerun crosses an epoch boundary and that checkpoint.
+  total = 40
+  steps = [f"--config.num_train_steps={total}", "--config.checkpoint.every_steps=20",
            "--config.log_every_steps=1", "--mode=train"]
   straight = _run_main(tmp_path / "straight", *steps)
   assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
@@ -95,7 +97,7 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
       interrupted.send_signal(signal.SIGTERM)
   assert interrupted.wait(timeout=300) == 128 + signal.SIGTERM, "".join(lines[-20:])
   saved = sorted(int(s) for s in os.listdir(tmp_path / "interrupted" / "checkpoints"))
-  assert 3 <= saved[-1] < total, saved  # saved on SIGTERM, not at a periodic step
+  assert 3 <= saved[-1] < 20, saved  # saved on SIGTERM, not at a periodic step
   resumed = _run_main(tmp_path / "interrupted", *steps)
   out = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0, out[-3000:]

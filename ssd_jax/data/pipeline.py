@@ -184,8 +184,9 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
   example_seed_base = tf.constant(_derived_seed(seed, process_index, 1), tf.int64)
   warn_once = _WarnOnce(max_boxes, "training")
 
-  # A tf.function is traced once and reused by the map of every block.
-  @tf.function
+  # A tf.function is traced once and reused by the map of every block. The graph code uses
+  # tf.cond explicitly: autograph would only re-parse its source, which takes seconds.
+  @tf.function(autograph=False)
   def preprocess(position, example):
     seed_pair = tf.stack([example_seed_base, position])
     example = augment_lib.train_preprocess(example, seed_pair, image_size, config)
@@ -269,6 +270,7 @@ def eval_dataset(source, *, image_size: int, batch_size: int, max_boxes: int,
   num_batches = -(-largest_shard // local_batch)
   warn_once = _WarnOnce(max_boxes, "evaluation (the metrics will miss the rest)")
 
+  @tf.autograph.experimental.do_not_convert
   def preprocess(example):
     example = pad_objects(augment_lib.eval_preprocess(example, image_size), max_boxes, warn_once)
     example = {key: example[key] for key in ("image", "orig_size", "image_id",

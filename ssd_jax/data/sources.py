@@ -172,6 +172,8 @@ class RecordSource(IndexedSource):
     order = tf.constant(indices, tf.int64)
     num = len(indices)
 
+    # Plain graph code (explicit tf.cond): autograph's source transformation is skipped.
+    @tf.autograph.experimental.do_not_convert
     def load(position):
       i = order[position]
       start, stop = self._splits[i], self._splits[i + 1]
@@ -210,6 +212,7 @@ class RecordSource(IndexedSource):
                        "dataset).", self.records[indices[position]].image_path, skipped[0])
       return True
 
+    @tf.autograph.experimental.do_not_convert
     def keep(ex):
       def log_gap():
         result = tf.py_function(report, [ex["expected"], ex["position"]], tf.bool)

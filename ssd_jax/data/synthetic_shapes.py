@@ -162,6 +162,7 @@ class SyntheticSource(sources.IndexedSource):
       ex = self.generate(int(index))
       return ex["image"], ex["boxes"], ex["labels"], ex["area"]
 
+    @tf.autograph.experimental.do_not_convert
     def example(index):
       image, boxes, labels, area = tf.numpy_function(
           arrays, [index], [tf.uint8, tf.float32, tf.int32, tf.float32], stateful=False)

@@ -127,6 +127,7 @@ class TfdsSource(sources.Source):
     return ds.skip(skip).map(_convert, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+@tf.autograph.experimental.do_not_convert
 def _convert(ex: dict[str, Any]) -> dict[str, tf.Tensor]:
   """A tfds example (image undecoded) -> the example format of ``sources``."""
   objects = ex["objects"]
