@@ -198,7 +198,9 @@ def test_eval_batches_carry_the_area(fixture):
 
 
 def reference_order(n, shuffle, seed, skip, shard):
-  """Loop-based: shard = contiguous blocks, the first n % count one longer; then permute; skip."""
+  """Loop-based: shard = contiguous blocks, the first n % count one longer; then permute (TF's
+  stateless index shuffle, one position at a time, seed pair = the int64 seed's two halves);
+  skip."""
   index, count = shard
   start = 0
   for k in range(index):
@@ -206,7 +208,10 @@ def reference_order(n, shuffle, seed, skip, shard):
   size = n // count + (1 if index < n % count else 0)
   order = list(range(start, start + size))
   if shuffle:
-    order = [order[p] for p in np.random.default_rng(seed).permutation(len(order))]
+    pair = tf.constant([seed // 2**32, seed % 2**32], tf.int64)
+    order = [order[int(tf.random.experimental.index_shuffle(
+        tf.constant(p, tf.int64), pair, tf.constant(size - 1, tf.int64)))] for p in range(size)]
+    assert sorted(order) == list(range(start, start + size))  # a permutation of the shard
   return order[skip:]
 
 
@@ -229,6 +234,61 @@ def test_example_order(n, count):
     sources.example_order(n, shard=(count, count))
   with pytest.raises(ValueError, match="skip"):
     sources.example_order(n, skip=-1)
+
+
+def test_epoch_seed_is_the_seed_pair_and_rejects_out_of_range():
+  assert sources.epoch_seed(3, 5) == 3 * 2**32 + 5
+  np.testing.assert_array_equal(sources.example_order(50, True, seed=sources.epoch_seed(3, 5)),
+                                reference_order(50, True, 3 * 2**32 + 5, 0, (0, 1)))
+  for seed, epoch in ((-1, 0), (2**31, 0), (0, -1), (0, 2**31)):
+    with pytest.raises(ValueError, match="must be in"):
+      sources.epoch_seed(seed, epoch)
+
+
+def stream_ids(source, count, **kwargs):
+  return [ex["image_id"] for ex in collect(source.stream(**kwargs).take(count))]
+
+
+@pytest.mark.parametrize("shard", [(0, 1), (1, 2)])
+def test_stream_is_the_epochs_of_as_dataset(fixture, shard):
+  source = data.voc_directory(fixture.voc_root)
+  size = source.shard_size(shard)
+  epochs = sum(([ex["image_id"] for ex in collect(source.as_dataset(
+      shuffle=True, seed=sources.epoch_seed(7, e), shard=shard))] for e in range(4)), [])
+  assert stream_ids(source, 4 * size, seed=7, shard=shard) == epochs
+  assert len(set(map(tuple, np.reshape(epochs, (4, size))))) > 1  # epochs differ
+  start = size + 1  # mid-epoch 1
+  assert stream_ids(source, 2 * size, seed=7, start=start, shard=shard) == \
+      epochs[start:start + 2 * size]
+  with pytest.raises(ValueError, match="must be in"):
+    source.stream(seed=-1)
+
+
+def test_stream_skips_unreadable_images_naming_them(fixture, tmp_path, caplog):
+  root = str(tmp_path / "VOCdevkit")
+  shutil.copytree(fixture.voc_root, root)
+  with open(os.path.join(root, "VOC2007", "JPEGImages", "000003.jpg"), "wb") as f:
+    f.write(b"this is not an image")
+  source = data.voc_directory(root)
+  readable = [r.image_id for r in source.records if r.image_id != "000003"]
+  with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+    ids = stream_ids(source, 3 * len(readable), seed=1)
+  assert "000003" not in ids
+  for epoch in range(3):
+    assert sorted(ids[epoch * 4:(epoch + 1) * 4]) == sorted(readable)  # 4 readable per epoch
+  messages = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]
+  assert messages and all("000003.jpg" in m for m in messages)
+
+
+def test_stream_of_only_unreadable_images_is_an_error(fixture, tmp_path):
+  root = str(tmp_path / "VOCdevkit")
+  shutil.copytree(fixture.voc_root, root)
+  source = data.voc_directory(root)
+  for record in source.records:
+    with open(record.image_path, "wb") as f:
+      f.write(b"not an image")
+  with pytest.raises(tf.errors.InvalidArgumentError, match="none of the 5 images"):
+    stream_ids(source, 1, seed=0)
 
 
 def test_as_dataset_order(fixture):

@@ -126,6 +126,34 @@ def test_train_resume_is_exact():
   assert not np.array_equal(other_seed[0]["image"], reference[0]["image"])
 
 
+class WithoutRandomAccess:
+  """A source seen only through ``as_dataset`` (like tfds): the pipeline reads it one epoch per
+  tf.data pipeline instead of the one endless pipeline of an ``IndexedSource``."""
+
+  def __init__(self, source):
+    self.source, self.class_names = source, source.class_names
+    self.num_examples = source.num_examples
+
+  def shard_size(self, shard):
+    return self.source.shard_size(shard)
+
+  def as_dataset(self, **kwargs):
+    return self.source.as_dataset(**kwargs)
+
+
+@pytest.mark.parametrize("start_step,process_index", [(0, 0), (4, 1)])
+def test_one_endless_pipeline_equals_one_pipeline_per_epoch(start_step, process_index):
+  source = data.synthetic("train", num_examples=9, image_size=32)  # 5 + 4, batches of 2
+  kwargs = dict(seed=5, start_step=start_step, batch_size=4, process_index=process_index,
+                process_count=2)
+  assert isinstance(source, data.sources.IndexedSource)
+  endless = train_batches(source, 6, **kwargs)  # crosses epochs (2 or 3 batches each)
+  per_epoch = train_batches(WithoutRandomAccess(source), 6, **kwargs)
+  for step, (a, b) in enumerate(zip(endless, per_epoch)):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], f"step {start_step + step}, {key}")
+
+
 def test_two_processes_read_disjoint_shards_covering_the_epoch():
   source = CountingSource(11)  # shards of 6 and 5 examples
   seen = []

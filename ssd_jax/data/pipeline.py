@@ -17,12 +17,14 @@ An image with more than ``max_boxes`` objects keeps its first ``max_boxes`` (sou
 augmentation) and a warning is logged once per pipeline; raise ``max_boxes`` to keep them all.
 
 Training order and resumption. Process ``i`` of ``n`` reads shard ``(i, n)`` of the source as an
-endless stream, epoch ``e`` shuffled with a seed derived from ``(seed, e)``. Example ``p`` of that
-stream (``p = e * shard_size + position in epoch``) is augmented with a seed derived from
-``(seed, i, p)``, never from iterator state, so ``start_step=k`` starts at ``p = k * b`` (skipping
-into the epoch through the source's ``skip``, without decoding the skipped images) and yields
-exactly the batches an uninterrupted iterator yields from step ``k`` on. (A source that skips
-unreadable images shortens that epoch, which shifts the rest of it; a warning names each one.)
+endless stream, epoch ``e`` being ``source.as_dataset(shuffle=True,
+seed=sources.epoch_seed(seed, e))``. Example ``p`` of that stream (``p = e * shard_size +
+position in epoch``) is augmented with a seed derived from ``(seed, i, p)``, never from iterator
+state, so ``start_step=k`` starts at ``p = k * b`` (without reading the images before it) and
+yields exactly the batches an uninterrupted iterator yields from step ``k`` on. (A source that
+skips unreadable images shortens that epoch, which shifts the rest of it; a warning names each.)
+Sources with random access (``sources.IndexedSource``) give the whole stream as one tf.data
+pipeline; others (tfds) one pipeline per epoch, each prepared while the previous one is read.
 
 TensorFlow is kept off the GPUs (JAX owns them); jax is only imported to ask for the process
 index and count when they are not given.
@@ -39,6 +41,7 @@ import numpy as np
 import tensorflow as tf
 
 from ssd_jax.data import augment as augment_lib
+from ssd_jax.data import sources
 
 logger = logging.getLogger("ssd_jax.data")
 
@@ -193,23 +196,32 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
     example = pad_objects(example, max_boxes, warn_once, _TRAIN_OBJECT_KEYS)
     return {key: example[key] for key in ("image", *_TRAIN_OBJECT_KEYS)}
 
-  # The stream is read in blocks of about one epoch of whole batches, one tf.data pipeline each:
-  # the sources build an epoch from a Python seed, so epochs cannot be chained inside one graph.
-  block_size = local_batch * -(-epoch_size // local_batch)
-
-  def block(start: int) -> Iterator[Batch]:
-    ds = _stream_slice(source, shard, seed, epoch_size, start, block_size)
-    ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+  def pipeline(positioned: tf.data.Dataset) -> Iterator[Batch]:
+    ds = positioned.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     ds = ds.batch(local_batch, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     iterator = ds.with_options(_deterministic_options()).as_numpy_iterator()
     first = next(iterator, None)  # Starts the pipeline (in the background, see below).
     return itertools.chain([] if first is None else [first], iterator)
 
+  start = start_step * local_batch
+  if isinstance(source, sources.IndexedSource):
+    def endless() -> Iterator[Batch]:
+      yield from pipeline(tf.data.Dataset.zip(tf.data.Dataset.counter(start),
+                                              source.stream(seed, start, shard)))
+
+    return endless()
+
+  # Other sources build an epoch from a Python seed, so epochs cannot be chained inside one
+  # graph: the stream is read in blocks of about one epoch of whole batches, one pipeline each.
+  block_size = local_batch * -(-epoch_size // local_batch)
+
   def batches() -> Iterator[Batch]:
     # Creating a tf.data iterator and destroying it take up to a second each (its graph is
     # optimized and instantiated, then torn down): a worker thread prepares the next block and
     # drops the finished one while the current block is consumed.
-    starts = itertools.count(start_step * local_batch, block_size)
+    block = lambda position: pipeline(
+        _stream_slice(source, shard, seed, epoch_size, position, block_size))
+    starts = itertools.count(start, block_size)
     with concurrent.futures.ThreadPoolExecutor(max_workers=1) as executor:
       upcoming = executor.submit(block, next(starts))
       while True:
@@ -223,17 +235,14 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
 
 def _stream_slice(source, shard: tuple[int, int], seed: int, epoch_size: int, start: int,
                   length: int) -> tf.data.Dataset:
-  """``(position, example)`` for positions ``start .. start + length - 1`` of the endless stream.
-
-  Epoch ``e`` (positions ``e * epoch_size ..``) is the shard shuffled with a seed derived from
-  ``(seed, e)``; a slice starting mid-epoch uses the source's ``skip``.
-  """
+  """``(position, example)`` for positions ``start .. start + length - 1`` of the endless stream
+  (see the module docstring); a slice starting mid-epoch uses the source's ``skip``."""
   pieces = []
   position, stop = start, start + length
   while position < stop:
     epoch, skip = divmod(position, epoch_size)
     take = min(epoch_size - skip, stop - position)
-    examples = source.as_dataset(shuffle=True, seed=_derived_seed(seed, epoch), skip=skip,
+    examples = source.as_dataset(shuffle=True, seed=sources.epoch_seed(seed, epoch), skip=skip,
                                  shard=shard).take(take)
     pieces.append(tf.data.Dataset.zip(tf.data.Dataset.counter(position), examples))
     position += take

@@ -21,11 +21,13 @@ Reading order (``Source.as_dataset(shuffle, seed, skip, shard)``):
      the unshuffled order (like ``tfds.even_splits``: the first ``num_examples % count`` shards get
      one example more). Each process of a multi-host job passes its own
      ``(jax.process_index(), jax.process_count())``.
-  2. ``shuffle=True`` permutes the shard deterministically from ``seed`` (pass a new seed per
-     epoch, e.g. ``base_seed + epoch``).
+  2. ``shuffle=True`` permutes the shard deterministically from ``seed`` (a non-negative int64;
+     pass a new seed per epoch, ``epoch_seed(seed, epoch)``).
   3. ``skip`` drops the first ``skip`` examples of that order before any image is read or decoded,
      so that resuming mid-epoch is cheap. ``skip >= len(shard)`` gives an empty dataset.
-One call is one pass (one epoch); the caller repeats.
+One call is one pass (one epoch); the caller repeats. Sources with random access
+(``IndexedSource``: image folders, COCO JSON, synthetic) also give the endless training stream of
+all epochs as one dataset, ``stream(seed, start, shard)``.
 """
 
 import abc
@@ -45,6 +47,8 @@ Shard = tuple[int, int]
 _SILENT_CLIP_PIXELS = 1.0
 # Individual warnings per kind of annotation problem before they are only counted.
 _MAX_WARNINGS_PER_KIND = 10
+# The end of an endless range of stream positions.
+_ENDLESS = 2**62
 
 
 def even_shard(num_examples: int, shard: Shard) -> np.ndarray:
@@ -57,14 +61,38 @@ def even_shard(num_examples: int, shard: Shard) -> np.ndarray:
   return np.array_split(np.arange(num_examples, dtype=np.int64), count)[index]
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+  """The shuffle seed of epoch ``epoch`` of the training stream of ``seed`` (both ``< 2**31``):
+  ``seed * 2**32 + epoch``, whose stateless seed pair (:func:`permute`) is ``(seed, epoch)``."""
+  for name, value in (("seed", seed), ("epoch", epoch)):
+    if not 0 <= value < 2**31:
+      raise ValueError(f"{name} must be in [0, 2**31), got {value}")
+  return (int(seed) << 32) | int(epoch)
+
+
+def permute(positions: tf.Tensor, size: int, seed_pair: tf.Tensor) -> tf.Tensor:
+  """Where ``positions`` (int64, any shape, in ``[0, size)``) go under the random permutation of
+  ``range(size)`` seeded by ``seed_pair`` (int64 ``[2]``): TF's stateless ``index_shuffle``, so an
+  element is found without materializing the permutation, inside a graph."""
+  return tf.random.experimental.index_shuffle(positions, seed_pair,
+                                              tf.constant(size - 1, tf.int64))
+
+
+def _seed_pair(seed: int) -> tf.Tensor:
+  if seed < 0:
+    raise ValueError(f"seed must be >= 0, got {seed}")
+  return tf.constant([seed >> 32, seed & 0xFFFFFFFF], tf.int64)
+
+
 def example_order(num_examples: int, shuffle: bool = False, seed: int = 0, skip: int = 0,
                   shard: Shard = (0, 1)) -> np.ndarray:
   """The example indices ``[M]`` that ``as_dataset`` reads, in order (see the module docstring)."""
   if skip < 0:
     raise ValueError(f"skip must be >= 0, got {skip}")
   order = even_shard(num_examples, shard)
-  if shuffle:
-    order = np.random.default_rng(seed).permutation(order)
+  if shuffle and len(order):
+    order = order[permute(tf.range(len(order), dtype=tf.int64), len(order),
+                          _seed_pair(seed)).numpy()]
   return order[skip:]
 
 
@@ -104,15 +132,45 @@ class Source(abc.ABC):
 
 
 class IndexedSource(Source):
-  """A source with random access by example index: reads ``example_order(...)``."""
+  """A source with random access by example index: reads ``example_order(...)``, or the endless
+  stream of epochs."""
 
   def as_dataset(self, shuffle: bool = False, seed: int = 0, skip: int = 0,
                  shard: Shard = (0, 1)) -> tf.data.Dataset:
-    return self._load(example_order(self.num_examples, shuffle, seed, skip, shard))
+    return self._load(tf.constant(example_order(self.num_examples, shuffle, seed, skip, shard),
+                                  tf.int64))
+
+  def stream(self, seed: int, start: int = 0, shard: Shard = (0, 1)) -> tf.data.Dataset:
+    """Positions ``start, start + 1, ...`` of the endless stream of epochs, one dataset.
+
+    Epoch ``e`` (positions ``e * M .. e * M + M - 1``, ``M = shard_size(shard)``) is
+    ``as_dataset(shuffle=True, seed=epoch_seed(seed, e), shard=shard)``, its order computed in
+    the graph: no image before ``start`` is read and no pipeline is rebuilt between epochs.
+    Unreadable images are skipped with a warning (which shortens their epoch); an epoch with no
+    readable image is an error rather than an endless loop.
+    """
+    shard_indices = even_shard(self.num_examples, shard)
+    size = len(shard_indices)
+    if size == 0:
+      raise ValueError(f"shard {shard} has no examples ({self.num_examples} in all)")
+    first_epoch, skip = divmod(start, size)
+    epoch_seed(seed, first_epoch)  # Validates both: the seed pair of epoch e is (seed, e).
+    first, seed_t = int(shard_indices[0]), tf.constant(seed, tf.int64)  # Shards are contiguous.
+
+    def epoch(epoch_and_skip):
+      e, skip_in_epoch = tf.unstack(epoch_and_skip)
+      positions = tf.range(skip_in_epoch, size, dtype=tf.int64)
+      return self._load(first + permute(positions, size, tf.stack([seed_t, e])))
+
+    # (epoch, skip) pairs: (first_epoch, skip), then (e, 0) for every later epoch.
+    later = tf.data.Dataset.range(first_epoch + 1, _ENDLESS).map(lambda e: tf.stack([e, 0 * e]))
+    return tf.data.Dataset.from_tensors(tf.constant([first_epoch, skip], tf.int64)).concatenate(
+        later).flat_map(epoch)
 
   @abc.abstractmethod
-  def _load(self, indices: np.ndarray) -> tf.data.Dataset:
-    """Examples for ``indices`` ``[M]`` (int64), in that order."""
+  def _load(self, order: tf.Tensor) -> tf.data.Dataset:
+    """The examples of the indices ``order`` (int64 ``[M]``, possibly a graph tensor), in that
+    order."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -168,9 +226,8 @@ class RecordSource(IndexedSource):
   def num_examples(self) -> int:
     return len(self.records)
 
-  def _load(self, indices: np.ndarray) -> tf.data.Dataset:
-    order = tf.constant(indices, tf.int64)
-    num = len(indices)
+  def _load(self, order: tf.Tensor) -> tf.data.Dataset:
+    num = tf.size(order, out_type=tf.int64)
 
     # Plain graph code (explicit tf.cond): autograph's source transformation is skipped.
     @tf.autograph.experimental.do_not_convert
@@ -199,23 +256,27 @@ class RecordSource(IndexedSource):
     sentinel = tf.nest.map_structure(
         lambda spec: tf.zeros([0 if d is None else d for d in spec.shape], spec.dtype),
         ds.element_spec)
-    ds = ds.concatenate(tf.data.Dataset.from_tensors(
-        {**sentinel, "position": tf.constant(num, tf.int64)}))
+    ds = ds.concatenate(tf.data.Dataset.from_tensors({**sentinel, "position": num}))
     ds = ds.scan(tf.constant(0, tf.int64),
                  lambda expected, ex: (ex["position"] + 1, {**ex, "expected": expected}))
     skipped = [0]
 
-    def report(first, stop) -> bool:
-      for position in range(int(first), int(stop)):
+    def report(missing, whole_pass) -> bool:
+      for i in missing.numpy():
         skipped[0] += 1
         logger.warning("Skipping unreadable or corrupt image %s (%d skipped so far by this "
-                       "dataset).", self.records[indices[position]].image_path, skipped[0])
+                       "dataset).", self.records[i].image_path, skipped[0])
+      if whole_pass:
+        raise ValueError(f"none of the {len(missing)} images of this pass could be read (the "
+                         f"first: {self.records[missing[0]].image_path})")
       return True
 
     @tf.autograph.experimental.do_not_convert
     def keep(ex):
       def log_gap():
-        result = tf.py_function(report, [ex["expected"], ex["position"]], tf.bool)
+        missing = order[ex["expected"]:ex["position"]]
+        whole = tf.logical_and(ex["expected"] == 0, ex["position"] == num)
+        result = tf.py_function(report, [missing, whole], tf.bool)
         result.set_shape([])
         return result
 

@@ -155,7 +155,7 @@ class SyntheticSource(sources.IndexedSource):
       example["masks"] = masks
     return example
 
-  def _load(self, indices: np.ndarray) -> tf.data.Dataset:
+  def _load(self, order: tf.Tensor) -> tf.data.Dataset:
     size = self.image_size
 
     def arrays(index):
@@ -178,8 +178,8 @@ class SyntheticSource(sources.IndexedSource):
                                                                         fill="0")], "_"),
       }
 
-    return tf.data.Dataset.from_tensor_slices(indices).map(
-        example, num_parallel_calls=tf.data.AUTOTUNE)
+    return tf.data.Dataset.from_tensor_slices(order).map(example,
+                                                         num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
