@@ -10,9 +10,9 @@ Pipeline cases: ``pipeline.train_iterator`` with the full Caffe augmentation (th
 ``--warmup_batches`` (the first includes building the tf.data pipeline, reported separately):
   voc           ``--images`` VOC-style JPEGs of 500x375 with 1-5 objects each, in a VOC devkit
                 folder written to a temporary directory, read with ``voc_directory`` and
-                repeated to ``--voc_epoch`` examples (VOC07+12's epoch: ``train_iterator`` builds
-                one tf.data pipeline per epoch); output 300 px (SSD300), ``max_boxes`` 50 as in
-                ``ssd300_voc0712``.
+                repeated to ``--voc_epoch`` examples (default VOC07+12's epoch; a user's own
+                small folder: ``--images=54 --voc_epoch=54``); output 300 px (SSD300),
+                ``max_boxes`` 50 as in ``ssd300_voc0712``.
   synthetic300  the built-in synthetic shapes (the synthetic config) generated at 300 px, out 300.
   synthetic128  the synthetic config as is: 128 px, out 128 (the ``ssd_tiny`` default run).
 Train step: ``benchmarks.bench_train --measure=step`` (the trainer's jitted step on its mesh, one
@@ -51,7 +51,7 @@ _WARMUP = flags.DEFINE_integer("warmup_batches", 5, "Batches read before timing 
 _IMAGES = flags.DEFINE_integer("images", 200, "VOC-style JPEGs written for the voc case.")
 _VOC_EPOCH = flags.DEFINE_integer(
     "voc_epoch", 16551, "Examples per epoch of the voc case (the JPEGs, repeated); default "
-    "VOC07+12 trainval's, since train_iterator builds a new tf.data pipeline per epoch.")
+    "VOC07+12 trainval's.")
 _TRAIN_MODELS = flags.DEFINE_list("train_models", ["ssd_tiny"],
                                   "Models whose train step is timed (empty: none).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Timed train steps per model.")
