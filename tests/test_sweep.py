@@ -102,8 +102,8 @@ def test_check_and_select_runs():
 # ---------------------------------------------------------------------------------------------
 def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tmp_path):
   """The real train loop, through ``python -m experiments.sweep`` with ``--set`` and ``--only``.
-  The two runs differ only on the host (flips), so with JAX's persistent compilation cache the
-  second compiles nothing."""
+  The two runs differ only on the host (flips), so with the session's persistent compilation
+  cache (tests/conftest.py) the second compiles nothing."""
   config_file = tmp_path / "two_runs.py"
   config_file.write_text(
       "from tests import tiny_train_config\n"
@@ -112,12 +112,11 @@ def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tm
       "  return [('flip', {}), ('no_flip', {'augment.flip': False}), ('other', {'seed': 1})]\n")
   workdir = tmp_path / "sweep"
   settings = ["num_train_steps=2", "model.conv_impl='xla'", "eval.num_images_to_draw=0"]
-  env = fixtures.subprocess_env(JAX_COMPILATION_CACHE_DIR=str(tmp_path / "jax_cache"),
-                                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
   result = subprocess.run(
       [sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
        f"--workdir={workdir}", "--only=flip,no_flip", *(f"--set={o}" for o in settings)],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+      cwd=ROOT, env=fixtures.subprocess_env(), capture_output=True, text=True, timeout=600,
+      check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   assert sorted(os.listdir(workdir)) == ["flip", "no_flip", "results.csv", "results.md",
                                          "results.png"]  # --only: "other" did not run
