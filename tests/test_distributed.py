@@ -1,8 +1,8 @@
 """Data parallelism of ssd_jax.train: 8 devices give the 1-device step; 2 processes stay in sync.
 
-Each run is a subprocess of ``tests/distributed_worker.py`` (the device count and
-``jax.distributed`` are fixed when JAX starts), on CPU, started concurrently and killed if a peer
-fails or the time limit passes.
+The 8-device and multi-process runs are subprocesses of ``tests/distributed_worker.py`` (the
+device count and ``jax.distributed`` are fixed when JAX starts), on CPU, started concurrently and
+killed if a peer fails or the time limit passes; the 1-device reference runs in this process.
 """
 
 import os
@@ -18,6 +18,7 @@ import orbax.checkpoint as ocp
 from ssd_jax import experiment
 from ssd_jax.data import pipeline, registry
 from tests import distributed_worker
+from tests import fixtures
 from tests import tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,11 +38,12 @@ def _run_workers(tmp_path, runs: dict[str, tuple[list[str], str]]) -> None:
       the group ran past ``TIMEOUT_S``; the message holds the end of each log.
   """
   # XLA:CPU's backend optimizations take half of a run's CPU time (compiling the train state's
-  # random initializers alone: 13 s at the default level, 2 s at 0) and change nothing tested here.
+  # random initializers alone: 13 s at the default level, 2 s at 0) and change nothing tested
+  # here: the workers compile like the test processes do.
   procs, logs = {}, {}
   for name, (args, xla_flags) in runs.items():
-    env = {**os.environ, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_backend_optimization_level=0 {xla_flags}"}
+    env = fixtures.subprocess_env(JAX_PLATFORMS="cpu",
+                                  XLA_FLAGS=f"{fixtures.IN_PROCESS_XLA_FLAG} {xla_flags}")
     logs[name] = tmp_path / f"{name}.log"
     with open(logs[name], "w") as log:
       procs[name] = subprocess.Popen([sys.executable, "-m", "tests.distributed_worker", *args],

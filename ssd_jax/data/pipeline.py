@@ -205,6 +205,8 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
 
   start = start_step * local_batch
   if isinstance(source, sources.IndexedSource):
+    # A generator, like the per-epoch path below: the pipeline starts at the first next() and
+    # close() releases it.
     def endless() -> Iterator[Batch]:
       yield from pipeline(tf.data.Dataset.zip(tf.data.Dataset.counter(start),
                                               source.stream(seed, start, shard)))
