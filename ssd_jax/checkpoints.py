@@ -71,6 +71,50 @@ def _check_shapes(expected: Any, stored: Any, where: str) -> None:
           f"{tuple(leaf.shape)}. Pass the config (and overrides) the run was trained with.")
 
 
+def _open_read_only(workdir: str, best: bool) -> tuple[ocp.CheckpointManager, str]:
+  """A read-only manager of the run's ``checkpoints/`` (``best``: ``checkpoints_best/``) and
+  that folder; FileNotFoundError when there is no checkpoint to read."""
+  folder = BEST if best else LAST
+  directory = os.path.join(os.path.abspath(workdir), folder)
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(f"workdir {workdir} does not exist")
+  if not os.path.isdir(directory) or not os.listdir(directory):
+    hint = (" (written only by runs whose config names a validation split)" if best else
+            " (train first: --mode=train or train_and_eval)")
+    raise FileNotFoundError(f"workdir {workdir} has no checkpoint in {folder}/{hint}")
+  manager = ocp.CheckpointManager(
+      directory, item_handlers=ocp.PyTreeCheckpointHandler(),
+      options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
+                                           max_to_keep=None,
+                                           best_fn=_score if best else None,
+                                           best_mode="max"))
+  return manager, directory
+
+
+def _select_step(manager: ocp.CheckpointManager, directory: str, step: Optional[int],
+                 best: bool) -> int:
+  steps = list(manager.all_steps())
+  if not steps:
+    raise FileNotFoundError(f"no checkpoint in {directory}")
+  if step is None:
+    # best_step() is None if no checkpoint recorded metrics: then the latest, as without best.
+    step = manager.best_step() if best else None
+    return manager.latest_step() if step is None else step
+  if step not in steps:
+    raise ValueError(f"no checkpoint of step {step} in {directory}; saved steps: {sorted(steps)}")
+  return step
+
+
+def _restore(manager: ocp.CheckpointManager, step: int, abstract_params: Any) -> Any:
+  """Only ``params`` of checkpoint ``step``, as the leaves of ``abstract_params`` say (shapes,
+  dtypes, shardings; a leaf without sharding comes back as a NumPy array)."""
+  abstract = {"params": abstract_params}
+  restored = manager.restore(step, args=ocp.args.PyTreeRestore(
+      item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+      partial_restore=True))
+  return restored["params"]
+
+
 def restore_params(workdir: str, model: models.SSD, mesh: jax.sharding.Mesh,
                    step: Optional[int] = None, best: bool = False) -> tuple[Any, int, str]:
   """``(params, step, checkpoint folder)`` of a run, read-only (a run still training there is not
@@ -87,35 +131,24 @@ def restore_params(workdir: str, model: models.SSD, mesh: jax.sharding.Mesh,
     FileNotFoundError: ``workdir`` or its checkpoint folder is missing or holds no checkpoint.
     ValueError: ``step`` is not saved there, or the checkpoint does not fit ``model``.
   """
-  folder = BEST if best else LAST
-  directory = os.path.join(os.path.abspath(workdir), folder)
-  if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"workdir {workdir} does not exist")
-  if not os.path.isdir(directory) or not os.listdir(directory):
-    hint = (" (written only by runs whose config names a validation split)" if best else
-            " (train first: --mode=train or train_and_eval)")
-    raise FileNotFoundError(f"workdir {workdir} has no checkpoint in {folder}/{hint}")
-  manager = ocp.CheckpointManager(
-      directory, item_handlers=ocp.PyTreeCheckpointHandler(),
-      options=ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0,
-                                           max_to_keep=None,
-                                           best_fn=_score if best else None,
-                                           best_mode="max"))
+  manager, directory = _open_read_only(workdir, best)
   with manager:
-    steps = list(manager.all_steps())
-    if not steps:
-      raise FileNotFoundError(f"no checkpoint in {directory} (workdir {workdir})")
-    if step is None:
-      # best_step() is None if no checkpoint recorded metrics: then the latest, as without best.
-      step = manager.best_step() if best else None
-      step = manager.latest_step() if step is None else step
-    elif step not in steps:
-      raise ValueError(f"no checkpoint of step {step} in {directory}; saved steps: {sorted(steps)}")
-    abstract = {"params": abstract_params(model, mesh)}
-    _check_shapes(abstract["params"], manager.item_metadata(step).tree["params"],
-                  f"{directory}/{step}")
-    restored = manager.restore(step, args=ocp.args.PyTreeRestore(
-        item=abstract, restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
-        partial_restore=True))
+    step = _select_step(manager, directory, step, best)
+    abstract = abstract_params(model, mesh)
+    _check_shapes(abstract, manager.item_metadata(step).tree["params"], f"{directory}/{step}")
+    params = _restore(manager, step, abstract)
   logging.info("Loaded %s/%d", directory, step)
-  return restored["params"], int(step), directory
+  return params, int(step), directory
+
+
+def read_params(workdir: str) -> tuple[Any, int]:
+  """``(params as NumPy arrays, step)`` of a run's latest checkpoint, whatever its model: the
+  shapes come from the checkpoint (for warm starts from another run, ``config.init_from``)."""
+  manager, directory = _open_read_only(workdir, best=False)
+  with manager:
+    step = _select_step(manager, directory, None, best=False)
+    stored = manager.item_metadata(step).tree["params"]
+    abstract = jax.tree_util.tree_map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), stored)
+    params = _restore(manager, step, abstract)
+  logging.info("Read the params of %s/%d", directory, step)
+  return params, int(step)

@@ -19,6 +19,7 @@ import numpy as np
 import optax
 
 from ssd_jax import checkpoints, evaluation, inference, models, train_step
+from ssd_jax import warm_start as warm_start_lib
 from ssd_jax import priors as priors_lib
 from ssd_jax.data import label_map as label_map_lib
 from ssd_jax.data import pipeline, registry, sources
@@ -33,13 +34,15 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def prior_spec(config: Config) -> priors_lib.PriorSpec:
   """The model's default layout, a preset, or the paper's linear rule.
 
-  ``config.model.prior_preset`` names one of ``priors.PRESETS`` (e.g. ``'SSD300_COCO'``).
+  ``config.model.image_size`` (None = the model's own) sets the input side of models whose
+  backbone follows it (``ssd_tiny``); the default layout and the ablation below are for that
+  side. ``config.model.prior_preset`` names one of ``priors.PRESETS`` (e.g. ``'SSD300_COCO'``).
   ``config.priors`` (for ablations): ``layers`` (source layer names, a subset of the model's
   default ``layer_names``, None = all), ``s_min``, ``s_max``, ``first_scale`` (None = pure linear
   rule) and ``aspect_ratios`` (one tuple for all layers or one per layer; None = the model's).
   """
   cfg, preset = config.get("priors"), config.model.get("prior_preset")
-  base = models.backbone_entry(config.model.name).priors
+  base = models.backbone_entry(config.model.name).default_priors(config.model.get("image_size"))
   if cfg and preset:
     raise ValueError("set config.priors or config.model.prior_preset, not both")
   if preset:
@@ -95,6 +98,22 @@ def load_pretrained_backbone(config: Config, params: Any) -> Any:
   return entry.load_pretrained(path, {"params": params})["params"]
 
 
+def warm_start(config: Config, params: Any, label_map: label_map_lib.LabelMap) -> Any:
+  """The step-0 ``params`` of a fresh run: with ``config.pretrained_backbone`` (ImageNet weights)
+  or ``config.init_from`` (another run's workdir, :mod:`ssd_jax.warm_start`) loaded, if set."""
+  weights, run = config.get("pretrained_backbone"), config.get("init_from")
+  if weights and run:
+    raise ValueError("set config.pretrained_backbone or config.init_from, not both")
+  if weights:
+    return load_pretrained_backbone(config, params)
+  if not run:
+    return params
+  stored, step = checkpoints.read_params(run)
+  return warm_start_lib.transfer(params, label_map.class_names, stored,
+                                 label_map_lib.load(run).class_names,
+                                 where=f"config.init_from={run} (step {step})")
+
+
 # ---------------------------------------------------------------------------------------------
 # Data.
 # ---------------------------------------------------------------------------------------------
@@ -133,14 +152,71 @@ def train_batches(config: Config, source: sources.Source,
 
 
 # ---------------------------------------------------------------------------------------------
+# Run length: epochs -> steps.
+# ---------------------------------------------------------------------------------------------
+# (field in epochs, the field in steps it replaces when set): a run's length, evaluation and
+# checkpoint periods and schedule can follow the dataset's size instead of fixed step counts.
+EPOCH_FIELDS = (("num_epochs", "num_train_steps"), ("eval.every_epochs", "eval.every_steps"),
+                ("checkpoint.every_epochs", "checkpoint.every_steps"),
+                ("optimizer.warmup_epochs", "optimizer.warmup_steps"),
+                ("optimizer.decay_epochs", "optimizer.decay_steps"))
+
+
+def _get(config: Config, dotted: str) -> Any:
+  *parents, leaf = dotted.split(".")
+  for p in parents:
+    config = config.get(p) or {}
+  return config.get(leaf)
+
+
+def in_steps(config: Config, num_train_examples: int) -> Config:
+  """``config`` with every ``*_epochs`` field of :data:`EPOCH_FIELDS` that is set (not None)
+  written into its ``*_steps`` field, ``round(epochs * num_train_examples / batch_size)`` steps
+  (at least 1, except a warm-up of 0 epochs); ``config`` itself is not changed. Idempotent.
+  """
+  steps_per_epoch = num_train_examples / config.batch_size
+  to_steps = lambda epochs: max(1, round(float(epochs) * steps_per_epoch))
+  resolved = config.copy_and_resolve_references()
+  for epochs_field, steps_field in EPOCH_FIELDS:
+    epochs = _get(config, epochs_field)
+    if epochs is None:
+      continue
+    if isinstance(epochs, (tuple, list)):
+      steps = tuple(to_steps(e) for e in epochs)
+    elif float(epochs) < 0 or (float(epochs) == 0 and steps_field != "optimizer.warmup_steps"):
+      raise ValueError(f"config.{epochs_field} must be > 0 (or None to use "
+                       f"config.{steps_field}), got {epochs}")
+    else:
+      steps = to_steps(epochs) if float(epochs) > 0 else 0
+    *parents, leaf = steps_field.split(".")
+    target = resolved
+    for p in parents:
+      target = target[p]
+    target[leaf] = steps
+  return resolved
+
+
+# ---------------------------------------------------------------------------------------------
 # Optimization.
 # ---------------------------------------------------------------------------------------------
+SCHEDULES = ("piecewise", "cosine")
+
+
 def create_learning_rate_fn(config: Config) -> optax.Schedule:
-  """Linear warm-up to ``optimizer.lr``, then x ``decay_factor`` at each of ``decay_steps``."""
+  """Linear warm-up to ``optimizer.lr`` over ``warmup_steps``, then ``optimizer.schedule``:
+  ``'piecewise'`` (the paper: x ``decay_factor`` at each of ``decay_steps``) or ``'cosine'``
+  (to 0 at ``num_train_steps``; needs no decay steps, so it suits runs sized in epochs)."""
   opt = config.optimizer
-  boundaries = {int(s): opt.decay_factor for s in opt.get("decay_steps", ())}
-  main = optax.piecewise_constant_schedule(opt.lr, boundaries)
   warmup = int(opt.get("warmup_steps", 0))
+  kind = opt.get("schedule", "piecewise")
+  if kind == "piecewise":
+    boundaries = {int(s): opt.decay_factor for s in opt.get("decay_steps", ())}
+    main = optax.piecewise_constant_schedule(opt.lr, boundaries)
+  elif kind == "cosine":
+    decay = optax.cosine_decay_schedule(opt.lr, max(1, config.num_train_steps - warmup))
+    main = lambda step: decay(step - warmup)
+  else:
+    raise ValueError(f"config.optimizer.schedule must be one of {SCHEDULES}, got {kind!r}")
   if warmup == 0:
     return main
   ramp = optax.linear_schedule(opt.lr * opt.get("warmup_factor", 0.1), opt.lr, warmup)
@@ -187,7 +263,9 @@ def create_train_step(config: Config, model: models.SSD, tx: optax.GradientTrans
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-  """What a training run is made of (:func:`create_training`)."""
+  """What a training run is made of (:func:`create_training`); ``config`` is the run's config
+  with its ``*_epochs`` fields in steps (:func:`in_steps`)."""
+  config: Config
   data: Data
   model: models.SSD
   lr_fn: optax.Schedule
@@ -202,10 +280,11 @@ class Training:
 def create_training(config: Config, mesh: jax.sharding.Mesh) -> Training:
   """The data, model, schedule, optimizer and train step of ``config``."""
   data = create_data(config)
+  config = in_steps(config, data.train.num_examples)
   model = create_model(config, data.label_map.num_classes)
   lr_fn = create_learning_rate_fn(config)
   tx = create_optimizer(config, lr_fn)
-  return Training(data=data, model=model, lr_fn=lr_fn, tx=tx,
+  return Training(config=config, data=data, model=model, lr_fn=lr_fn, tx=tx,
                   step_fn=create_train_step(config, model, tx, lr_fn, mesh))
 
 

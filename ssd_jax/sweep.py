@@ -114,13 +114,16 @@ def _check_same_config(config: ml_collections.ConfigDict, run_dir: str) -> None:
 
 
 def finished_metrics(run_dir: str, num_train_steps: int) -> Optional[dict[str, Any]]:
-  """The run's ``metrics.json`` if it was written at step ``num_train_steps``, else None."""
+  """The run's ``metrics.json`` if it was written at the run's last step, else None: the
+  ``num_train_steps`` it records (the trainer's, with a length in epochs resolved), or else the
+  argument."""
   path = os.path.join(run_dir, "metrics.json")
   if not os.path.exists(path):
     return None
   with open(path) as f:
     metrics = json.load(f)
-  return metrics if metrics.get("step") == num_train_steps else None
+  last = metrics.get("num_train_steps", num_train_steps)
+  return metrics if metrics.get("step") == last else None
 
 
 def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workdir: str,

@@ -71,10 +71,13 @@ def _maybe_initialize_distributed(config: ml_collections.ConfigDict) -> None:
 
 class _Evaluation:
   """Evaluates params on the validation split (if any, keys ``val_*``) and the eval split, and
-  writes TensorBoard scalars, ``metrics.json`` and ``detections.png``."""
+  writes TensorBoard scalars, ``metrics.json`` and ``detections.png``. During training the
+  metrics also record the run's length (``num_train_steps``), so that a finished run is told
+  apart from an interrupted one (``sweep``)."""
 
-  def __init__(self, config, model, data: experiment.Data, mesh, workdir, writer):
-    self.workdir, self.writer = workdir, writer
+  def __init__(self, config, model, data: experiment.Data, mesh, workdir, writer,
+               num_train_steps: Optional[int] = None):
+    self.workdir, self.writer, self.num_train_steps = workdir, writer, num_train_steps
     self.val, self.eval = experiment.create_evaluators(config, model, data, mesh)
 
   def __call__(self, params: Any, step: int) -> dict[str, Any]:
@@ -85,6 +88,8 @@ class _Evaluation:
     metrics = {**self.eval.run(params, step, os.path.join(self.workdir, "detections.png")),
                **metrics}
     self.writer.write_scalars(step, {k: v for k, v in metrics.items() if isinstance(v, float)})
+    if self.num_train_steps is not None:
+      metrics["num_train_steps"] = self.num_train_steps
     if jax.process_index() == 0:
       with open(os.path.join(self.workdir, "metrics.json"), "w") as f:
         json.dump(metrics, f, indent=2)
@@ -114,20 +119,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     return _evaluate_checkpoint(config, workdir)
   mesh = experiment.create_mesh()
   training = experiment.create_training(config, mesh)
-  data, model = training.data, training.model
+  config, data, model = training.config, training.data, training.model
   if jax.process_index() == 0:
     label_map_lib.save_or_check(data.label_map, workdir)
   logging.info("Classes (%d): %s", data.label_map.num_classes, list(data.label_map.class_names))
   state = training.initial_state(config, mesh)
   manager, best_manager = checkpoints.managers(workdir, config, with_best=(
       mode == "train_and_eval" and data.val is not None))
-  if manager.latest_step() is None and config.get("pretrained_backbone"):
-    params = experiment.load_pretrained_backbone(config, jax.device_get(state.params))
+  if manager.latest_step() is None and (config.get("pretrained_backbone")
+                                        or config.get("init_from")):
+    params = experiment.warm_start(config, jax.device_get(state.params), data.label_map)
     state = state.replace(params=jax.device_put(params, jax.sharding.NamedSharding(
         mesh, jax.sharding.PartitionSpec())))
   state = checkpoints.restore_latest(manager, state)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  evaluate = _Evaluation(config, model, data, mesh, workdir, writer) \
+  evaluate = _Evaluation(config, model, data, mesh, workdir, writer, config.num_train_steps) \
       if mode == "train_and_eval" else None
   if evaluate is not None and evaluate.val is None:
     logging.info("No validation split in config.data: checkpoints_best/ is not written; the "

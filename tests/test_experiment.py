@@ -24,10 +24,15 @@ def test_every_config_file_is_listed():
           "custom_coco_json", "ablation_table2", "ablation_table3"} <= set(CONFIGS)
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_configs_share_the_resize_knobs_and_build(name):
+# Config-string variants (``--config=<file>.py:<variant>``).
+VARIANTS = [("custom_voc_dir", "cpu"), ("custom_coco_json", "cpu")]
+
+
+@pytest.mark.parametrize("name,variant", [(name, None) for name in CONFIGS] + VARIANTS)
+def test_configs_share_the_resize_knobs_and_build(name, variant):
   module = __import__(f"experiments.configs.{name}", fromlist=["get_config"])
-  c = module.get_config()
+  c = module.get_config(variant) if variant else module.get_config()
+  c = experiment.in_steps(c, num_train_examples=300)
   for key in ("num_train_steps", "batch_size", "seed"):
     assert key in c
   assert "lr" in c.optimizer
@@ -41,7 +46,20 @@ def test_configs_share_the_resize_knobs_and_build(name):
   assert loc.shape == (1, model.prior_spec.num_priors, 4) and logits.shape[-1] == 21
   lr_fn = experiment.create_learning_rate_fn(c)
   experiment.create_optimizer(c, lr_fn)
-  assert float(lr_fn(c.optimizer.warmup_steps + 1)) == pytest.approx(c.optimizer.lr)
+  # (A cosine schedule has barely started to decay there.)
+  assert float(lr_fn(c.optimizer.warmup_steps + 1)) == pytest.approx(c.optimizer.lr, rel=1e-3)
+
+
+def test_model_image_size_sets_the_input_and_the_priors():
+  c = tiny_train_config.get_config()
+  c.model.image_size = 256
+  assert experiment.image_size(c) == 256
+  assert experiment.prior_spec(c) == models.tiny_priors(256)
+  c.priors = ml_collections.ConfigDict({"s_min": 0.05, "s_max": 0.8})  # ablations at that size
+  assert experiment.prior_spec(c).feature_map_sizes == (32, 16, 8, 4, 2)
+  c.model.name = "ssd300_vgg16"
+  with pytest.raises(ValueError, match="takes 300-px inputs only, not 256"):
+    experiment.create_model(c, 3)
 
 
 def test_image_size_and_priors_come_from_the_registry_without_a_model():
@@ -56,6 +74,54 @@ def test_image_size_and_priors_come_from_the_registry_without_a_model():
   c.model.name = "ssd_tiny"
   with pytest.raises(ValueError, match="prior_preset='SSD300_COCO' is a layout of the source"):
     experiment.prior_spec(c)
+
+
+def test_unknown_config_variants_are_errors():
+  from experiments.configs import custom_voc_dir  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match=r"unknown config variant 'gpu'; valid: \['cpu'\]"):
+    custom_voc_dir.get_config("gpu")
+  assert custom_voc_dir.get_config("") == custom_voc_dir.get_config()
+
+
+def test_cpu_recipe_is_the_small_model_at_a_larger_input_sized_in_epochs():
+  from experiments.configs import custom_voc_dir  # pylint: disable=g-import-not-at-top
+  c = custom_voc_dir.get_config("cpu")
+  assert c.model.name == "ssd_tiny" and experiment.image_size(c) == c.model.image_size > 128
+  assert experiment.prior_spec(c).scales[0] < models.TINY_PRIORS.scales[0]
+  for images in (100, 1000):  # the length follows the dataset
+    r = experiment.in_steps(c, images)
+    assert r.num_train_steps == round(c.num_epochs * images / c.batch_size)
+    assert r.eval.every_steps == round(c.eval.every_epochs * images / c.batch_size)
+
+
+def test_lengths_in_epochs_become_steps():
+  c = tiny_train_config.get_config()
+  c.batch_size = 8
+  c.num_epochs, c.eval.every_epochs, c.checkpoint.every_epochs = 4.5, 1.0, 0.01
+  c.optimizer.warmup_epochs, c.optimizer.decay_epochs = 0.0, (1.0, 2.0)
+  r = experiment.in_steps(c, num_train_examples=20)  # 2.5 steps per epoch
+  assert (r.num_train_steps, r.eval.every_steps, r.checkpoint.every_steps) == (11, 2, 1)
+  assert r.optimizer.warmup_steps == 0 and r.optimizer.decay_steps == (2, 5)
+  assert c.num_train_steps == 6  # the config itself is unchanged
+  assert experiment.in_steps(r, 20) == r  # idempotent
+  unset = tiny_train_config.get_config()
+  assert experiment.in_steps(unset, 20).num_train_steps == unset.num_train_steps
+  c.num_epochs = 0.0
+  with pytest.raises(ValueError, match="config.num_epochs must be > 0"):
+    experiment.in_steps(c, 20)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero_at_the_last_step():
+  c = tiny_train_config.get_config()
+  c.num_train_steps, c.optimizer.lr, c.optimizer.schedule = 110, 1.0, "cosine"
+  c.optimizer.warmup_steps, c.optimizer.warmup_factor = 10, 0.1
+  lr = experiment.create_learning_rate_fn(c)
+  expected = lambda t: 0.5 * (1 + np.cos(np.pi * (t - 10) / 100))
+  np.testing.assert_allclose([lr(0), lr(5), lr(10), lr(60), lr(110)],
+                             [0.1, 0.55, 1.0, expected(60), 0.0], atol=1e-6)
+  c.optimizer.schedule = "linear"
+  with pytest.raises(ValueError, match="optimizer.schedule must be one of"):
+    experiment.create_learning_rate_fn(c)
 
 
 def test_paper_learning_rate_schedule():

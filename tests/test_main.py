@@ -40,9 +40,10 @@ def run(module: str, *flags: str, env=None) -> subprocess.CompletedProcess:
                         text=True, timeout=600, env=fixtures.subprocess_env(**(env or {})))
 
 
-def main(config: str, workdir, *flags: str, env=None, module="experiments.main"):
-  result = run(module, f"--config=experiments/configs/{config}.py", f"--workdir={workdir}",
-               *flags, env=env)
+def main(config: str, workdir, *flags: str, env=None, module="experiments.main", cpu=False):
+  """``module`` with ``config`` (``cpu``: its ``:cpu`` variant) and ``flags``."""
+  result = run(module, f"--config=experiments/configs/{config}.py{':cpu' if cpu else ''}",
+               f"--workdir={workdir}", *flags, env=env)
   result.log = result.stdout + result.stderr
   return result
 
@@ -71,8 +72,11 @@ def own_voc(tmp_path_factory):
 
 
 def test_own_voc_folder_needs_only_its_root(own_voc, tmp_path):
+  """The CPU recipe for one's own data, sized in epochs (here 1 epoch of 4 images in batches of
+  2), then detection and evaluation of the run, and another run started from it."""
   workdir = tmp_path / "run"
-  result = main("custom_voc_dir", workdir, f"--config.data.root={own_voc}", *TINY)
+  result = main("custom_voc_dir", workdir, f"--config.data.root={own_voc}", *TINY,
+                "--config.num_epochs=1", cpu=True)
   ok(result)
   assert read_json(workdir / "label_map.json")["class_names"] == ["car", "tree"]
   assert "2 classes found in the annotations: ['car', 'tree']" in result.log
@@ -100,9 +104,40 @@ def test_own_voc_folder_needs_only_its_root(own_voc, tmp_path):
 
   # --mode=eval on the trained run: the stored label map, the same metrics.
   (workdir / "metrics.json").unlink()
-  ok(main("custom_voc_dir", workdir, f"--config.data.root={own_voc}", *TINY, "--mode=eval"))
+  ok(main("custom_voc_dir", workdir, f"--config.data.root={own_voc}", *TINY,
+          "--config.num_epochs=1", "--mode=eval", cpu=True))
   again = read_json(workdir / "metrics.json")
   assert again["step"] == 2 and again["voc07_map"] == pytest.approx(metrics["voc07_map"])
+  _starts_from_the_run(workdir, tmp_path)
+
+
+def _starts_from_the_run(source_run, tmp_path):
+  """``init_from``: at step 0 (lr 0) of a run on other classes ("boat", "tree"), everything but
+  the class heads is the source run's, and so are the heads' background and "tree" channels."""
+  folder = fixtures.write_voc_folder(str(tmp_path / "boats"), {
+      "trainval": _images("b", 2, ["boat", "tree"]), "test": _images("bt", 1, ["tree"])})
+  workdir = tmp_path / "from_run"
+  ok(main("custom_voc_dir", workdir, f"--config.data.root={folder}", *TINY, "--mode=train",
+          "--config.num_epochs=0.5", "--config.optimizer.lr=0.0", f"--config.init_from={source_run}",
+          cpu=True))
+  restore = lambda run: ocp.CheckpointManager(run / "checkpoints").restore(
+      max(int(d) for d in os.listdir(run / "checkpoints")))["params"]
+  old, new = restore(source_run), restore(workdir)
+  flat = lambda tree: {jax.tree_util.keystr(k): np.asarray(v)
+                       for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  old, new = flat(old), flat(new)
+  assert set(old) == set(new)
+  for key, value in new.items():
+    if "_mbox_conf" not in key:
+      np.testing.assert_array_equal(value, old[key], err_msg=key)
+      continue
+    # Source classes (car, tree) -> channels 0 bg, 1 car, 2 tree; here 0 bg, 1 boat, 2 tree.
+    boxes = value.shape[-1] // 3
+    mine, theirs = value.reshape(*value.shape[:-1], boxes, 3), old[key].reshape(
+        *value.shape[:-1], boxes, 3)
+    np.testing.assert_array_equal(mine[..., [0, 2]], theirs[..., [0, 2]], err_msg=key)
+    if key.endswith("['kernel']"):  # boat's channel is this run's own initialization
+      assert not np.allclose(mine[..., 1], theirs[..., 1]), key
 
 
 def test_eval_without_a_checkpoint_is_an_error_and_writes_nothing(own_voc, tmp_path):

@@ -103,6 +103,27 @@ def test_ssd300_parameter_count():
   assert _num_params(_abstract_init(model)) == expected
 
 
+@pytest.mark.parametrize("image_size,sizes", [(128, (16, 8, 4, 2, 1)), (300, (38, 19, 10, 5, 3)),
+                                               (320, (40, 20, 10, 5, 3)), (100, (13, 7, 4, 2, 1))])
+def test_ssd_tiny_priors_follow_its_input_size(image_size, sizes):
+  """The layout of ``tiny_priors(S)`` is the backbone's maps for an S x S input (traced); the
+  normalized scales stay 0.1 .. 0.9 whatever S."""
+  spec = models.tiny_priors(image_size)
+  assert spec.feature_map_sizes == sizes and spec.image_size == image_size
+  np.testing.assert_allclose(spec.scales, [0.1, 0.3, 0.5, 0.7, 0.9])
+  model = models.create_model("ssd_tiny", 2, prior_spec=spec)
+  x = jnp.zeros((1, image_size, image_size, 3))
+  feats = jax.eval_shape(model.backbone.apply, jax.eval_shape(model.backbone.init,
+                                                              jax.random.key(0), x), x)
+  assert tuple(feats[n].shape[1] for n in spec.layer_names) == sizes
+  loc, _ = jax.eval_shape(model.apply, _abstract_init(model), x)
+  assert loc.shape == (1, spec.num_priors, 4)
+  with pytest.raises(ValueError, match="multiple of 4"):
+    models.tiny_priors(image_size + 2)
+  with pytest.raises(ValueError, match="takes 300-px inputs only, not 320"):
+    models.backbone_entry("ssd300_vgg16").default_priors(320)
+
+
 def test_ssd_tiny_size():
   model = models.create_model("ssd_tiny", num_classes=3)
   n = _num_params(_abstract_init(model))

@@ -94,14 +94,15 @@ def test_train_batch_format_with_augmentation():
   assert sum(np.count_nonzero(b["labels"]) for b in batches) > 0
 
 
-def test_train_epochs_are_shuffled_permutations_with_their_objects():
-  source = CountingSource(10)
-  batches = train_batches(source, 10, augment=None)  # 40 examples = 4 epochs
+@pytest.mark.parametrize("num_examples", [10, 3])  # 3: a dataset smaller than one batch
+def test_train_epochs_are_shuffled_permutations_with_their_objects(num_examples):
+  source = CountingSource(num_examples)
+  batches = train_batches(source, num_examples, augment=None)  # 4 epochs in batches of 4
   ids = sum((example_ids(b) for b in batches), [])
-  epochs = [ids[k:k + 10] for k in range(0, 40, 10)]
+  epochs = [ids[k:k + num_examples] for k in range(0, 4 * num_examples, num_examples)]
   for epoch in epochs:
-    assert sorted(epoch) == list(range(10))
-  assert len({tuple(e) for e in epochs}) == 4  # a new order every epoch
+    assert sorted(epoch) == list(range(num_examples))
+  assert len({tuple(e) for e in epochs}) > 1  # a new order every epoch (3! = 6 orders)
   for batch in batches:
     check_padding(batch, 3)
     for row, i in enumerate(example_ids(batch)):
@@ -141,14 +142,18 @@ class WithoutRandomAccess:
     return self.source.as_dataset(**kwargs)
 
 
-@pytest.mark.parametrize("start_step,process_index", [(0, 0), (4, 1)])
-def test_one_endless_pipeline_equals_one_pipeline_per_epoch(start_step, process_index):
-  source = data.synthetic("train", num_examples=9, image_size=32)  # 5 + 4, batches of 2
+# 9 examples: shards of 5 + 4, batches of 2 per process; 3: shards of 2 + 1, smaller than a batch.
+@pytest.mark.parametrize("start_step,process_index,num_examples", [(0, 0, 9), (4, 1, 9),
+                                                                   (3, 1, 3)])
+def test_one_endless_pipeline_equals_one_pipeline_per_epoch(start_step, process_index,
+                                                            num_examples):
+  source = data.synthetic("train", num_examples=num_examples, image_size=32)
   kwargs = dict(seed=5, start_step=start_step, batch_size=4, process_index=process_index,
                 process_count=2)
   assert isinstance(source, data.sources.IndexedSource)
-  endless = train_batches(source, 6, **kwargs)  # crosses epochs (2 or 3 batches each)
-  per_epoch = train_batches(WithoutRandomAccess(source), 6, **kwargs)
+  num = 6 if num_examples == 9 else 3  # crosses epochs (2 or 3 batches each; or 2 per batch)
+  endless = train_batches(source, num, **kwargs)
+  per_epoch = train_batches(WithoutRandomAccess(source), num, **kwargs)
   for step, (a, b) in enumerate(zip(endless, per_epoch)):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key], f"step {start_step + step}, {key}")

@@ -23,8 +23,8 @@ def tiny_config(**changes):
 
 
 def _run_main(workdir, *flags, env=None):
-  cmd = [sys.executable, "-m", "experiments.main", "--config=tests/tiny_train_config.py",
-         f"--workdir={workdir}", *flags]
+  """``experiments/main.py`` in a subprocess; ``flags`` start with ``--config=...``."""
+  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *flags]
   return subprocess.Popen(cmd, cwd=ROOT, env=fixtures.subprocess_env(**(env or {})),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -81,12 +81,20 @@ def test_eval_mode_needs_a_checkpoint_and_writes_nothing_without_one(tmp_path):
 
 def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   """Kill a run mid-way with SIGTERM; rerunning finishes with the same parameters, bit for bit,
-  as a run that was never interrupted (same data order, same augmentation)."""
-  # 16 steps per epoch. SIGTERM is sent at step 3: the run saves a few steps later, well before
-  # the periodic checkpoint at step 20, and the rerun crosses an epoch boundary and that checkpoint.
+  as a run that was never interrupted (same data order, same augmentation). The data is a small
+  VOC folder read by the CPU recipe for one's own data: 8 JPEGs, 2 steps per epoch."""
+  names = ("car", "tree")
+  images = [fixtures.FixtureImage(f"im{i}", "", 90 + 7 * i, 70, [
+      fixtures.FixtureObject(names[i % 2], (5 + i, 8, 50, 60)),
+      fixtures.FixtureObject(names[(i + 1) % 2], (40, 20, 85, 66))]) for i in range(9)]
+  folder = fixtures.write_voc_folder(str(tmp_path / "voc"), {"trainval": images[:8],
+                                                             "test": images[8:]})
+  # SIGTERM is sent at step 3: the run saves a few steps later, well before the periodic
+  # checkpoint at step 20 (epoch 10), and the rerun crosses epoch boundaries and that checkpoint.
   total = 40
-  steps = [f"--config.num_train_steps={total}", "--config.checkpoint.every_steps=20",
-           "--config.log_every_steps=1", "--mode=train"]
+  steps = ["--config=experiments/configs/custom_voc_dir.py:cpu", f"--config.data.root={folder}",
+           "--config.batch_size=4", "--config.num_epochs=20", "--config.checkpoint.every_epochs=10",
+           "--config.model.conv_impl=xla", "--config.log_every_steps=1", "--mode=train"]
   straight = _run_main(tmp_path / "straight", *steps)
   assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
   interrupted = _run_main(tmp_path / "interrupted", *steps)

@@ -3,6 +3,10 @@
 Every config has ``num_train_steps``, ``batch_size`` (global, all devices), ``optimizer.lr`` and
 ``seed``, so any run is shortened or resized the same way:
 ``--config.num_train_steps=100 --config.batch_size=8``.
+
+Lengths in epochs of the training split: ``num_epochs``, ``eval.every_epochs``,
+``checkpoint.every_epochs``, ``optimizer.warmup_epochs`` and ``optimizer.decay_epochs``, when
+set (not None), replace their ``*_steps`` fields (``ssd_jax.experiment.in_steps``).
 """
 
 import ml_collections
@@ -12,6 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.num_train_steps = 120_000
+  c.num_epochs = ml_collections.config_dict.placeholder(float)  # set: replaces num_train_steps
   c.batch_size = 32
   c.log_every_steps = 50
 
@@ -19,10 +24,15 @@ def base_config() -> ml_collections.ConfigDict:
   c.model.name = "ssd300_vgg16"
   c.model.dtype = "float32"  # or "bfloat16": bf16 compute, float32 params and loss
   c.model.conv_impl = "auto"  # Winograd convs on CPU (ssd_jax.models.conv), XLA elsewhere
+  # None = the model's input side; ssd_tiny takes any multiple of 4 (priors and maps follow).
+  c.model.image_size = ml_collections.config_dict.placeholder(int)
   # None = the model's default priors. For ablations, a ConfigDict with the fields read by
   # ssd_jax.experiment.prior_spec (layers, s_min, s_max, first_scale, aspect_ratios).
   c.priors = ml_collections.config_dict.placeholder(ml_collections.ConfigDict)
   c.pretrained_backbone = ""  # path of torchvision VGG16 weights (.pth/.npz), see pretrained.py
+  # Another run's workdir to start from (same model; ssd_jax.warm_start): its backbone, extra
+  # layers and box heads, and the class-head channels of the classes both runs have.
+  c.init_from = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "synthetic"
@@ -37,17 +47,21 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"
+  c.optimizer.schedule = "piecewise"  # or "cosine" (to 0 at the last step)
   c.optimizer.lr = 1e-3
   c.optimizer.momentum = 0.9
   c.optimizer.weight_decay = 5e-4
   c.optimizer.warmup_steps = 1000
   c.optimizer.warmup_factor = 0.1
-  c.optimizer.decay_steps = (80_000, 100_000)
+  c.optimizer.warmup_epochs = ml_collections.config_dict.placeholder(float)
+  c.optimizer.decay_steps = (80_000, 100_000)  # piecewise schedule: lr x decay_factor at each
+  c.optimizer.decay_epochs = ml_collections.config_dict.placeholder(tuple)
   c.optimizer.decay_factor = 0.1
   c.optimizer.grad_clip_norm = 0.0  # 0 = off
 
   c.eval = ml_collections.ConfigDict()
   c.eval.every_steps = 10_000
+  c.eval.every_epochs = ml_collections.config_dict.placeholder(float)
   c.eval.batch_size = 32
   c.eval.metrics = ("voc07", "voc")
   c.eval.score_threshold = 0.01
@@ -59,10 +73,48 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 5_000
+  c.checkpoint.every_epochs = ml_collections.config_dict.placeholder(float)
   c.checkpoint.keep = 3
   c.checkpoint.best_metric = "voc07_map"  # on the validation split (checkpoints_best/), if any
 
   # Multi-host: set initialize=True (coordinator_address etc. may stay None on managed clusters).
   c.distributed = ml_collections.ConfigDict(dict(initialize=False, coordinator_address="",
                                                  num_processes=0, process_id=0))
+  return c
+
+
+def variant(arg: str | None, variants: dict) -> str:
+  """The config-string variant of ``get_config(arg)`` (``--config=file.py:<arg>``, as big_vision
+  does): ``''`` or one of ``variants``' names, else a ValueError listing them."""
+  arg = arg or ""
+  if arg and arg not in variants:
+    raise ValueError(f"unknown config variant {arg!r}; valid: {sorted(variants)} "
+                     "(e.g. --config=experiments/configs/custom_voc_dir.py:cpu)")
+  return arg
+
+
+def cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """``ssd_tiny`` from scratch on a few hundred of one's own images, on a laptop's CPU.
+
+  Sized in epochs of the training split, so the same recipe fits 100 or 1000 images: AdamW with
+  a cosine schedule (no decay steps to retune), evaluation every few epochs. The input is larger
+  than ``ssd_tiny``'s default 128 px and the smallest priors smaller than the paper's, because
+  users' photos are full of small objects (an object 5% of a 400-px photo wide is 16 px at
+  320 px, 6 px at 128).
+  """
+  c.model.name = "ssd_tiny"
+  c.model.image_size = 320
+  c.priors = ml_collections.ConfigDict(dict(s_min=0.05, s_max=0.8))
+  c.batch_size = 16
+  c.num_epochs = 60.0
+  c.optimizer.name = "adamw"
+  c.optimizer.schedule = "cosine"
+  c.optimizer.lr = 3e-3
+  c.optimizer.weight_decay = 1e-4
+  c.optimizer.warmup_steps = 50
+  c.optimizer.warmup_epochs = None
+  c.eval.every_epochs = 10.0
+  c.eval.batch_size = 16
+  c.checkpoint.every_epochs = 5.0
+  c.log_every_steps = 20
   return c

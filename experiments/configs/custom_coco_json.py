@@ -15,7 +15,11 @@ import ml_collections
 from experiments.configs import common
 
 
-def get_config() -> ml_collections.ConfigDict:
+VARIANTS = {"cpu": common.cpu_recipe}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = common.variant(arg, VARIANTS)
   c = common.base_config()
   c.data.source = "coco_json"
   c.data.annotation_file = c.data.image_dir = ""
@@ -27,4 +31,4 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.metrics = ("voc07", "voc", "coco")
   c.eval.every_steps = 2_000
   c.checkpoint.every_steps = 1_000
-  return c
+  return VARIANTS[variant](c) if variant else c

@@ -17,7 +17,11 @@ import ml_collections
 from experiments.configs import common, ssd300_voc0712
 
 
-def get_config() -> ml_collections.ConfigDict:
+VARIANTS = {"cpu": common.cpu_recipe}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = common.variant(arg, VARIANTS)
   c = common.base_config()
   ssd300_voc0712.data_voc_directory(c)
   c.data.root = ""  # --config.data.root=/path/to/my_data
@@ -27,4 +31,4 @@ def get_config() -> ml_collections.ConfigDict:
   c.optimizer.decay_steps = (14_000, 18_000)
   c.eval.every_steps = 2_000
   c.checkpoint.every_steps = 1_000
-  return c
+  return VARIANTS[variant](c) if variant else c

@@ -15,7 +15,7 @@ from ssd_jax import pretrained
 from ssd_jax import priors as priors_lib
 from ssd_jax.models.layers import CONV_IMPLS, L2Norm
 from ssd_jax.models.ssd import SSD
-from ssd_jax.models.tiny import TINY_PRIORS, TinyBackbone
+from ssd_jax.models.tiny import TINY_PRIORS, TinyBackbone, tiny_priors
 from ssd_jax.models.vgg import VGG16Backbone
 # Re-exported for users: the normalizations to give SSD's pixel_mean / pixel_std.
 from ssd_jax.pixel_stats import CAFFE_MEAN, CAFFE_STD, IMAGENET_MEAN, IMAGENET_STD
@@ -30,10 +30,24 @@ class BackboneEntry:
     priors: the default-box layout (and so the input size) the model is built for.
     load_pretrained: ``(weights path, variables) -> variables`` with ImageNet weights in the
       backbone (see :mod:`ssd_jax.pretrained`), or None when there are none to load.
+    priors_at: ``image_size -> PriorSpec``, the default layout for another input side (the
+      backbone is fully convolutional and its maps follow the input), or None when the model is
+      built for one input size only (SSD300, SSD512).
   """
   backbone: Callable[..., Any]
   priors: priors_lib.PriorSpec
   load_pretrained: Optional[Callable[[str, Any], Any]] = None
+  priors_at: Optional[Callable[[int], priors_lib.PriorSpec]] = None
+
+  def default_priors(self, image_size: Optional[int] = None) -> priors_lib.PriorSpec:
+    """The default layout, for the input side ``image_size`` (None = the model's own)."""
+    if image_size is None or image_size == self.priors.image_size:
+      return self.priors
+    if self.priors_at is None:
+      raise ValueError(f"this model takes {int(self.priors.image_size)}-px inputs only, not "
+                       f"{image_size} (models with a free input size: "
+                       f"{[n for n, e in BACKBONES.items() if e.priors_at]})")
+    return self.priors_at(int(image_size))
 
 
 def _vgg16(variant: str) -> Callable[..., VGG16Backbone]:
@@ -45,7 +59,7 @@ BACKBONES: dict[str, BackboneEntry] = {
                                   pretrained.load_vgg16_backbone),
     "ssd512_vgg16": BackboneEntry(_vgg16("ssd512"), priors_lib.SSD512_VOC,
                                   pretrained.load_vgg16_backbone),
-    "ssd_tiny": BackboneEntry(TinyBackbone, TINY_PRIORS),
+    "ssd_tiny": BackboneEntry(TinyBackbone, TINY_PRIORS, priors_at=tiny_priors),
 }
 MODEL_NAMES = tuple(BACKBONES)
 
@@ -82,4 +96,4 @@ def create_model(name: str, num_classes: int, dtype: Any = jnp.float32,
 
 __all__ = ["BACKBONES", "BackboneEntry", "CAFFE_MEAN", "CAFFE_STD", "CONV_IMPLS",
            "IMAGENET_MEAN", "IMAGENET_STD", "L2Norm", "MODEL_NAMES", "SSD", "TINY_PRIORS",
-           "TinyBackbone", "VGG16Backbone", "backbone_entry", "create_model"]
+           "TinyBackbone", "VGG16Backbone", "backbone_entry", "create_model", "tiny_priors"]

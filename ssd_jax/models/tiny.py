@@ -1,7 +1,8 @@
 """A small conv-ReLU backbone for fast CPU experiments (``ssd_tiny``).
 
 A 4x4 stride-4 "patchify" stem, then stride-2 stages turn a 128x128 input into source maps
-``p3`` .. ``p7`` of 16, 8, 4, 2, 1 cells (strides 8 .. 128, named like FPN levels). The stem
+``p3`` .. ``p7`` of 16, 8, 4, 2, 1 cells (strides 8 .. 128, named like FPN levels); other input
+sides give other map sizes (300: 38, 19, 10, 5, 3), and :func:`tiny_priors` the layout. The stem
 replaces the usual full-resolution 3x3 convs with few channels, whose backward pass is very slow
 on XLA:CPU. No normalization layers, so the variables hold ``params`` only (no ``batch_stats``
 to thread through the train step).
@@ -24,12 +25,37 @@ Array = jax.Array
 TINY_STAGES = (("p3", 64, 2), ("p4", 128, 2), ("p5", 128, 1), ("p6", 128, 1), ("p7", 128, 1))
 
 TINY_IMAGE_SIZE = 128
+_STEM_PATCH = 4
 
-# Scales 0.1 .. 0.9 of the side, boxes of ratio 1, 1 (sqrt(s_k s_k+1)), 2 and 1/2: 4 per cell,
-# 1364 priors; covers objects of 0.1 - 0.6 of the image.
-TINY_PRIORS = priors.from_linear_scales(
-    (16, 8, 4, 2, 1), s_min=0.1, s_max=0.9, aspect_ratios=(2.0,), image_size=TINY_IMAGE_SIZE,
-    layer_names=("p3", "p4", "p5", "p6", "p7"))
+
+def feature_map_sizes(image_size: int, stem_patch: int = _STEM_PATCH,
+                      num_stages: int = len(TINY_STAGES)) -> tuple[int, ...]:
+  """Sides of the source maps for a square input: the stem's ``floor(S / patch)``, then
+  ``ceil(n / 2)`` per stage (3x3 convs of stride 2 with padding 1)."""
+  n, sizes = image_size // stem_patch, []
+  for _ in range(num_stages):
+    n = -(-n // 2)
+    sizes.append(n)
+  return tuple(sizes)
+
+
+def tiny_priors(image_size: int = TINY_IMAGE_SIZE) -> priors.PriorSpec:
+  """The default layout for a square input of ``image_size`` pixels (a multiple of the stem's
+  4-pixel patch): scales 0.1 .. 0.9 of the side on ``p3`` .. ``p7``, boxes of ratio 1, 1
+  (``sqrt(s_k s_k+1)``), 2 and 1/2, 4 per cell (1364 priors at 128 px, 7756 at 300 px).
+
+  A larger input keeps small objects several cells wide: at 128 px an object 12% of a 400-px
+  photo is 15 px, at 320 px it is 38 px.
+  """
+  if image_size < 4 * _STEM_PATCH or image_size % _STEM_PATCH:
+    raise ValueError(f"ssd_tiny's image_size must be a multiple of {_STEM_PATCH} and >= "
+                     f"{4 * _STEM_PATCH}, got {image_size}")
+  return priors.from_linear_scales(
+      feature_map_sizes(image_size), s_min=0.1, s_max=0.9, aspect_ratios=(2.0,),
+      image_size=image_size, layer_names=tuple(name for name, _, _ in TINY_STAGES))
+
+
+TINY_PRIORS = tiny_priors()
 
 
 class TinyBackbone(nn.Module):
@@ -43,7 +69,7 @@ class TinyBackbone(nn.Module):
     conv_impl: see :func:`ssd_jax.models.layers.conv`.
   """
   stem_width: int = 32
-  stem_patch: int = 4
+  stem_patch: int = _STEM_PATCH
   stages: tuple[tuple[str, int, int], ...] = TINY_STAGES
   dtype: Any = jnp.float32
   conv_impl: str = "xla"
