@@ -264,12 +264,36 @@ def test_stream_is_the_epochs_of_as_dataset(fixture, shard):
     source.stream(seed=-1)
 
 
-def test_stream_skips_unreadable_images_naming_them(fixture, tmp_path, caplog):
+def test_small_datasets_stream_from_images_decoded_once(fixture):
+  source = data.voc_directory(fixture.voc_root)
+  from_disk = {ex["image_id"]: ex["image"] for ex in collect(source.as_dataset())}
+  assert not source.cached
+  streamed = collect(source.stream(seed=2).take(2 * source.num_examples))
+  assert source.cached
+  for ex in streamed:
+    np.testing.assert_array_equal(ex["image"], from_disk[ex["image_id"]])
+  for path in (r.image_path for r in source.records):  # read from memory from now on
+    os.rename(path, path + ".moved")
+  try:
+    assert sorted(ex["image_id"] for ex in collect(source.stream(seed=3).take(
+        source.num_examples))) == sorted(from_disk)
+  finally:
+    for path in (r.image_path for r in source.records):
+      os.rename(path + ".moved", path)
+  too_small = data.voc_directory(fixture.voc_root)
+  too_small.cache_bytes = 1000  # fewer bytes than the images take
+  collect(too_small.stream(seed=2).take(1))
+  assert not too_small.cached
+
+
+@pytest.mark.parametrize("cache_bytes", [sources.decoded_lib.DEFAULT_BUDGET_BYTES, 0])
+def test_stream_skips_unreadable_images_naming_them(fixture, tmp_path, caplog, cache_bytes):
   root = str(tmp_path / "VOCdevkit")
   shutil.copytree(fixture.voc_root, root)
   with open(os.path.join(root, "VOC2007", "JPEGImages", "000003.jpg"), "wb") as f:
     f.write(b"this is not an image")
   source = data.voc_directory(root)
+  source.cache_bytes = cache_bytes  # decoded once (unreadable found then), or on every read
   readable = [r.image_id for r in source.records if r.image_id != "000003"]
   with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
     ids = stream_ids(source, 3 * len(readable), seed=1)
@@ -278,6 +302,7 @@ def test_stream_skips_unreadable_images_naming_them(fixture, tmp_path, caplog):
     assert sorted(ids[epoch * 4:(epoch + 1) * 4]) == sorted(readable)  # 4 readable per epoch
   messages = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]
   assert messages and all("000003.jpg" in m for m in messages)
+  assert source.cached == (cache_bytes > 0)
 
 
 def test_stream_of_only_unreadable_images_is_an_error(fixture, tmp_path):

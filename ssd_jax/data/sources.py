@@ -38,6 +38,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 
+from ssd_jax.data import decoded as decoded_lib
+
 logger = logging.getLogger("ssd_jax.data")
 
 Shard = tuple[int, int]
@@ -198,13 +200,18 @@ class Record:
 class RecordSource(IndexedSource):
   """Images on disk with annotations parsed eagerly into ``records``; pixels are read lazily.
 
-  An image that cannot be read or decoded (missing, truncated, not an image) is skipped with a
-  warning naming the file and the number skipped so far; the pass continues.
+  A dataset whose decoded images fit in ``cache_bytes`` is decoded once, when its training
+  stream is first made (:mod:`ssd_jax.data.decoded`), and every later pass reads the pixels from
+  memory. An image that cannot be read or decoded (missing, truncated, not an image) is skipped
+  with a warning naming the file and the number skipped so far; the pass continues.
   """
 
-  def __init__(self, records: Sequence[Record], class_names: Sequence[str]):
+  def __init__(self, records: Sequence[Record], class_names: Sequence[str],
+               cache_bytes: int = decoded_lib.DEFAULT_BUDGET_BYTES):
     self.records = tuple(records)
     self.class_names = list(class_names)
+    self.cache_bytes = cache_bytes
+    self._decoded: Optional[decoded_lib.Decoded] = None
     counts = [len(r.labels) for r in self.records]
     # Flat annotation arrays + row splits, captured by reference (not as graph constants) in the
     # tf.data functions below; an example is a slice [splits[i], splits[i + 1]).
@@ -226,16 +233,33 @@ class RecordSource(IndexedSource):
   def num_examples(self) -> int:
     return len(self.records)
 
+  @property
+  def cached(self) -> bool:
+    """Whether the images are held decoded in memory."""
+    return self._decoded is not None
+
+  def stream(self, seed: int, start: int = 0, shard: Shard = (0, 1)) -> tf.data.Dataset:
+    if self._decoded is None:
+      paths = [r.image_path for r in self.records]
+      size = decoded_lib.decoded_bytes(paths, self.cache_bytes)
+      if size is not None and size <= self.cache_bytes:
+        self._decoded = decoded_lib.decode_all(paths)
+        logger.info("Decoded the %d images (%.0f MB) into memory once, for all epochs%s.",
+                    len(paths), size / 2**20, f"; {len(self._decoded.unreadable)} unreadable"
+                    if self._decoded.unreadable else "")
+    return super().stream(seed, start, shard)
+
   def _load(self, order: tf.Tensor) -> tf.data.Dataset:
     num = tf.size(order, out_type=tf.int64)
+    decoded = self._decoded
 
     # Plain graph code (explicit tf.cond): autograph's source transformation is skipped.
     @tf.autograph.experimental.do_not_convert
     def load(position):
       i = order[position]
       start, stop = self._splits[i], self._splits[i + 1]
-      image = tf.io.decode_image(tf.io.read_file(self._paths[i]), channels=3,
-                                 expand_animations=False)
+      image = decoded.image(i) if decoded is not None else tf.io.decode_image(
+          tf.io.read_file(self._paths[i]), channels=3, expand_animations=False)
       return {
           "image": image,
           "boxes": self._boxes[start:stop],
