@@ -2,6 +2,7 @@ r"""Training throughput on the default JAX backend, built as ``train.train_and_e
 
   python -m benchmarks.bench_train [--models=ssd_tiny,ssd300_vgg16] [--batch=0]
       [--dtype=float32|bfloat16] [--steps=20] [--warmup_steps=3] [--measure=end_to_end,step]
+      [--data=config,voc_folder] [--voc_images=300] [--repeats=1]
       [--config=experiments/configs/synthetic.py] [--config.<field>=<value> ...]
       [--out=benchmarks/results/bench_train.json]
 
@@ -14,6 +15,11 @@ same ``ssd_jax.experiment`` functions. Measured:
               -> step, with the trainer's periodic metric fetch; images/s between the end of
               ``--warmup_steps`` steps and the end of ``--steps`` more.
   step        the step alone on one device-resident batch (no input pipeline, no transfer).
+Data (``--data``): ``config`` is the config's own source; ``voc_folder`` the same config reading
+a user's small VOC folder instead, the stand-in of ``experiments/make_voc_folder.py``
+(``--voc_images`` cluttered 300-500 px JPEGs of quality 85, written to a temporary folder): is a
+user's data read as fast as the synthetic default's? ``--repeats`` runs every (model, data) pair
+that many times, interleaved, each in its own process; the table gives median and range.
 Also reported: the wait for the first batch (pipeline start-up), the step's compile time
 (``lower().compile()``) and the peak resident memory. ``step`` above ``end_to_end`` means the
 input pipeline (or on CPU, its competition for the cores) holds training back. Batches the
@@ -38,6 +44,7 @@ from absl import app, flags
 import jax
 import ml_collections
 from ml_collections import config_flags
+import numpy as np
 
 from benchmarks import common
 from ssd_jax import experiment, models, train_step
@@ -54,7 +61,13 @@ _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 3, "Steps run before timing (after compiling).")
 _MEASURE = flags.DEFINE_multi_enum("measure", ["end_to_end", "step"], ["end_to_end", "step"],
                                    "What to time (repeat the flag for both).")
+_DATA = flags.DEFINE_list("data", ["config"], "Data of each run: 'config' (the config's "
+                          "source) and/or 'voc_folder' (a stand-in folder of one's own photos).")
+_VOC_IMAGES = flags.DEFINE_integer("voc_images", 300, "Training images of the voc_folder case.")
+_VOC_ROOT = flags.DEFINE_string("voc_root", "", "Internal: the voc_folder case's folder.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Runs of every (model, data) pair, interleaved.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_train.json", "JSON output.")
+_DATA_CASES = ("config", "voc_folder")
 
 
 def default_batch(name: str) -> int:
@@ -64,13 +77,20 @@ def default_batch(name: str) -> int:
   return 8
 
 
-def model_config(base: ml_collections.ConfigDict, name: str, batch: int,
-                 dtype: str) -> ml_collections.ConfigDict:
-  """``base`` with the model, batch and dtype set, and synthetic images at the model's size."""
+def model_config(base: ml_collections.ConfigDict, name: str, batch: int, dtype: str,
+                 voc_root: str = "") -> ml_collections.ConfigDict:
+  """``base`` with the model, batch and dtype set, and synthetic images at the model's size;
+  with ``voc_root``, reading that VOC folder (classes from its annotations) instead."""
   config = copy.deepcopy(base)
   config.model.name = name
   config.batch_size = batch
   config.model.dtype = dtype
+  if voc_root:
+    with config.unlocked():
+      config.data = ml_collections.ConfigDict(dict(
+          source="voc_directory", root=voc_root, class_names=(), train_split="trainval",
+          train_years=(), val_split="", eval_split="test", eval_years=(),
+          max_boxes=50))  # custom_voc_dir's: a user's photos hold up to dozens of objects
   if config.data.source == "synthetic":
     config.data.synthetic.image_size = experiment.image_size(config)
   return config
@@ -132,16 +152,44 @@ def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
   return result
 
 
-def _run_isolated(name: str) -> dict:
-  """Runs one model in a fresh interpreter with the same flags (its own peak memory)."""
+def _run_isolated(name: str, data: str, voc_root: str) -> dict:
+  """Runs one (model, data) pair in a fresh interpreter with the same flags (its own peak
+  memory)."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "result.json")
-    # absl keeps the last value of a repeated flag: these two override the caller's.
+    # absl keeps the last value of a repeated flag: these override the caller's.
     cmd = [sys.executable, "-m", "benchmarks.bench_train", *sys.argv[1:], f"--models={name}",
-           f"--out={out}"]
+           f"--data={data}", f"--voc_root={voc_root if data == 'voc_folder' else ''}",
+           "--repeats=1", f"--out={out}"]
     subprocess.run(cmd, check=True, cwd=_ROOT, stdout=subprocess.DEVNULL)
     with open(out) as f:
       return json.load(f)["results"][0]
+
+
+def _stand_in_folder(tmp: str) -> str:
+  from ssd_jax.data import cluttered_voc  # pylint: disable=g-import-not-at-top
+  root = os.path.join(tmp, "voc_folder")
+  cluttered_voc.write_voc_folder(root, num_trainval=_VOC_IMAGES.value, num_test=1)
+  return root
+
+
+def _summary(results: list[dict]) -> list[dict]:
+  """One row per (model, data): the median and range of each figure over the repeats."""
+  rows = {}
+  for r in results:
+    rows.setdefault((r["model"], r["data"]), []).append(r)
+  out = []
+  for runs in rows.values():
+    row = dict(runs[0])
+    for key in ("end_to_end_images_per_s", "step_images_per_s", "first_batch_s", "compile_s",
+                "peak_rss_mib"):
+      if key in row:
+        values = sorted(r[key] for r in runs)
+        row[key] = float(np.median(values))
+        row[f"{key}_range"] = (values[0], values[-1])
+    row["repeats"] = len(runs)
+    out.append(row)
+  return out
 
 
 def main(argv):
@@ -152,26 +200,37 @@ def main(argv):
     raise app.UsageError(f"unknown --models {unknown}; valid: {models.MODEL_NAMES}")
   if _STEPS.value < 1 or _BATCH.value < 0 or _WARMUP.value < 0:
     raise app.UsageError("need --steps >= 1, --batch >= 0 and --warmup_steps >= 0")
-  if len(_MODELS.value) == 1:
-    name = _MODELS.value[0]
-    config = model_config(_CONFIG.value, name, _BATCH.value or default_batch(name), _DTYPE.value)
-    results = [bench_one(config, _STEPS.value, _WARMUP.value, _MEASURE.value)]
-  else:
-    results = [_run_isolated(name) for name in _MODELS.value]
+  unknown = [d for d in _DATA.value if d not in _DATA_CASES]
+  if unknown or _REPEATS.value < 1:
+    raise app.UsageError(f"need --data of {_DATA_CASES} (got {unknown}) and --repeats >= 1")
+  pairs = [(m, d) for m in _MODELS.value for d in _DATA.value]
+  with tempfile.TemporaryDirectory() as tmp:
+    voc_root = _VOC_ROOT.value or (_stand_in_folder(tmp) if "voc_folder" in _DATA.value else "")
+    if len(pairs) == 1 and _REPEATS.value == 1:
+      (name, data), = pairs
+      config = model_config(_CONFIG.value, name, _BATCH.value or default_batch(name),
+                            _DTYPE.value, voc_root if data == "voc_folder" else "")
+      runs = [bench_one(config, _STEPS.value, _WARMUP.value, _MEASURE.value)]
+    else:  # interleaved: machine noise spreads over every pair alike
+      runs = [_run_isolated(name, data, voc_root) for _ in range(_REPEATS.value)
+              for name, data in pairs]
+  results = _summary(runs)
 
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} "
-        f"cores; images/s over {_STEPS.value} steps after {_WARMUP.value} warm-up steps")
-  print(f"{'model':14s} {'px':>4s} {'batch':>5s} {'dtype':>8s} {'end-to-end':>10s} "
-        f"{'step only':>10s} {'1st batch s':>11s} {'compile s':>9s} {'peak MiB':>9s}")
+        f"cores; images/s over {_STEPS.value} steps after {_WARMUP.value} warm-up steps; median "
+        f"[range] of {_REPEATS.value} run(s)")
+  print(f"{'model':14s} {'data':>13s} {'px':>4s} {'batch':>5s} {'dtype':>8s} "
+        f"{'end-to-end':>20s} {'step only':>20s} {'1st batch s':>11s} {'compile s':>9s} "
+        f"{'peak MiB':>9s}")
   for r in results:
-    ips = [f"{r[k]:10.2f}" if k in r else f"{'-':>10s}"
-           for k in ("end_to_end_images_per_s", "step_images_per_s")]
-    print(f"{r['model']:14s} {r['image_size']:4d} {r['batch']:5d} {r['dtype']:>8s} "
-          f"{ips[0]} {ips[1]} {r['first_batch_s']:11.2f} {r['compile_s']:9.1f} "
-          f"{r['peak_rss_mib']:9.0f}")
+    ips = [f"{r[k]:7.1f} [{r[k + '_range'][0]:.0f}-{r[k + '_range'][1]:.0f}]".rjust(20)
+           if k in r else f"{'-':>20s}" for k in ("end_to_end_images_per_s", "step_images_per_s")]
+    print(f"{r['model']:14s} {r['data']:>13s} {r['image_size']:4d} {r['batch']:5d} "
+          f"{r['dtype']:>8s} {ips[0]} {ips[1]} {r['first_batch_s']:11.2f} "
+          f"{r['compile_s']:9.1f} {r['peak_rss_mib']:9.0f}")
   common.write_json(_OUT.value, {"benchmark": "bench_train",
                                  "config": os.path.relpath(_config_path(), _ROOT),
-                                 "results": results})
+                                 "repeats": _REPEATS.value, "results": results, "runs": runs})
 
 
 def _config_path() -> str:
