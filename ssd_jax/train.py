@@ -123,6 +123,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if jax.process_index() == 0:
     label_map_lib.save_or_check(data.label_map, workdir)
   logging.info("Classes (%d): %s", data.label_map.num_classes, list(data.label_map.class_names))
+  if config.get("num_epochs"):
+    logging.info("%g epochs of %d images in batches of %d: %d steps (evaluation every %d, "
+                 "checkpoint every %d).", config.num_epochs, data.train.num_examples,
+                 config.batch_size, config.num_train_steps, config.eval.every_steps,
+                 config.checkpoint.every_steps)
   state = training.initial_state(config, mesh)
   manager, best_manager = checkpoints.managers(workdir, config, with_best=(
       mode == "train_and_eval" and data.val is not None))

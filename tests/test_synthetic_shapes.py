@@ -49,7 +49,7 @@ def extent(mask: np.ndarray) -> tuple[int, int, int, int]:
 @pytest.mark.parametrize("shape", synthetic_shapes.SHAPE_NAMES)
 @pytest.mark.parametrize("h,w", [(9, 18), (20, 20), (31, 12), (6, 7), (2, 2)])
 def test_shape_masks(shape, h, w):
-  mask = synthetic_shapes._shape_mask(shape, h, w)
+  mask = synthetic_shapes.shape_mask(shape, h, w)
   # Conservative rasterization: every pixel the shape touches (grid points just inside the pixel
   # square, so that touching in a single boundary point does not count whatever the rounding) ...
   assert np.all(mask[reference_touched(shape, h, w, margin=-1e-6, samples=9)])

@@ -28,7 +28,7 @@ Generation of one scene (``generate_scene``; ``scene_of(seed, split, index)`` re
   * camera: sensor noise (luminance, sigma 2..6 grey levels), a box blur of radius 0.2..1 px
     (defocus), gamma 0.8..1.25, a colour cast of +-8%; JPEG quality 85 (4:2:0) on disk.
   The ground-truth box is the pixel extent of the full shape (before occlusion and blur): the
-  shapes of ``synthetic_shapes._shape_mask`` touch all four sides of their box.
+  shapes of ``synthetic_shapes.shape_mask`` touch all four sides of their box.
 
 Measured on the default folder (seed 0, 300 trainval + 100 test): 400 images, 7041 objects
 (2351 triangles, 2367 crosses, 2323 rings), 5..30 per image (mean 17.6); ``sqrt(w * h)``
@@ -47,7 +47,7 @@ from xml.etree import ElementTree
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from ssd_jax.data.synthetic_shapes import SHAPE_NAMES, _shape_mask
+from ssd_jax.data.synthetic_shapes import SHAPE_NAMES, shape_mask
 
 CLASS_SHAPES = ("triangle", "cross", "ring")
 _DISTRACTOR_SHAPES = ("circle", "square", "diamond")  # Those that are not classes are drawn.
@@ -267,7 +267,7 @@ def _layout(rng: np.random.Generator, height: int, width: int,
     size, aspect = np.exp(rng.uniform(*log_size)), np.exp(rng.uniform(*log_aspect))
     w = max(_MIN_SIDE, int(round(size * np.sqrt(aspect))))
     h = max(_MIN_SIDE, int(round(size / np.sqrt(aspect))))
-    mask = _shape_mask(config.class_shapes[cls], h, w)
+    mask = shape_mask(config.class_shapes[cls], h, w)
     for x0, y0 in _candidates(rng, w, h, width, height, boxes):
       under = owner[y0:y0 + h, x0:x0 + w][mask]
       covered = np.bincount(under[under >= 0], minlength=len(boxes))
@@ -377,7 +377,7 @@ def _draw_clutter(rng: np.random.Generator, canvas: np.ndarray, config: SceneCon
     size, aspect = np.exp(rng.uniform(np.log(4), np.log(120))), np.exp(rng.uniform(-1.4, 1.4))
     w, h = max(2, int(size * np.sqrt(aspect))), max(2, int(size / np.sqrt(aspect)))
     if shapes and rng.random() < 0.5:
-      mask = _shape_mask(shapes[rng.integers(len(shapes))], h, w)
+      mask = shape_mask(shapes[rng.integers(len(shapes))], h, w)
     else:
       mask = _blob_mask(rng, h, w)
     x0, y0 = int(rng.integers(-w // 2, width - w // 2)), int(rng.integers(-h // 2, height - h // 2))

@@ -131,7 +131,7 @@ class SyntheticSource(sources.IndexedSource):
     areas = np.zeros(len(placed), np.float32)
     masks = np.zeros((len(placed), size, size), bool) if with_masks else None
     for k, ((x0, y0, w, h), label) in enumerate(zip(placed, labels)):
-      mask = _shape_mask(SHAPE_NAMES[label - 1], h, w)
+      mask = shape_mask(SHAPE_NAMES[label - 1], h, w)
       region = image[:, y0:y0 + h, x0:x0 + w]
       colour = _contrasting_colour(rng, region.mean(axis=(1, 2)))
       for c in range(3):
@@ -248,7 +248,7 @@ def _acceptable(candidates: np.ndarray, placed: np.ndarray, max_iou: float) -> n
   return np.all((iou <= max_iou) & (covered <= _MAX_COVERED_FRACTION), axis=1)
 
 
-def _shape_mask(shape: str, h: int, w: int) -> np.ndarray:
+def shape_mask(shape: str, h: int, w: int) -> np.ndarray:
   """``[h, w]`` bool: the pixels that the shape inscribed in an ``h x w`` box touches.
 
   Conservative rasterization: a pixel is in if its square intersects the shape. Every shape
