@@ -112,7 +112,6 @@ def cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   c.optimizer.lr = 3e-3
   c.optimizer.weight_decay = 1e-4
   c.optimizer.warmup_steps = 50
-  c.optimizer.warmup_epochs = None
   c.eval.every_epochs = 10.0
   c.eval.batch_size = 16
   c.checkpoint.every_epochs = 5.0
