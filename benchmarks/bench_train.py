@@ -47,6 +47,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from benchmarks import common
+from experiments.configs import custom_voc_dir
 from ssd_jax import experiment, models, train_step
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -85,12 +86,11 @@ def model_config(base: ml_collections.ConfigDict, name: str, batch: int, dtype: 
   config.model.name = name
   config.batch_size = batch
   config.model.dtype = dtype
-  if voc_root:
+  if voc_root:  # the data fields of one's own folder, as custom_voc_dir.py has them
+    data = custom_voc_dir.get_config().data
+    data.root = voc_root
     with config.unlocked():
-      config.data = ml_collections.ConfigDict(dict(
-          source="voc_directory", root=voc_root, class_names=(), train_split="trainval",
-          train_years=(), val_split="", eval_split="test", eval_years=(),
-          max_boxes=50))  # custom_voc_dir's: a user's photos hold up to dozens of objects
+      config.data = data
   if config.data.source == "synthetic":
     config.data.synthetic.image_size = experiment.image_size(config)
   return config

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssd_jax import checkpoints, evaluation, inference, models, train_step
+from ssd_jax import checkpoints, evaluation, inference, models, overrides, train_step
 from ssd_jax import warm_start as warm_start_lib
 from ssd_jax import priors as priors_lib
 from ssd_jax.data import label_map as label_map_lib
@@ -176,7 +176,7 @@ def in_steps(config: Config, num_train_examples: int) -> Config:
   """
   steps_per_epoch = num_train_examples / config.batch_size
   to_steps = lambda epochs: max(1, round(float(epochs) * steps_per_epoch))
-  resolved = config.copy_and_resolve_references()
+  changes = {}
   for epochs_field, steps_field in EPOCH_FIELDS:
     epochs = _get(config, epochs_field)
     if epochs is None:
@@ -188,12 +188,8 @@ def in_steps(config: Config, num_train_examples: int) -> Config:
                        f"config.{steps_field}), got {epochs}")
     else:
       steps = to_steps(epochs) if float(epochs) > 0 else 0
-    *parents, leaf = steps_field.split(".")
-    target = resolved
-    for p in parents:
-      target = target[p]
-    target[leaf] = steps
-  return resolved
+    changes[steps_field] = steps
+  return overrides.apply_overrides(config, changes)
 
 
 # ---------------------------------------------------------------------------------------------
