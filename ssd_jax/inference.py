@@ -30,12 +30,23 @@ class DecodeSettings:
 
 
 def predict(params: Any, images: jax.Array, *, model: models.SSD, priors: jax.Array,
-            settings: DecodeSettings) -> dict[str, jax.Array]:
+            settings: DecodeSettings, decode_per_image: bool = False) -> dict[str, jax.Array]:
   """``images`` uint8 ``[B, S, S, 3]`` -> detections: normalized xyxy ``boxes [B, K, 4]``,
   ``scores [B, K]``, ``classes [B, K]`` (1..C, 0 = padding) and ``num_detections [B]``,
-  ``K = settings.max_detections``."""
+  ``K = settings.max_detections``.
+
+  ``decode_per_image``: decode in a loop over the images (``lax.map``) instead of vectorized over
+  the batch; the same results, with the batch size absent from the decoding's shapes. For a
+  symbolic batch size exported to TF's ``XlaCallModule``, which cannot refine a symbolic
+  dimension through ``top_k`` (TF 2.21).
+  """
   loc, logits = model.apply({"params": params}, images.astype(jnp.float32))
-  return postprocess.decode_detections(loc, logits, priors, **dataclasses.asdict(settings))
+  decode = functools.partial(postprocess.decode_detections, priors=priors,
+                             **dataclasses.asdict(settings))
+  if not decode_per_image:
+    return decode(loc, logits)
+  one = lambda loc_logits: jax.tree.map(lambda v: v[0], decode(*(x[None] for x in loc_logits)))
+  return jax.lax.map(one, (loc, logits))
 
 
 def make_predict_fn(model: models.SSD, priors: np.ndarray, settings: DecodeSettings,

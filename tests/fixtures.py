@@ -19,17 +19,20 @@ from PIL import Image
 
 from ssd_jax.data.voc import VOC_CLASSES
 
-# The tests compile many small programs in-process and run each a few times, where XLA:CPU's
-# backend optimizations cost more compile time than they save (tests/test_conv.py and
-# tests/test_models.py: 4:35 of CPU -> 2:35). tests/conftest.py sets this flag for the test
-# processes; the training runs the tests start as subprocesses run up to hundreds of steps and keep
-# the default level (at 0, the SIGTERM test takes twice as long): see ``subprocess_env``.
+# The tests compile many small programs and run each a few times, where XLA:CPU's backend
+# optimizations cost more compile time than they save (tests/test_conv.py and tests/test_models.py:
+# 4:35 of CPU -> 2:35; a 2-step run of experiments/main.py: 35 -> 27 s of CPU). tests/conftest.py
+# sets this flag for the test processes, and the subprocesses they start inherit it, except runs
+# of many steps, which keep the default level (at 0, the SIGTERM test's 40-step runs take twice as
+# long): see ``subprocess_env``.
 IN_PROCESS_XLA_FLAG = "--xla_backend_optimization_level=0"
 
 
-def subprocess_env(**changes: str) -> dict[str, str]:
-  """This process's environment for a subprocess, without ``IN_PROCESS_XLA_FLAG``."""
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f != IN_PROCESS_XLA_FLAG]
+def subprocess_env(optimized: bool = False, **changes: str) -> dict[str, str]:
+  """This process's environment for a subprocess; ``optimized``: without ``IN_PROCESS_XLA_FLAG``
+  (for runs of many steps)."""
+  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
+           if not (optimized and f == IN_PROCESS_XLA_FLAG)]
   return {**os.environ, "XLA_FLAGS": " ".join(flags), **changes}
 
 

@@ -192,7 +192,8 @@ def test_many_devices_train_and_evaluate_like_one(tmp_path):
   evaluating its checkpoint on 1 device gives the same metrics."""
   workdir = tmp_path / "run"
   ok(main("synthetic", workdir, *SYNTHETIC,
-          env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}))
+          env={"XLA_FLAGS": f"{fixtures.IN_PROCESS_XLA_FLAG} "
+                             "--xla_force_host_platform_device_count=8"}))
   on_eight = read_json(workdir / "metrics.json")
   assert on_eight["num_images"] == 20 and on_eight["val_num_images"] == 10
   ok(main("synthetic", workdir, *SYNTHETIC, "--mode=eval"))
@@ -229,13 +230,12 @@ def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
   weights = tmp_path / "vgg16.npz"
   np.savez(weights, **sd)  # 0.5 GB uncompressed: compressing takes 7 s
   workdir = tmp_path / "run"
-  # One step of the real model: only compilation takes time, so XLA's backend optimizations are
-  # off; and no evaluation (the config's evaluation runs in the tests above).
+  # One step of the real model (only compilation takes time) and no evaluation (the config's
+  # evaluation runs in the tests above).
   ok(main("ssd300_voc0712", workdir, f"--config.data.root={devkit.voc_root}", *FAST,
           "--config.num_train_steps=1", "--config.batch_size=1", "--config.optimizer.lr=0.0",
           "--config.data.eval_split=trainval", f"--config.pretrained_backbone={weights}",
-          "--mode=train",
-          env={"XLA_FLAGS": fixtures.IN_PROCESS_XLA_FLAG}))
+          "--mode=train"))
   with ocp.CheckpointManager(workdir / "checkpoints") as manager:
     params = manager.restore(1)["params"]
   hwio = lambda w: np.transpose(w, (2, 3, 1, 0))

@@ -472,6 +472,15 @@ def random_flip(example: Example, seed: Seed, prob: float = 0.5) -> Example:
   return _with_prob(prob, tf.cast(seed, tf.int64), flip_horizontal, example)
 
 
+def resize_image(images: tf.Tensor, image_size: int, method: str = "bilinear") -> tf.Tensor:
+  """uint8 ``[H, W, 3]`` or ``[B, H, W, 3]`` -> uint8 ``[..., image_size, image_size, 3]``:
+  ``tf.image.resize`` without antialiasing (as Caffe's warp), rounded to the nearest level."""
+  # Float for every method but "nearest", which keeps uint8.
+  resized = tf.cast(tf.image.resize(images, (image_size, image_size), method=method,
+                                    antialias=False), tf.float32)
+  return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+
+
 def resize(example: Example, image_size: int, method: Union[str, tf.Tensor] = "bilinear"
            ) -> Example:
   """Warps the image to uint8 ``[image_size, image_size, 3]`` (no aspect preservation, as SSD).
@@ -482,18 +491,12 @@ def resize(example: Example, image_size: int, method: Union[str, tf.Tensor] = "b
   """
   _check_example(example, "resize")
   image = example["image"]
-
-  def warp(name):
-    # Float for every method but "nearest", which keeps uint8.
-    resized = tf.cast(tf.image.resize(image, (image_size, image_size), method=name,
-                                      antialias=False), tf.float32)
-    return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
-
   out = dict(example)
   if isinstance(method, str):
-    out["image"] = warp(method)
+    out["image"] = resize_image(image, image_size, method)
   else:
-    out["image"] = tf.switch_case(method, [lambda n=n: warp(n) for n in _RANDOM_INTERPOLATIONS])
+    out["image"] = tf.switch_case(method, [lambda n=n: resize_image(image, image_size, n)
+                                           for n in _RANDOM_INTERPOLATIONS])
   return out
 
 
