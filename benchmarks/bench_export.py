@@ -59,7 +59,9 @@ def bench_model(name: str, batches: list[int]) -> list[dict]:
     for batch in batches:
       images = np.random.default_rng(0).integers(0, 256, (batch, size, size, 3), np.uint8)
       tf_images = tf.constant(images)
-      calls = {"jax": lambda: jax.block_until_ready(predict(run.params, images)),
+      sharded = jax.device_put(images, jax.sharding.NamedSharding(
+          run.mesh, jax.sharding.PartitionSpec("data")))
+      calls = {"jax": lambda: jax.block_until_ready(predict(run.params, sharded)),
                "stablehlo": lambda: jax.block_until_ready(hlo.call(images)),
                "savedmodel": lambda: signature(images=tf_images)["num_detections"].numpy()}
       rates = {k: [] for k in _KINDS}

@@ -178,23 +178,31 @@ def test_tiny_forward_and_gradient_are_finite(tiny):
   assert float(jnp.max(jnp.abs(grads["p7_mbox_conf"]["kernel"]))) > 0
 
 
-@pytest.mark.parametrize("impl", ["cpu_fast", "auto"])
-def test_conv_impls_give_the_same_network(tiny, impl):
-  """Swapping the convolution implementation changes neither the parameter tree, the outputs
-  nor the gradients (the Winograd path is exact up to float32 rounding)."""
+def test_auto_is_the_winograd_path_on_cpu(tiny):
+  _, variables, _ = tiny
+  images = _images(1)
+  program = lambda impl: str(jax.make_jaxpr(models.create_model(
+      "ssd_tiny", num_classes=3, conv_impl=impl).apply)(variables, images))
+  assert jax.default_backend() == "cpu"
+  assert program("auto") == program("cpu_fast") != program("xla")
+
+
+def test_conv_impls_give_the_same_network(tiny):
+  """The Winograd path (the fixture's ``auto`` on CPU) and XLA's convolutions give the same
+  parameter tree, outputs and gradients (exact up to float32 rounding)."""
   model, variables, apply = tiny
-  other = models.create_model("ssd_tiny", num_classes=3, conv_impl=impl)
-  assert jax.tree.structure(_abstract_init(other)) == jax.tree.structure(variables)
+  xla = models.create_model("ssd_tiny", num_classes=3, conv_impl="xla")
+  assert jax.tree.structure(_abstract_init(xla)) == jax.tree.structure(variables)
   images = _images(4)
 
   def loss_fn(m, params):
     loc, logits = m.apply({"params": params}, images)
     return jnp.sum(loc * logits[..., :4])
 
-  for ref, out in zip(apply(variables, images), jax.jit(other.apply)(variables, images)):
+  for out, ref in zip(apply(variables, images), jax.jit(xla.apply)(variables, images)):
     np.testing.assert_allclose(np.asarray(out), np.asarray(ref), rtol=1e-4, atol=1e-4)
   grads = [jax.jit(jax.grad(loss_fn, 1), static_argnums=0)(m, variables["params"])
-           for m in (model, other)]
+           for m in (xla, model)]
   for ref, out in zip(*map(jax.tree.leaves, grads)):
     scale = float(jnp.max(jnp.abs(ref))) + 1e-6
     np.testing.assert_allclose(np.asarray(out) / scale, np.asarray(ref) / scale, atol=1e-4)
