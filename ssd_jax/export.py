@@ -11,7 +11,7 @@ NMS, with the run's ``config.eval`` settings and ``config.matching.variances``) 
 dimension), and return ``boxes [B, K, 4]`` (normalized xyxy in ``[0, 1]``), ``scores [B, K]``,
 ``classes [B, K]`` (int32, ``1..C``, 0 = padding; class ``c`` is line ``c`` of
 ``class_names.txt``) and ``num_detections [B]``, ``K = config.eval.max_detections``, sorted by
-decreasing score. The parameters are stored in the artifact.
+decreasing score. The parameters are constants of the program, stored in the artifact.
 
 Each output folder also holds ``class_names.txt`` and ``export.json`` (format, input size,
 settings, the source checkpoint). The programs are lowered for each of ``platforms``; with
@@ -35,7 +35,6 @@ from jax import lax
 from jax._src.export import _export as jax_export_lib  # pylint: disable=g-direct-jax-src-import
 from jax.experimental import jax2tf
 import jax.numpy as jnp
-import numpy as np
 import tensorflow as tf
 
 from ssd_jax import experiment, inference, overrides
@@ -111,28 +110,29 @@ def _stablehlo_for_tensorflow():
 
 
 class _Serving(tf.Module):
-  """The SavedModel's object: parameters as variables, the two serving functions, the class
-  names as an asset."""
+  """The SavedModel's object: the two serving functions and the class names as an asset.
+
+  The parameters are constants of the program, as in the StableHLO artifact, not TF variables:
+  ``XlaCallModule`` runs 4-5x faster that way on CPU (``ssd_tiny``, batch 8: 129 against 28
+  images/s), for both convolution implementations.
+  """
 
   def __init__(self, run: experiment.TrainedRun, platforms: Sequence[str],
                score_threshold: Optional[float], class_names_path: str):
     super().__init__()
-    leaves, treedef = jax.tree_util.tree_flatten(jax.device_get(run.params))
-    self._weights = [tf.Variable(np.asarray(leaf), trainable=False) for leaf in leaves]
-    self._treedef = treedef
-    self._predict = jax2tf.convert(
-        predict_fn(run, platforms, score_threshold, decode_per_image=True), with_gradient=False,
-        polymorphic_shapes=[None, "(batch, _, _, _)"],
-        native_serialization_platforms=tuple(platforms))
+    params = jax.device_get(run.params)
+    fn = predict_fn(run, platforms, score_threshold, decode_per_image=True)
+    predict = jax2tf.convert(lambda images: fn(params, images), with_gradient=False,
+                             polymorphic_shapes=["(batch, _, _, _)"],
+                             native_serialization_platforms=tuple(platforms))
     self.class_names_file = tf.saved_model.Asset(class_names_path)
-    self.image_size = int(run.model.image_size)
-    size = self.image_size
+    size = int(run.model.image_size)
 
     @tf.function(autograph=False, input_signature=[
         tf.TensorSpec([None, size, size, 3], tf.uint8, name="images")])
     def serve(images):
-      params = jax.tree_util.tree_unflatten(self._treedef, self._weights)
-      return dict(zip(OUTPUTS, (self._predict(params, images)[k] for k in OUTPUTS)))
+      detections = predict(images)
+      return {k: detections[k] for k in OUTPUTS}
 
     @tf.function(autograph=False, input_signature=[
         tf.TensorSpec([None, None, None, 3], tf.uint8, name="images")])
