@@ -16,36 +16,26 @@ that image; see ``ssd_jax.detect`` for the details.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import cli
-from ssd_jax import detect, experiment
+from ssd_jax import detect
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir (checkpoints).")
+_RUN = cli.TrainedRunFlags()
 _INPUT = flags.DEFINE_string("input", None, "An image file or a folder of images.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder for detections.json and the PNGs.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest, or the best "
-                             "with --best).")
-_BEST = flags.DEFINE_bool("best", False, "Use checkpoints_best/ (best by "
-                          "config.checkpoint.best_metric on the validation split) instead of "
-                          "checkpoints/.")
 _SCORE_THRESHOLD = flags.DEFINE_float(
     "score_threshold", 0.3, "Keep (write and draw) the detections whose class probability is "
     "above this. 0.3 keeps the confident ones; evaluation ranks all candidates above "
     "config.eval.score_threshold (0.01).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", None, "Images per forward pass (default: "
                                    "config.eval.batch_size).")
-flags.mark_flags_as_required(["config", "workdir", "input", "output"])
+flags.mark_flags_as_required(["input", "output"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.quiet_orbax()
-  run = experiment.load_trained_run(_CONFIG.value, _WORKDIR.value, step=_STEP.value,
-                                    best=_BEST.value)
+  run = _RUN.load()
   results, skipped = detect.detect_images(run, detect.list_images(_INPUT.value),
                                           score_threshold=_SCORE_THRESHOLD.value,
                                           batch_size=_BATCH_SIZE.value)

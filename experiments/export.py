@@ -12,35 +12,26 @@ each artifact holds and how to load it: ``ssd_jax.export`` and the README ("Expo
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from experiments import cli
-from ssd_jax import experiment, export
+from ssd_jax import export
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "The run's experiment config file.",
-                                          lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "The training run's workdir (checkpoints).")
+_RUN = cli.TrainedRunFlags()
 _FORMAT = flags.DEFINE_enum("format", None, export.FORMATS, "What to write.")
 _OUTPUT = flags.DEFINE_string("output", None, "Folder to write (absent or empty).")
 _PLATFORMS = flags.DEFINE_list("platforms", list(export.PLATFORMS),
                                f"Platforms to lower for, a subset of {list(export.PLATFORMS)}.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest, or the best "
-                             "with --best).")
-_BEST = flags.DEFINE_bool("best", False, "Use checkpoints_best/ (best by "
-                          "config.checkpoint.best_metric on the validation split).")
 _SCORE_THRESHOLD = flags.DEFINE_float(
     "score_threshold", None, "Minimum class probability of a returned detection (default: "
     "config.eval.score_threshold, 0.01, which returns every candidate evaluation ranks).")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Write into a non-empty --output.")
-flags.mark_flags_as_required(["config", "workdir", "format", "output"])
+flags.mark_flags_as_required(["format", "output"])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  cli.quiet_orbax()
-  run = experiment.load_trained_run(_CONFIG.value, _WORKDIR.value, step=_STEP.value,
-                                    best=_BEST.value)
+  run = _RUN.load()
   path = export.export_run(run, _FORMAT.value, _OUTPUT.value, platforms=_PLATFORMS.value,
                            score_threshold=_SCORE_THRESHOLD.value, overwrite=_OVERWRITE.value)
   print(f"{_FORMAT.value} of step {run.step} of {run.checkpoint_dir} "

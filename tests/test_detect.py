@@ -15,7 +15,7 @@ from PIL import Image
 import pytest
 import tensorflow as tf
 
-from ssd_jax import detect, experiment, inference, train
+from ssd_jax import detect, experiment, inference
 from tests import fixtures, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -26,11 +26,7 @@ THRESHOLD = 0.1  # low: the 4-step model is not confident, and the checks need d
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
   """A run of the tiny config, trained 4 steps: checkpoints 2 and 4, no checkpoints_best."""
-  path = str(tmp_path_factory.mktemp("run"))
-  config = tiny_train_config.get_config()
-  config.num_train_steps = 4
-  train.train_and_evaluate(config, path, mode="train")
-  return path
+  return tiny_train_config.trained_run(str(tmp_path_factory.mktemp("run")))
 
 
 @pytest.fixture(scope="module")

@@ -82,7 +82,7 @@ def test_eval_mode_needs_a_checkpoint_and_writes_nothing_without_one(tmp_path):
 def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   """Kill a run mid-way with SIGTERM; rerunning finishes with the same parameters, bit for bit,
   as a run that was never interrupted (same data order, same augmentation). The data is a small
-  VOC folder read by the CPU recipe for one's own data: 8 JPEGs, 2 steps per epoch."""
+  VOC folder read by the CPU recipe for one's own data (at 128 px): 8 JPEGs, 2 steps per epoch."""
   names = ("car", "tree")
   images = [fixtures.FixtureImage(f"im{i}", "", 90 + 7 * i, 70, [
       fixtures.FixtureObject(names[i % 2], (5 + i, 8, 50, 60)),
@@ -94,7 +94,8 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   total = 40
   steps = ["--config=experiments/configs/custom_voc_dir.py:cpu", f"--config.data.root={folder}",
            "--config.batch_size=4", "--config.num_epochs=20", "--config.checkpoint.every_epochs=10",
-           "--config.model.conv_impl=xla", "--config.log_every_steps=1", "--mode=train"]
+           "--config.model.image_size=128", "--config.model.conv_impl=xla",
+           "--config.log_every_steps=1", "--mode=train"]
   straight = _run_main(tmp_path / "straight", *steps)
   assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
   interrupted = _run_main(tmp_path / "interrupted", *steps)

@@ -3,6 +3,7 @@
 import ml_collections
 
 from experiments.configs import synthetic
+from ssd_jax import train
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -21,3 +22,12 @@ def get_config() -> ml_collections.ConfigDict:
   # these tests' run time; tests/test_conv.py and tests/test_models.py cover the Winograd path.
   c.model.conv_impl = "xla"
   return c
+
+
+def trained_run(workdir: str, num_train_steps: int = 4) -> str:
+  """``workdir`` with a run of this config trained ``num_train_steps`` steps (checkpoints every 2
+  steps, no evaluation, no ``checkpoints_best``)."""
+  config = get_config()
+  config.num_train_steps = num_train_steps
+  train.train_and_evaluate(config, workdir, mode="train")
+  return workdir
