@@ -25,10 +25,11 @@ form jax2tf writes); see the README.
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import tempfile
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 from jax import lax
@@ -50,11 +51,12 @@ OUTPUTS = ("boxes", "scores", "classes", "num_detections")
 
 def predict_fn(run: experiment.TrainedRun, platforms: Sequence[str],
                score_threshold: Optional[float] = None,
-               decode_per_image: bool = False) -> Callable[[Any, jax.Array], dict]:
-  """``(params, images uint8 [B, S, S, 3]) -> detections`` on one device, for lowering to
-  ``platforms`` (``inference.predict``): with ``config.model.conv_impl='auto'``, the CPU lowering
-  takes the Winograd convolutions and the others XLA's (``lax.platform_dependent``)."""
-  config = run.config
+               decode_per_image: bool = False) -> Callable[[jax.Array], dict]:
+  """``images uint8 [B, S, S, 3] -> detections`` (``inference.predict``) on one device, the
+  run's parameters as constants, for lowering to ``platforms``: with
+  ``config.model.conv_impl='auto'``, the CPU lowering takes the Winograd convolutions and the
+  others XLA's (``lax.platform_dependent``)."""
+  config, params = run.config, jax.device_get(run.params)
   settings = experiment.decode_settings(config, score_threshold)
   priors = jnp.asarray(run.priors)
 
@@ -66,28 +68,23 @@ def predict_fn(run: experiment.TrainedRun, platforms: Sequence[str],
                                                     decode_per_image=decode_per_image)
 
   impl = config.model.get("conv_impl", "auto")
-  if impl != "auto":
-    return with_impl(impl)
-  impls = {"cpu_fast" if p == "cpu" else "xla" for p in platforms}
+  impls = {impl} if impl != "auto" else {"cpu_fast" if p == "cpu" else "xla" for p in platforms}
   if len(impls) == 1:
-    return with_impl(impls.pop())
+    return functools.partial(with_impl(impls.pop()), params)
+  # The parameters are one operand of both branches: the artifact holds them once.
   cpu, other = with_impl("cpu_fast"), with_impl("xla")
-  return lambda params, images: lax.platform_dependent(params, images, cpu=cpu, default=other)
-
-
-def _image_spec(size: int, batch: Any) -> jax.ShapeDtypeStruct:
-  return jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8)
+  return lambda images: lax.platform_dependent(params, images, cpu=cpu, default=other)
 
 
 def stablehlo(run: experiment.TrainedRun, platforms: Sequence[str] = PLATFORMS,
               score_threshold: Optional[float] = None) -> jax.export.Exported:
   """The run's predict function with its parameters as constants, ``images -> detections``,
   exported with a symbolic batch size (``jax.export``)."""
-  params = jax.device_get(run.params)
-  fn = predict_fn(run, platforms, score_threshold)
   batch, = jax.export.symbolic_shape("batch")
-  return jax.export.export(jax.jit(lambda images: fn(params, images)), platforms=platforms)(
-      _image_spec(run.model.image_size, batch))
+  size = run.model.image_size
+  return jax.export.export(jax.jit(predict_fn(run, platforms, score_threshold)),
+                           platforms=platforms)(
+      jax.ShapeDtypeStruct((batch, size, size, 3), jnp.uint8))
 
 
 @contextlib.contextmanager
@@ -120,9 +117,8 @@ class _Serving(tf.Module):
   def __init__(self, run: experiment.TrainedRun, platforms: Sequence[str],
                score_threshold: Optional[float], class_names_path: str):
     super().__init__()
-    params = jax.device_get(run.params)
-    fn = predict_fn(run, platforms, score_threshold, decode_per_image=True)
-    predict = jax2tf.convert(lambda images: fn(params, images), with_gradient=False,
+    predict = jax2tf.convert(predict_fn(run, platforms, score_threshold, decode_per_image=True),
+                             with_gradient=False,
                              polymorphic_shapes=["(batch, _, _, _)"],
                              native_serialization_platforms=tuple(platforms))
     self.class_names_file = tf.saved_model.Asset(class_names_path)
