@@ -31,8 +31,9 @@ IN_PROCESS_XLA_FLAG = "--xla_backend_optimization_level=0"
 def subprocess_env(optimized: bool = False, **changes: str) -> dict[str, str]:
   """This process's environment for a subprocess; ``optimized``: without ``IN_PROCESS_XLA_FLAG``
   (for runs of many steps)."""
-  flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
-           if not (optimized and f == IN_PROCESS_XLA_FLAG)]
+  flags = os.environ.get("XLA_FLAGS", "").split()
+  if optimized:
+    flags = [f for f in flags if f != IN_PROCESS_XLA_FLAG]
   return {**os.environ, "XLA_FLAGS": " ".join(flags), **changes}
 
 

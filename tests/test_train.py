@@ -25,7 +25,9 @@ def tiny_config(**changes):
 def _run_main(workdir, *flags, env=None):
   """``experiments/main.py`` in a subprocess; ``flags`` start with ``--config=...``."""
   cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *flags]
-  return subprocess.Popen(cmd, cwd=ROOT, env=fixtures.subprocess_env(optimized=True, **(env or {})),
+  # Runs of tens of steps: XLA's backend optimizations pay for themselves.
+  return subprocess.Popen(cmd, cwd=ROOT,
+                          env=fixtures.subprocess_env(optimized=True, **(env or {})),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
