@@ -1,17 +1,13 @@
-"""Subprocess side of ``tests/test_distributed.py``: trains the tiny config, dumps params to .npz.
+"""Subprocess side of ``tests/test_distributed.py``: one process of a multi-process
+``train_and_evaluate`` run on localhost (CPU, gloo) on the tiny config; dumps params to .npz.
 
-  # The trainer's step on all local devices, fed global batches that do not depend on them:
-  XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
-      python -m tests.distributed_worker steps --out=/tmp/p8.npz
-  # One process of a multi-process ``train_and_evaluate`` run on localhost (CPU, gloo):
-  python -m tests.distributed_worker multihost --out=/tmp/p0.npz --workdir=/tmp/shared \\
+  python -m tests.distributed_worker --out=/tmp/p0.npz --workdir=/tmp/shared \\
       --coordinator=127.0.0.1:12345 --num_processes=2 --process_id=0
 
 The .npz holds the parameters before the first and after the last step under ``init/<path>`` and
 ``params/<path>`` (``<path>`` the ``/``-joined tree path, e.g. ``backbone/stem/kernel``), each
-this process's own copy. ``steps`` adds ``loss`` (one per step) and ``num_devices``;
-``multihost`` adds ``image_hashes`` (one int per example of this process's batches, in order),
-``step``, ``process_index`` and ``process_count``.
+this process's own copy, then ``image_hashes`` (one int per example of this process's batches,
+in order), ``step``, ``process_index`` and ``process_count``.
 """
 
 import argparse
@@ -22,7 +18,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from ssd_jax import experiment, train, train_step
+from ssd_jax import experiment, train
 from tests import tiny_train_config
 
 
@@ -40,30 +36,6 @@ def flat_params(params: Any, prefix: str) -> dict[str, np.ndarray]:
 def image_hash(image: np.ndarray) -> int:
   """A 56-bit content hash of one example's pixels (fits int64)."""
   return int.from_bytes(hashlib.sha1(image.tobytes()).digest()[:7], "big")
-
-
-def run_steps(num_steps: int, batch_size: int) -> dict[str, np.ndarray]:
-  """``num_steps`` train steps of the tiny config, with plain SGD, on all devices.
-
-  SGD rather than the config's AdamW: Adam divides by the gradient's magnitude, which turns the
-  float summation-order noise of near-zero gradients into O(lr) parameter differences, hiding
-  what is tested (gradients psum'ed, loss normalized by the global positives). The batches are
-  those of pipeline shard (0, 1) (seed 0, augmented), whatever the device count.
-  """
-  config = tiny_train_config.get_config()
-  config.batch_size = batch_size
-  config.optimizer.name = "sgd"
-  mesh = experiment.create_mesh()
-  training = experiment.create_training(config, mesh)
-  state = training.initial_state(config, mesh)
-  init = flat_params(state.params, "init")
-  batches = experiment.train_batches(config, training.data.train)
-  losses = []
-  for _ in range(num_steps):
-    state, metrics = training.step_fn(state, train_step.global_batch(next(batches), mesh))
-    losses.append(float(_local(metrics["loss"])))
-  return {**init, **flat_params(state.params, "params"), "loss": np.array(losses),
-          "num_devices": np.array(jax.device_count())}
 
 
 def run_multihost(workdir: str, coordinator: str, num_processes: int, process_id: int,
@@ -91,21 +63,15 @@ def run_multihost(workdir: str, coordinator: str, num_processes: int, process_id
 
 def main(argv: list[str]) -> None:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("mode", choices=["steps", "multihost"])
   parser.add_argument("--out", required=True, help=".npz written at the end")
   parser.add_argument("--num_steps", type=int, default=3)
-  parser.add_argument("--batch_size", type=int, default=8, help="global; steps mode only")
-  parser.add_argument("--workdir", help="multihost: the same folder for all processes")
-  parser.add_argument("--coordinator", help="multihost: host:port of process 0")
+  parser.add_argument("--workdir", required=True, help="the same folder for all processes")
+  parser.add_argument("--coordinator", required=True, help="host:port of process 0")
   parser.add_argument("--num_processes", type=int, default=2)
   parser.add_argument("--process_id", type=int, default=0)
   args = parser.parse_args(argv)
-  if args.mode == "steps":
-    out = run_steps(args.num_steps, args.batch_size)
-  else:
-    out = run_multihost(args.workdir, args.coordinator, args.num_processes, args.process_id,
-                        args.num_steps)
-  np.savez(args.out, **out)
+  np.savez(args.out, **run_multihost(args.workdir, args.coordinator, args.num_processes,
+                                     args.process_id, args.num_steps))
 
 
 if __name__ == "__main__":

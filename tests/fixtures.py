@@ -11,10 +11,12 @@ import dataclasses
 import json
 import os
 import zlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Optional, Sequence
 from xml.sax import saxutils
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from PIL import Image
 
 from ssd_jax.data.voc import VOC_CLASSES
@@ -35,6 +37,24 @@ def subprocess_env(optimized: bool = False, **changes: str) -> dict[str, str]:
   if optimized:
     flags = [f for f in flags if f != IN_PROCESS_XLA_FLAG]
   return {**os.environ, "XLA_FLAGS": " ".join(flags), **changes}
+
+
+def flat_params(params: Any) -> dict[str, np.ndarray]:
+  """``{"backbone/stem/kernel": array, ...}``: a params tree's leaves by ``/``-joined path."""
+  return {"/".join(str(k.key) for k in path): np.asarray(leaf)
+          for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+
+def checkpoint_params(workdir, step: Optional[int] = None) -> dict[str, np.ndarray]:
+  """The params of checkpoint ``step`` (default: the latest) of the run in ``workdir``,
+  flattened (``flat_params``) as NumPy arrays, whatever devices or processes saved them."""
+  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                             item_handlers=ocp.PyTreeCheckpointHandler()) as manager:
+    step = manager.latest_step() if step is None else step
+    as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
+                                      manager.item_metadata(step).tree)
+    restored = manager.restore(step, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
+  return flat_params(restored["params"])
 
 
 @dataclasses.dataclass

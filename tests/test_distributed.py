@@ -1,8 +1,10 @@
-"""Data parallelism of ssd_jax.train: 8 devices give the 1-device step; 2 processes stay in sync.
+"""Multi-process data parallelism of ssd_jax.train: 2 processes read their own shards and stay in
+sync. (8 devices in one process giving the 1-device step: tests/test_main.py, through
+experiments/main.py.)
 
-The 8-device and multi-process runs are subprocesses of ``tests/distributed_worker.py`` (the
-device count and ``jax.distributed`` are fixed when JAX starts), on CPU, started concurrently and
-killed if a peer fails or the time limit passes; the 1-device reference runs in this process.
+The processes are subprocesses of ``tests/distributed_worker.py`` (``jax.distributed`` is set up
+when JAX starts), on CPU, started concurrently and killed if a peer fails or the time limit
+passes.
 """
 
 import os
@@ -11,9 +13,7 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from ssd_jax import experiment
 from ssd_jax.data import pipeline, registry
@@ -26,24 +26,23 @@ TIMEOUT_S = 480  # per group of concurrent workers; a worker takes ~20 s of CPU
 NUM_STEPS = 3
 
 
-def _run_workers(tmp_path, runs: dict[str, tuple[list[str], str]]) -> None:
+def _run_workers(tmp_path, runs: dict[str, list[str]]) -> None:
   """Starts ``python -m tests.distributed_worker <args>`` per run, concurrently; waits for all.
 
   Args:
     tmp_path: where the logs go (``<name>.log``).
-    runs: ``{name: (worker args, extra XLA_FLAGS)}``.
+    runs: ``{name: worker args}``.
 
   Raises:
     AssertionError: a worker failed (its peers are killed: they would wait for it forever) or
       the group ran past ``TIMEOUT_S``; the message holds the end of each log.
   """
-  # XLA:CPU's backend optimizations take half of a run's CPU time (compiling the train state's
-  # random initializers alone: 13 s at the default level, 2 s at 0) and change nothing tested
-  # here: the workers compile like the test processes do.
+  # The workers inherit the test processes' XLA level 0 (fixtures.subprocess_env): the backend
+  # optimizations take half of a run's CPU time (compiling the train state's random
+  # initializers alone: 13 s at the default level, 2 s at 0) and change nothing tested here.
   procs, logs = {}, {}
-  for name, (args, xla_flags) in runs.items():
-    env = fixtures.subprocess_env(JAX_PLATFORMS="cpu",
-                                  XLA_FLAGS=f"{fixtures.IN_PROCESS_XLA_FLAG} {xla_flags}")
+  env = fixtures.subprocess_env(JAX_PLATFORMS="cpu")
+  for name, args in runs.items():
     logs[name] = tmp_path / f"{name}.log"
     with open(logs[name], "w") as log:
       procs[name] = subprocess.Popen([sys.executable, "-m", "tests.distributed_worker", *args],
@@ -80,30 +79,6 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def test_eight_devices_give_the_one_device_step(tmp_path):
-  """Same global batches (8 images) for 3 SGD steps: 1 image per device on 8 devices vs all 8 on
-  one device. The loss is normalized by the positives of the global batch and the gradients are
-  summed over devices, so only the float summation order differs."""
-  # The one-device run is this test process's own (the same XLA flags as the workers').
-  one = distributed_worker.run_steps(NUM_STEPS, batch_size=8)
-  _run_workers(tmp_path, {"eight": (["steps", f"--out={tmp_path}/eight.npz",
-                                     f"--num_steps={NUM_STEPS}", "--batch_size=8"],
-                                    "--xla_force_host_platform_device_count=8")})
-  eight = np.load(tmp_path / "eight.npz")
-  assert (int(one["num_devices"]), int(eight["num_devices"])) == (1, 8)
-  assert one["loss"].shape == (NUM_STEPS,) and np.all(np.isfinite(one["loss"]))
-  np.testing.assert_allclose(eight["loss"], one["loss"], rtol=1e-5)
-  init_one, init_eight = _params(one, "init"), _params(eight, "init")
-  assert init_one.keys() == init_eight.keys() and len(init_one) > 10
-  for k in init_one:
-    np.testing.assert_array_equal(init_eight[k], init_one[k], err_msg=k)
-  final_one, final_eight = _params(one, "params"), _params(eight, "params")
-  for k in final_one:
-    np.testing.assert_allclose(final_eight[k], final_one[k], rtol=1e-5, atol=1e-6, err_msg=k)
-  # The tolerance is far below what the steps moved the parameters.
-  assert _largest_change(init_one, final_one) > 1e-3
-
-
 def test_two_processes_read_their_own_shards_and_stay_in_sync(tmp_path):
   """``train_and_evaluate`` in 2 localhost processes (1 CPU device each, gloo collectives, one
   shared workdir as on a shared filesystem): both restore the same trained checkpoint, and the
@@ -113,10 +88,9 @@ def test_two_processes_read_their_own_shards_and_stay_in_sync(tmp_path):
   workdir = tmp_path / "shared_workdir"
   runs = {}
   for i in range(2):
-    runs[f"process{i}"] = (["multihost", f"--out={tmp_path}/process{i}.npz",
-                            f"--workdir={workdir}", f"--coordinator={coordinator}",
-                            "--num_processes=2", f"--process_id={i}",
-                            f"--num_steps={NUM_STEPS}"], "")
+    runs[f"process{i}"] = [f"--out={tmp_path}/process{i}.npz", f"--workdir={workdir}",
+                           f"--coordinator={coordinator}", "--num_processes=2",
+                           f"--process_id={i}", f"--num_steps={NUM_STEPS}"]
   _run_workers(tmp_path, runs)
   out = [np.load(tmp_path / f"process{i}.npz") for i in range(2)]
   for i, o in enumerate(out):
@@ -127,15 +101,10 @@ def test_two_processes_read_their_own_shards_and_stay_in_sync(tmp_path):
   for k in params[0]:
     np.testing.assert_array_equal(params[1][k], params[0][k], err_msg=k)
   assert _largest_change(_params(out[0], "init"), params[0]) > 1e-3
-  with ocp.CheckpointManager(workdir / "checkpoints",
-                             item_handlers=ocp.PyTreeCheckpointHandler()) as manager:
-    assert manager.latest_step() == NUM_STEPS
-    as_numpy = jax.tree_util.tree_map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray),
-                                      manager.item_metadata(NUM_STEPS).tree)
-    saved = manager.restore(NUM_STEPS, args=ocp.args.PyTreeRestore(restore_args=as_numpy))
-  saved = distributed_worker.flat_params(saved["params"], "params")
+  assert sorted(os.listdir(workdir / "checkpoints"))[-1] == str(NUM_STEPS)
+  saved = fixtures.checkpoint_params(workdir)
   for k in params[0]:
-    np.testing.assert_array_equal(saved["params/" + k], params[0][k], err_msg=k)
+    np.testing.assert_array_equal(saved[k], params[0][k], err_msg=k)
 
   # Each process fed exactly its shard of the stream: what train_iterator gives for (i, 2).
   config = tiny_train_config.get_config()

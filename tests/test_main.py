@@ -2,6 +2,7 @@
 a user's own VOC folder and COCO JSON, every shipped config on fixture data, the paper recipe with
 ImageNet weights, many devices, evaluation of a trained run, and the errors of each."""
 
+import importlib
 import json
 import os
 import shutil
@@ -10,9 +11,9 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from ssd_jax import experiment, overrides, train, train_step
 from tests import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -111,6 +112,13 @@ def test_own_voc_folder_needs_only_its_root(own_voc, tmp_path):
   _starts_from_the_run(workdir, tmp_path)
 
 
+def _init_params(config, num_classes: int) -> dict[str, np.ndarray]:
+  """A run's initial params, flattened; jitted as the trainer does (op by op, SSD300's init
+  takes minutes on 2 cores)."""
+  model = experiment.create_model(config, num_classes)
+  return fixtures.flat_params(jax.jit(lambda: train_step.init_params(model, config.seed))())
+
+
 def _starts_from_the_run(source_run, tmp_path):
   """``init_from``: at step 0 (lr 0) of a run on other classes ("boat", "tree"), everything but
   the class heads is the source run's, and so are the heads' background and "tree" channels."""
@@ -118,14 +126,9 @@ def _starts_from_the_run(source_run, tmp_path):
       "trainval": _images("b", 2, ["boat", "tree"]), "test": _images("bt", 1, ["tree"])})
   workdir = tmp_path / "from_run"
   ok(main("custom_voc_dir", workdir, f"--config.data.root={folder}", *TINY, "--mode=train",
-          "--config.num_epochs=0.5", "--config.optimizer.lr=0.0", f"--config.init_from={source_run}",
-          cpu=True))
-  restore = lambda run: ocp.CheckpointManager(run / "checkpoints").restore(
-      max(int(d) for d in os.listdir(run / "checkpoints")))["params"]
-  old, new = restore(source_run), restore(workdir)
-  flat = lambda tree: {jax.tree_util.keystr(k): np.asarray(v)
-                       for k, v in jax.tree_util.tree_flatten_with_path(tree)[0]}
-  old, new = flat(old), flat(new)
+          "--config.num_epochs=0.5", "--config.optimizer.lr=0.0",
+          f"--config.init_from={source_run}", cpu=True))
+  old, new = fixtures.checkpoint_params(source_run), fixtures.checkpoint_params(workdir)
   assert set(old) == set(new)
   for key, value in new.items():
     if "_mbox_conf" not in key:
@@ -136,7 +139,7 @@ def _starts_from_the_run(source_run, tmp_path):
     mine, theirs = value.reshape(*value.shape[:-1], boxes, 3), old[key].reshape(
         *value.shape[:-1], boxes, 3)
     np.testing.assert_array_equal(mine[..., [0, 2]], theirs[..., [0, 2]], err_msg=key)
-    if key.endswith("['kernel']"):  # boat's channel is this run's own initialization
+    if key.endswith("/kernel"):  # boat's channel is this run's own initialization
       assert not np.allclose(mine[..., 1], theirs[..., 1]), key
 
 
@@ -187,17 +190,46 @@ def test_synthetic_sweep_configs(config, tmp_path):
   assert (tmp_path / "run" / "checkpoints_best").exists()  # they have a validation split
 
 
+def _config(name: str, *flags: str):
+  """``experiments/configs/<name>.py``'s config with ``--config.<key>=<value>`` flags applied, as
+  ``experiments/main.py`` would (for the parts of a test that run in this process)."""
+  module = importlib.import_module(f"experiments.configs.{name}")
+  return overrides.apply_overrides(module.get_config(), dict(
+      overrides.parse_assignment(f.removeprefix("--config.")) for f in flags))
+
+
+
+
 def test_many_devices_train_and_evaluate_like_one(tmp_path):
-  """The default config on 8 CPU devices, eval batch 50 (padded to 56): trains and evaluates;
-  evaluating its checkpoint on 1 device gives the same metrics."""
-  workdir = tmp_path / "run"
-  ok(main("synthetic", workdir, *SYNTHETIC,
+  """The default config on 8 CPU devices (1 image of the global batch of 8 per device; eval batch
+  50, padded to 56) trains and evaluates like one device, here in this process: the same
+  parameters after its steps (the loss is normalized by the global batch's positives and the
+  gradients are summed over devices, so only the float summation order differs), and the same
+  metrics from its checkpoint.
+
+  Plain SGD rather than the config's AdamW: Adam divides by the gradient's magnitude, which turns
+  the summation-order noise of near-zero gradients into O(lr) parameter differences and would
+  hide what is tested."""
+  flags = (*SYNTHETIC, "--config.optimizer.name=sgd")
+  eight = tmp_path / "eight"
+  ok(main("synthetic", eight, *flags,
           env={"XLA_FLAGS": f"{fixtures.IN_PROCESS_XLA_FLAG} "
-                             "--xla_force_host_platform_device_count=8"}))
-  on_eight = read_json(workdir / "metrics.json")
+                            "--xla_force_host_platform_device_count=8"}))
+  on_eight = read_json(eight / "metrics.json")
   assert on_eight["num_images"] == 20 and on_eight["val_num_images"] == 10
-  ok(main("synthetic", workdir, *SYNTHETIC, "--mode=eval"))
-  on_one = read_json(workdir / "metrics.json")
+
+  config, one = _config("synthetic", *flags), tmp_path / "one"
+  assert jax.device_count() == 1 and config.num_train_steps == 2
+  train.train_and_evaluate(config, str(one), mode="train")
+  final_one, final_eight = fixtures.checkpoint_params(one, 2), fixtures.checkpoint_params(eight, 2)
+  assert final_one.keys() == final_eight.keys() and len(final_one) > 10
+  for key, value in final_one.items():
+    np.testing.assert_allclose(final_eight[key], value, rtol=1e-5, atol=1e-6, err_msg=key)
+  # That tolerance is far below what the steps moved the parameters.
+  init = _init_params(config, 4)
+  assert max(float(np.max(np.abs(final_one[k] - init[k]))) for k in init) > 1e-3
+
+  on_one = train.train_and_evaluate(config, str(eight), mode="eval")  # the 8-device checkpoint
   for key in ("voc07_map", "voc_map", "val_voc07_map"):
     assert on_one[key] == pytest.approx(on_eight[key], abs=1e-6), key
 
@@ -223,7 +255,6 @@ def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
   """ssd300_voc0712 with its real model and ``pretrained_backbone``: at step 0 (lr 0) the
   backbone holds the torchvision weights (fc6/fc7 subsampled, kernels OIHW -> HWIO), and every
   other parameter is the run's own initialization."""
-  from ssd_jax import experiment, train_step  # pylint: disable=g-import-not-at-top
   from experiments.configs import ssd300_voc0712  # pylint: disable=g-import-not-at-top
 
   sd = _torchvision_vgg16(np.random.default_rng(0))
@@ -236,29 +267,22 @@ def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
           "--config.num_train_steps=1", "--config.batch_size=1", "--config.optimizer.lr=0.0",
           "--config.data.eval_split=trainval", f"--config.pretrained_backbone={weights}",
           "--mode=train"))
-  with ocp.CheckpointManager(workdir / "checkpoints") as manager:
-    params = manager.restore(1)["params"]
+  restored = fixtures.checkpoint_params(workdir, 1)
   hwio = lambda w: np.transpose(w, (2, 3, 1, 0))
-  backbone = params["backbone"]
   for name, i in VGG_CONVS.items():
-    np.testing.assert_array_equal(backbone[name]["kernel"], hwio(sd[f"features.{i}.weight"]))
-    np.testing.assert_array_equal(backbone[name]["bias"], sd[f"features.{i}.bias"])
+    np.testing.assert_array_equal(restored[f"backbone/{name}/kernel"],
+                                  hwio(sd[f"features.{i}.weight"]))
+    np.testing.assert_array_equal(restored[f"backbone/{name}/bias"], sd[f"features.{i}.bias"])
   fc6 = sd["classifier.0.weight"].reshape(4096, 512, 7, 7)[::4, :, ::3, ::3]
-  np.testing.assert_array_equal(backbone["fc6"]["kernel"], hwio(fc6))
-  np.testing.assert_array_equal(backbone["fc6"]["bias"], sd["classifier.0.bias"][::4])
+  np.testing.assert_array_equal(restored["backbone/fc6/kernel"], hwio(fc6))
+  np.testing.assert_array_equal(restored["backbone/fc6/bias"], sd["classifier.0.bias"][::4])
   fc7 = sd["classifier.3.weight"][::4, ::4, None, None]
-  np.testing.assert_array_equal(backbone["fc7"]["kernel"], hwio(fc7))
-  np.testing.assert_array_equal(backbone["fc7"]["bias"], sd["classifier.3.bias"][::4])
+  np.testing.assert_array_equal(restored["backbone/fc7/kernel"], hwio(fc7))
+  np.testing.assert_array_equal(restored["backbone/fc7/bias"], sd["classifier.3.bias"][::4])
 
-  config = ssd300_voc0712.get_config()
-  model = experiment.create_model(config, 20)
-  # Jitted as the trainer does (op by op, SSD300's init takes minutes on 2 cores).
-  init = jax.jit(lambda: train_step.init_params(model, config.seed))()
   loaded = {*VGG_CONVS, "fc6", "fc7"}
-  flat = lambda tree: {"/".join(str(k.key) for k in path): np.asarray(leaf) for path, leaf in
-                       jax.tree_util.tree_flatten_with_path(tree)[0]}
-  untouched = {k: v for k, v in flat(init).items() if k.split("/")[1] not in loaded}
+  untouched = {k: v for k, v in _init_params(ssd300_voc0712.get_config(), 20).items()
+               if k.split("/")[1] not in loaded}
   assert any(k.startswith("conv4_3_mbox") for k in untouched)  # the heads
-  restored = flat(params)
   for key, value in untouched.items():
     np.testing.assert_array_equal(restored[key], value, err_msg=key)

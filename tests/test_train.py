@@ -5,9 +5,7 @@ import signal
 import subprocess
 import sys
 
-import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from ssd_jax import overrides, train
@@ -29,12 +27,6 @@ def _run_main(workdir, *flags, env=None):
   return subprocess.Popen(cmd, cwd=ROOT,
                           env=fixtures.subprocess_env(optimized=True, **(env or {})),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-
-def _restore_params(workdir, step):
-  with ocp.CheckpointManager(os.path.join(workdir, "checkpoints")) as manager:
-    restored = manager.restore(step)
-  return restored["params"]
 
 
 def test_missing_dataset_path_is_a_clear_error(tmp_path):
@@ -113,6 +105,8 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   out = resumed.communicate(timeout=300)[0]
   assert resumed.returncode == 0, out[-3000:]
   assert "Resuming from" in out
-  a = _restore_params(str(tmp_path / "straight"), total)
-  b = _restore_params(str(tmp_path / "interrupted"), total)
-  jax.tree_util.tree_map(np.testing.assert_array_equal, a, b)
+  a = fixtures.checkpoint_params(tmp_path / "straight", total)
+  b = fixtures.checkpoint_params(tmp_path / "interrupted", total)
+  assert a.keys() == b.keys()
+  for key, value in a.items():
+    np.testing.assert_array_equal(b[key], value, err_msg=key)

@@ -159,13 +159,17 @@ class IndexedSource(Source):
     epoch_seed(seed, first_epoch)  # Validates both: the seed pair of epoch e is (seed, e).
     first, seed_t = int(shard_indices[0]), tf.constant(seed, tf.int64)  # Shards are contiguous.
 
+    # Graph code without Python control flow: autograph's source transformation (seconds at
+    # every start-up, for this function and everything it calls) is skipped.
+    @tf.autograph.experimental.do_not_convert
     def epoch(epoch_and_skip):
       e, skip_in_epoch = tf.unstack(epoch_and_skip)
       positions = tf.range(skip_in_epoch, size, dtype=tf.int64)
       return self._load(first + permute(positions, size, tf.stack([seed_t, e])))
 
     # (epoch, skip) pairs: (first_epoch, skip), then (e, 0) for every later epoch.
-    later = tf.data.Dataset.range(first_epoch + 1, _ENDLESS).map(lambda e: tf.stack([e, 0 * e]))
+    later = tf.data.Dataset.range(first_epoch + 1, _ENDLESS).map(
+        tf.autograph.experimental.do_not_convert(lambda e: tf.stack([e, 0 * e])))
     return tf.data.Dataset.from_tensors(tf.constant([first_epoch, skip], tf.int64)).concatenate(
         later).flat_map(epoch)
 
@@ -281,8 +285,8 @@ class RecordSource(IndexedSource):
         lambda spec: tf.zeros([0 if d is None else d for d in spec.shape], spec.dtype),
         ds.element_spec)
     ds = ds.concatenate(tf.data.Dataset.from_tensors({**sentinel, "position": num}))
-    ds = ds.scan(tf.constant(0, tf.int64),
-                 lambda expected, ex: (ex["position"] + 1, {**ex, "expected": expected}))
+    ds = ds.scan(tf.constant(0, tf.int64), tf.autograph.experimental.do_not_convert(
+        lambda expected, ex: (ex["position"] + 1, {**ex, "expected": expected})))
     skipped = [0]
 
     def report(missing, whole_pass) -> bool:
@@ -307,8 +311,8 @@ class RecordSource(IndexedSource):
       logged = tf.cond(ex["position"] > ex["expected"], log_gap, lambda: tf.constant(True))
       return tf.logical_and(logged, ex["position"] < num)
 
-    return ds.filter(keep).map(
-        lambda ex: {k: v for k, v in ex.items() if k not in ("position", "expected")})
+    return ds.filter(keep).map(tf.autograph.experimental.do_not_convert(
+        lambda ex: {k: v for k, v in ex.items() if k not in ("position", "expected")}))
 
 
 class AnnotationIssues:
