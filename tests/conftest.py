@@ -1,5 +1,5 @@
-"""Shared test fixtures, one persistent XLA compilation cache for the whole session, and XLA's
-backend optimizations off in the test processes (``fixtures.IN_PROCESS_XLA_FLAG``).
+"""Shared test fixtures, one persistent XLA compilation cache for the whole session, and XLA
+flags that save compile time in the test processes (``fixtures.IN_PROCESS_XLA_FLAGS``).
 
 Most of the suite's time is XLA compiling the same small models again: in each test module, in
 each ``experiments/main.py`` subprocess and in each pytest-xdist worker (all inherit the cache
@@ -16,8 +16,7 @@ import pytest
 
 from tests import fixtures
 
-if fixtures.IN_PROCESS_XLA_FLAG not in os.environ.get("XLA_FLAGS", "").split():
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {fixtures.IN_PROCESS_XLA_FLAG}"
+os.environ["XLA_FLAGS"] = fixtures.with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:  # The controller (or a plain pytest run); xdist workers inherit its folder.

@@ -21,22 +21,27 @@ from PIL import Image
 
 from ssd_jax.data.voc import VOC_CLASSES
 
-# The tests compile many small programs and run each a few times, where XLA:CPU's backend
-# optimizations cost more compile time than they save (tests/test_conv.py and tests/test_models.py:
-# 4:35 of CPU -> 2:35; a 2-step run of experiments/main.py: 35 -> 27 s of CPU). tests/conftest.py
-# sets this flag for the test processes, and the subprocesses they start inherit it, except runs
-# of many steps, which keep the default level (at 0, the SIGTERM test's 40-step runs take twice as
-# long): see ``subprocess_env``.
-IN_PROCESS_XLA_FLAG = "--xla_backend_optimization_level=0"
+# The tests compile many small programs and run each a few times, where XLA:CPU's compile time
+# is most of their run time. Two flags cut it (CPU seconds to compile the tiny config's train
+# step: 13.7 at the default level, 7.6 at level 0, 2.6 at level 0 without the MLIR fusion
+# emitters; the Winograd path: 19.7 -> 7.2 at level 0), at the cost of slower steps (3 steps of
+# the tiny config: 0.16 s at the default level, 0.7 at level 0, 0.9 without the emitters).
+# tests/conftest.py sets them for the test processes, and the subprocesses they start inherit
+# them (``subprocess_env``).
+IN_PROCESS_XLA_FLAGS = ("--xla_backend_optimization_level=0",
+                        "--xla_cpu_use_fusion_emitters=false")
 
 
-def subprocess_env(optimized: bool = False, **changes: str) -> dict[str, str]:
-  """This process's environment for a subprocess; ``optimized``: without ``IN_PROCESS_XLA_FLAG``
-  (for runs of many steps)."""
-  flags = os.environ.get("XLA_FLAGS", "").split()
-  if optimized:
-    flags = [f for f in flags if f != IN_PROCESS_XLA_FLAG]
-  return {**os.environ, "XLA_FLAGS": " ".join(flags), **changes}
+def with_test_xla_flags(flags: str = "") -> str:
+  """``flags`` (an ``XLA_FLAGS`` value) with ``IN_PROCESS_XLA_FLAGS`` added where missing."""
+  present = flags.split()
+  return " ".join([*present, *(f for f in IN_PROCESS_XLA_FLAGS if f not in present)])
+
+
+def subprocess_env(**changes: str) -> dict[str, str]:
+  """This process's environment (``IN_PROCESS_XLA_FLAGS`` included) with ``changes``, for a
+  subprocess."""
+  return {**os.environ, **changes}
 
 
 def flat_params(params: Any) -> dict[str, np.ndarray]:

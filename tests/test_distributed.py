@@ -37,9 +37,8 @@ def _run_workers(tmp_path, runs: dict[str, list[str]]) -> None:
     AssertionError: a worker failed (its peers are killed: they would wait for it forever) or
       the group ran past ``TIMEOUT_S``; the message holds the end of each log.
   """
-  # The workers inherit the test processes' XLA level 0 (fixtures.subprocess_env): the backend
-  # optimizations take half of a run's CPU time (compiling the train state's random
-  # initializers alone: 13 s at the default level, 2 s at 0) and change nothing tested here.
+  # The workers inherit the test processes' XLA flags (fixtures.subprocess_env): compile time
+  # is most of a worker's CPU time, and the flags change nothing tested here.
   procs, logs = {}, {}
   env = fixtures.subprocess_env(JAX_PLATFORMS="cpu")
   for name, args in runs.items():

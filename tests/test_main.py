@@ -30,9 +30,8 @@ FAST = ("--config.num_train_steps=2", "--config.batch_size=2", "--config.eval.ev
         "--config.checkpoint.every_steps=2", "--config.optimizer.warmup_steps=0",
         "--config.model.conv_impl=xla", "--config.eval.num_images_to_draw=2",
         "--config.data.max_boxes=8")
-# The default config's size on 8 devices; also used by the synthetic sweep configs.
-SYNTHETIC = (*FAST, "--config.batch_size=8", "--config.eval.batch_size=50",
-             "--config.data.num_eval_examples=20", "--config.data.num_val_examples=10")
+# The synthetic configs with a few evaluation and validation images.
+SYNTHETIC = (*FAST, "--config.data.num_eval_examples=4", "--config.data.num_val_examples=2")
 TINY = (*FAST, "--config.model.name=ssd_tiny")
 
 
@@ -210,11 +209,13 @@ def test_many_devices_train_and_evaluate_like_one(tmp_path):
   Plain SGD rather than the config's AdamW: Adam divides by the gradient's magnitude, which turns
   the summation-order noise of near-zero gradients into O(lr) parameter differences and would
   hide what is tested."""
-  flags = (*SYNTHETIC, "--config.optimizer.name=sgd")
+  flags = (*FAST, "--config.batch_size=8", "--config.eval.batch_size=50",
+           "--config.data.num_eval_examples=20", "--config.data.num_val_examples=10",
+           "--config.optimizer.name=sgd")
   eight = tmp_path / "eight"
   ok(main("synthetic", eight, *flags,
-          env={"XLA_FLAGS": f"{fixtures.IN_PROCESS_XLA_FLAG} "
-                            "--xla_force_host_platform_device_count=8"}))
+          env={"XLA_FLAGS": fixtures.with_test_xla_flags(
+              "--xla_force_host_platform_device_count=8")}))
   on_eight = read_json(eight / "metrics.json")
   assert on_eight["num_images"] == 20 and on_eight["val_num_images"] == 10
 
