@@ -8,6 +8,7 @@ well-formed detection examples (plain ``tfds.testing.mock_data`` gives unequal o
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import os
 import zlib
@@ -15,10 +16,12 @@ from typing import Any, Iterator, Optional, Sequence
 from xml.sax import saxutils
 
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from PIL import Image
 
+from ssd_jax import overrides
 from ssd_jax.data.voc import VOC_CLASSES
 
 # The tests compile many small programs and run each a few times, where XLA:CPU's compile time
@@ -42,6 +45,17 @@ def subprocess_env(**changes: str) -> dict[str, str]:
   """This process's environment (``IN_PROCESS_XLA_FLAGS`` included) with ``changes``, for a
   subprocess."""
   return {**os.environ, **changes}
+
+
+def experiment_config(name: str, *flags: str) -> ml_collections.ConfigDict:
+  """``experiments/configs/<name>.py``'s config (``name`` may end in ``:<arg>``, a config-string
+  variant) with ``--config.<key>=<value>`` flags applied, as ``experiments/main.py`` would: for
+  the parts of a test that run in the test process."""
+  name, _, arg = name.partition(":")
+  module = importlib.import_module(f"experiments.configs.{name}")
+  config = module.get_config(arg) if arg else module.get_config()
+  return overrides.apply_overrides(config, dict(
+      overrides.parse_assignment(f.removeprefix("--config.")) for f in flags))
 
 
 def flat_params(params: Any) -> dict[str, np.ndarray]:

@@ -2,7 +2,6 @@
 a user's own VOC folder and COCO JSON, every shipped config on fixture data, the paper recipe with
 ImageNet weights, many devices, evaluation of a trained run, and the errors of each."""
 
-import importlib
 import json
 import os
 import shutil
@@ -13,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from ssd_jax import experiment, overrides, train, train_step
+from ssd_jax import experiment, train, train_step
 from tests import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -189,16 +188,6 @@ def test_synthetic_sweep_configs(config, tmp_path):
   assert (tmp_path / "run" / "checkpoints_best").exists()  # they have a validation split
 
 
-def _config(name: str, *flags: str):
-  """``experiments/configs/<name>.py``'s config with ``--config.<key>=<value>`` flags applied, as
-  ``experiments/main.py`` would (for the parts of a test that run in this process)."""
-  module = importlib.import_module(f"experiments.configs.{name}")
-  return overrides.apply_overrides(module.get_config(), dict(
-      overrides.parse_assignment(f.removeprefix("--config.")) for f in flags))
-
-
-
-
 def test_many_devices_train_and_evaluate_like_one(tmp_path):
   """The default config on 8 CPU devices (1 image of the global batch of 8 per device; eval batch
   50, padded to 56) trains and evaluates like one device, here in this process: the same
@@ -219,7 +208,7 @@ def test_many_devices_train_and_evaluate_like_one(tmp_path):
   on_eight = read_json(eight / "metrics.json")
   assert on_eight["num_images"] == 20 and on_eight["val_num_images"] == 10
 
-  config, one = _config("synthetic", *flags), tmp_path / "one"
+  config, one = fixtures.experiment_config("synthetic", *flags), tmp_path / "one"
   assert jax.device_count() == 1 and config.num_train_steps == 2
   train.train_and_evaluate(config, str(one), mode="train")
   final_one, final_eight = fixtures.checkpoint_params(one, 2), fixtures.checkpoint_params(eight, 2)

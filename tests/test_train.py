@@ -84,12 +84,15 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   # SIGTERM is sent at step 3: the run saves a few steps later, well before the periodic
   # checkpoint at step 20 (epoch 10), and the rerun crosses epoch boundaries and that checkpoint.
   total = 24
-  steps = ["--config=experiments/configs/custom_voc_dir.py:cpu", f"--config.data.root={folder}",
-           "--config.batch_size=4", "--config.num_epochs=12", "--config.checkpoint.every_epochs=10",
-           "--config.model.image_size=128", "--config.model.conv_impl=xla",
-           "--config.log_every_steps=1", "--mode=train"]
-  straight = _run_main(tmp_path / "straight", *steps)
-  assert straight.wait(timeout=300) == 0, straight.stdout.read()[-3000:]
+  config_flags = [f"--config.data.root={folder}", "--config.batch_size=4",
+                  "--config.num_epochs=12", "--config.checkpoint.every_epochs=10",
+                  "--config.model.image_size=128", "--config.model.conv_impl=xla",
+                  "--config.log_every_steps=1"]
+  steps = ["--config=experiments/configs/custom_voc_dir.py:cpu", *config_flags, "--mode=train"]
+  # The uninterrupted run, in this process: the same XLA flags as the subprocesses
+  # (fixtures.subprocess_env), so the same programs.
+  train.train_and_evaluate(fixtures.experiment_config("custom_voc_dir:cpu", *config_flags),
+                           str(tmp_path / "straight"), mode="train")
   interrupted = _run_main(tmp_path / "interrupted", *steps)
   lines = []
   for line in interrupted.stdout:
