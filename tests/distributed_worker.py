@@ -13,24 +13,12 @@ in order), ``step``, ``process_index`` and ``process_count``.
 import argparse
 import hashlib
 import sys
-from typing import Any
 
 import jax
 import numpy as np
 
 from ssd_jax import experiment, train
-from tests import tiny_train_config
-
-
-def _local(x: Any) -> np.ndarray:
-  """A replicated global array's copy on this process's first device (works multi-process)."""
-  return np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
-
-
-def flat_params(params: Any, prefix: str) -> dict[str, np.ndarray]:
-  """``{f'{prefix}/backbone/stem/kernel': array, ...}``: this process's copy of a params tree."""
-  flat = jax.tree_util.tree_flatten_with_path(params)[0]
-  return {"/".join([prefix, *(k.key for k in path)]): _local(leaf) for path, leaf in flat}
+from tests import fixtures, tiny_train_config
 
 
 def image_hash(image: np.ndarray) -> int:
@@ -55,7 +43,7 @@ def run_multihost(workdir: str, coordinator: str, num_processes: int, process_id
   init = training.initial_state(config, run.mesh).params
   batches = experiment.train_batches(config, training.data.train)
   hashes = [image_hash(image) for _ in range(num_steps) for image in next(batches)["image"]]
-  return {**flat_params(init, "init"), **flat_params(run.params, "params"),
+  return {**fixtures.flat_params(init, "init/"), **fixtures.flat_params(run.params, "params/"),
           "image_hashes": np.array(hashes, np.int64), "step": np.array(run.step),
           "process_index": np.array(jax.process_index()),
           "process_count": np.array(jax.process_count())}

@@ -58,9 +58,14 @@ def experiment_config(name: str, *flags: str) -> ml_collections.ConfigDict:
       overrides.parse_assignment(f.removeprefix("--config.")) for f in flags))
 
 
-def flat_params(params: Any) -> dict[str, np.ndarray]:
-  """``{"backbone/stem/kernel": array, ...}``: a params tree's leaves by ``/``-joined path."""
-  return {"/".join(str(k.key) for k in path): np.asarray(leaf)
+def flat_params(params: Any, prefix: str = "") -> dict[str, np.ndarray]:
+  """``{f"{prefix}backbone/stem/kernel": array, ...}``: a params tree's leaves by ``/``-joined
+  path, as NumPy arrays (of a replicated array: this process's copy, which also works when
+  other processes hold the rest of the global array)."""
+  def local(x):
+    return np.asarray(x.addressable_data(0) if isinstance(x, jax.Array) else x)
+
+  return {prefix + "/".join(str(k.key) for k in path): local(leaf)
           for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
