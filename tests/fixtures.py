@@ -69,6 +69,11 @@ def flat_params(params: Any, prefix: str = "") -> dict[str, np.ndarray]:
           for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]}
 
 
+def largest_change(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> float:
+  """The largest absolute difference between two flattened params trees (``flat_params``)."""
+  return max(float(np.max(np.abs(after[k] - before[k]))) for k in before)
+
+
 def checkpoint_params(workdir, step: Optional[int] = None) -> dict[str, np.ndarray]:
   """The params of checkpoint ``step`` (default: the latest) of the run in ``workdir``,
   flattened (``flat_params``) as NumPy arrays, whatever devices or processes saved them."""

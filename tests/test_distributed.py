@@ -68,10 +68,6 @@ def _params(npz, prefix: str) -> dict[str, np.ndarray]:
   return {k[len(prefix) + 1:]: npz[k] for k in npz if k.startswith(prefix + "/")}
 
 
-def _largest_change(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> float:
-  return max(float(np.max(np.abs(after[k] - before[k]))) for k in before)
-
-
 def _free_port() -> int:
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
@@ -99,9 +95,9 @@ def test_two_processes_read_their_own_shards_and_stay_in_sync(tmp_path):
   assert params[0].keys() == params[1].keys() and len(params[0]) > 10
   for k in params[0]:
     np.testing.assert_array_equal(params[1][k], params[0][k], err_msg=k)
-  assert _largest_change(_params(out[0], "init"), params[0]) > 1e-3
-  assert sorted(os.listdir(workdir / "checkpoints"))[-1] == str(NUM_STEPS)
-  saved = fixtures.checkpoint_params(workdir)
+  assert fixtures.largest_change(_params(out[0], "init"), params[0]) > 1e-3
+  assert max(int(step) for step in os.listdir(workdir / "checkpoints")) == NUM_STEPS
+  saved = fixtures.checkpoint_params(workdir, NUM_STEPS)
   for k in params[0]:
     np.testing.assert_array_equal(saved[k], params[0][k], err_msg=k)
 
