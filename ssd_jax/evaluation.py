@@ -84,21 +84,26 @@ class Evaluator:
         yield local["image"][i], local["orig_size"][i], gt, det
 
   def run(self, params: Any, step: int, png_path: Optional[str] = None) -> dict[str, Any]:
-    """Metrics dict: ``step``, ``num_images`` and, for each of ``metrics``, ``<metric>_map``,
-    ``<metric>_per_class_ap`` (and COCO's ``coco_ap50`` ...); draws the first
+    """Metrics dict: ``step``, ``num_images``; for each of ``metrics``, ``<metric>_map``,
+    ``<metric>_per_class_ap`` and AP by object size (``<metric>_ap_small`` ..., COCO's also
+    ``coco_ap50`` ...); the recall overall and by aspect ratio (``recall``,
+    ``recall_ar_1to3`` ..., :func:`ssd_jax.metrics.recall_by_aspect_ratio`). Draws the first
     ``num_images_to_draw`` images with their detections to ``png_path``."""
-    drawn, ground_truth, detections = [], [], []
+    drawn, ground_truth, detections, sizes = [], [], [], []
     for image, orig_size, gt, det in self.predictions(params):
       if len(drawn) < self.num_images_to_draw:
         drawn.append((image, gt, det))
       ground_truth.append({**gt, "boxes": metrics_lib.to_pixels(gt["boxes"], *orig_size)})
       detections.append({**det, "boxes": metrics_lib.to_pixels(det["boxes"], *orig_size)})
+      sizes.append(orig_size)
     names = list(self.class_names)
     result: dict[str, Any] = {"step": int(step), "num_images": len(ground_truth)}
     for metric in self.metrics:
       values = metrics_lib.evaluate_detections(ground_truth, detections, metric,
-                                               class_names=names)
+                                               class_names=names,
+                                               image_sizes=np.reshape(sizes, (-1, 2)))
       result.update({f"{metric}_{key}": value for key, value in values.items()})
+    result.update(metrics_lib.recall_by_aspect_ratio(ground_truth, detections, len(names)))
     if png_path and jax.process_index() == 0 and drawn:
       side = self.image_size  # drawn on the resized model input
       scaled = lambda d: {**d, "boxes": metrics_lib.to_pixels(d["boxes"], side, side)}

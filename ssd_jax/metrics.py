@@ -33,6 +33,19 @@ detection that matches no other gt but covers a crowd region (intersection over 
 (COCO: the segmentation area) where given, else by the box area, and the unmatched detections by
 their box area.
 
+Breakdowns by object size and shape, for the questions the prior layout answers (which scales,
+which aspect ratios):
+  * The VOC metrics also give ``ap_small``, ``ap_medium`` and ``ap_large``: the same AP with
+    pycocotools' ``areaRng`` rules. Ground truths outside the range are ignored like difficult
+    ones (a detection whose best overlap is one is neither TP nor FP), and so are false positives
+    whose own area is outside it. The ranges are COCO's (:data:`SIZE_RANGES`, both ends inclusive
+    as in pycocotools) on box areas ``w * h`` measured with the image scaled to COCO's 640-px
+    longer side (``image_sizes``): an object is small when it would be small in a COCO image, so
+    VOC's 500-px photos, the 128-px synthetic set and any input resolution share one yardstick.
+  * :func:`recall_by_aspect_ratio`: the share of objects found (the devkit's matching, IoU > 0.5)
+    per bucket of their ``w / h`` around the paper's ratios {1/3, 1/2, 1, 2, 3}
+    (:data:`ASPECT_BUCKETS`).
+
 Classes are the labels ``1..C``. A class with no (non-difficult, non-crowd) ground truth has no
 defined AP: it is reported as NaN in ``per_class_ap`` and left out of ``'map'``, which is the mean
 over the remaining classes (COCO's own convention; for VOC every class has test objects anyway).
@@ -50,6 +63,13 @@ VOC_IOU_THRESHOLD = 0.5
 # The devkit's 11 recall points, built exactly as it builds them (see the module docstring).
 _VOC07_RECALL_POINTS = np.arange(0., 1.1, 0.1)
 # pycocotools' summary order.
+# COCO's object-size ranges (pycocotools' ``areaRng``): pixels^2 in an image of COCO's size.
+SIZE_RANGES = {'small': (0., 32.**2), 'medium': (32.**2, 96.**2), 'large': (96.**2, 1e5**2)}
+COCO_IMAGE_SIDE = 640.  # COCO's images are 640 px on their longer side.
+# Buckets [lo, hi) of an object's w / h: the paper's ratios, bounded at their geometric midpoints.
+ASPECT_BUCKETS = {'1to3': (0., np.sqrt(1 / 6)), '1to2': (np.sqrt(1 / 6), np.sqrt(1 / 2)),
+                  '1to1': (np.sqrt(1 / 2), np.sqrt(2)), '2to1': (np.sqrt(2), np.sqrt(6)),
+                  '3to1': (np.sqrt(6), np.inf)}
 _COCO_STATS = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
                'ar1', 'ar10', 'ar100', 'ar_small', 'ar_medium', 'ar_large')
 
@@ -87,7 +107,8 @@ def evaluate_detections(ground_truth: Sequence[Mapping[str, Any]],
                         detections: Sequence[Mapping[str, Any]],
                         metric: str,
                         class_names: Sequence[str] | None = None,
-                        num_classes: int | None = None) -> dict[str, Any]:
+                        num_classes: int | None = None,
+                        image_sizes: Any = None) -> dict[str, Any]:
   """Detection AP of a whole evaluation set.
 
   Args:
@@ -102,10 +123,15 @@ def evaluate_detections(ground_truth: Sequence[Mapping[str, Any]],
     metric: one of ``'voc07'``, ``'voc'``, ``'coco'``.
     class_names: names of classes ``1..C`` (keys of ``per_class_ap``); default ``str(label)``.
     num_classes: ``C``; default ``len(class_names)``, else the largest label seen.
+    image_sizes: ``[num_images, 2]`` ``(height, width)`` of the images in pixels: the VOC metrics'
+      size ranges then apply to areas scaled to a 640-px longer side (see the module docstring);
+      None: to the areas as given. COCO's own metric always uses the areas as given.
 
   Returns:
     JSON-serializable dict of Python floats: ``'map'`` and ``'per_class_ap'`` (class name -> AP,
-    NaN for classes without ground truth, see the module docstring); for ``'coco'`` also ``'ap50'``,
+    NaN for classes without ground truth, see the module docstring); for the VOC metrics also
+    ``'ap_small'``, ``'ap_medium'``, ``'ap_large'`` (the mean over the classes with objects of
+    that size; NaN when none has); for ``'coco'`` also ``'ap50'``,
     ``'ap75'``, ``'ap_small'``, ``'ap_medium'``, ``'ap_large'``, ``'ar1'``, ``'ar10'``, ``'ar100'``,
     ``'ar_small'``, ``'ar_medium'``, ``'ar_large'`` (NaN where pycocotools reports -1: no objects).
     COCO keeps pycocotools' limit of 100 detections per image and class.
@@ -126,14 +152,67 @@ def evaluate_detections(ground_truth: Sequence[Mapping[str, Any]],
     result = _evaluate_coco(gts, dets, num_classes)
     per_class = result.pop('per_class')
   else:
-    per_class = _evaluate_voc(gts, dets, num_classes, use_07_metric=metric == 'voc07')
-    defined = per_class[~np.isnan(per_class)]
-    result = {'map': float(defined.mean()) if defined.size else float('nan')}
+    use_07 = metric == 'voc07'
+    scales = _area_scales(image_sizes, len(gts))
+    per_class = _evaluate_voc(gts, dets, num_classes, use_07)
+    result = {'map': _mean_defined(per_class)}
+    for size, area_range in SIZE_RANGES.items():
+      result[f'ap_{size}'] = _mean_defined(
+          _evaluate_voc(gts, dets, num_classes, use_07, area_range, scales))
   if np.isnan(per_class).all():
     warnings.warn(f'evaluate_detections({metric!r}): no class has ground truth; mAP is NaN.')
   names = class_names if class_names is not None else [str(c) for c in range(1, num_classes + 1)]
   result['per_class_ap'] = {name: float(ap) for name, ap in zip(names, per_class)}
   return result
+
+
+def recall_by_aspect_ratio(ground_truth: Sequence[Mapping[str, Any]],
+                           detections: Sequence[Mapping[str, Any]],
+                           num_classes: int | None = None) -> dict[str, float]:
+  """Share of the objects found, overall and per bucket of their shape.
+
+  An object is found when a detection of its class is its true positive in the devkit's matching
+  (IoU > 0.5, see the module docstring), whatever the detection's score; difficult and crowd
+  objects are not counted. Objects of all classes are pooled.
+
+  Args:
+    ground_truth: as for :func:`evaluate_detections` (pixel boxes).
+    detections: as for :func:`evaluate_detections`.
+    num_classes: as for :func:`evaluate_detections`.
+
+  Returns:
+    ``'recall'`` and ``'recall_ar_<bucket>'`` for each of :data:`ASPECT_BUCKETS` (``1to3``: tall,
+    ``w / h`` below ``sqrt(1/6)``; ... ``3to1``: wide), Python floats; NaN for a bucket without
+    objects.
+  """
+  if len(ground_truth) != len(detections):
+    raise ValueError(f'ground_truth has {len(ground_truth)} images but detections has '
+                     f'{len(detections)}; they must be aligned image by image.')
+  gts = [_read_image(gt, f'ground_truth[{i}]', is_gt=True) for i, gt in enumerate(ground_truth)]
+  dets = [_read_image(det, f'detections[{i}]', is_gt=False) for i, det in enumerate(detections)]
+  _num_classes(gts, dets, None, num_classes)
+  ratios, found = [np.zeros(0)], [np.zeros(0, bool)]
+  for gt, det in zip(gts, dets):
+    ignored = _voc_ignored(gt)
+    outcome, best_gt = _voc_match(gt, det, ignored)
+    hit = np.zeros(len(ignored), bool)
+    hit[best_gt[outcome == 1]] = True
+    wh = gt['boxes'][~ignored, 2:] - gt['boxes'][~ignored, :2]
+    with np.errstate(divide='ignore', invalid='ignore'):  # a zero-height box is as wide as any
+      ratios.append(np.where(wh[:, 0] > 0, wh[:, 0] / wh[:, 1], 0.))
+    found.append(hit[~ignored])
+  ratios, found = np.concatenate(ratios), np.concatenate(found)
+  result = {'recall': float(found.mean()) if found.size else float('nan')}
+  for name, (lo, hi) in ASPECT_BUCKETS.items():
+    in_bucket = found[(ratios >= lo) & (ratios < hi)]
+    result[f'recall_ar_{name}'] = float(in_bucket.mean()) if in_bucket.size else float('nan')
+  return result
+
+
+def _mean_defined(values: np.ndarray) -> float:
+  """Mean over the non-NaN entries (classes with an AP); NaN when there are none."""
+  defined = values[~np.isnan(values)]
+  return float(defined.mean()) if defined.size else float('nan')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -192,6 +271,19 @@ def _vector(value: Any, n: int, where: str) -> np.ndarray:
   return vec
 
 
+def _area_scales(image_sizes: Any, num_images: int) -> np.ndarray:
+  """``[num_images]`` factors taking each image's pixel areas to a 640-px longer side."""
+  if image_sizes is None:
+    return np.ones(num_images)
+  sizes = np.asarray(image_sizes, np.float64)
+  if sizes.shape != (num_images, 2):
+    raise ValueError(f'image_sizes: expected [{num_images}, 2] (height, width) per image, got '
+                     f'shape {sizes.shape}.')
+  if not (np.isfinite(sizes).all() and (sizes > 0).all()):
+    raise ValueError('image_sizes: heights and widths must be finite and positive.')
+  return (COCO_IMAGE_SIDE / sizes.max(axis=1))**2
+
+
 def _num_classes(gts: list[dict[str, np.ndarray]], dets: list[dict[str, np.ndarray]],
                  class_names: Sequence[str] | None, num_classes: int | None) -> int:
   """``C`` from the arguments (or the labels), after checking every label lies in ``1..C``."""
@@ -234,21 +326,24 @@ def _voc_ignored(gt: dict[str, np.ndarray]) -> np.ndarray:
   return gt['difficult'] | gt['crowd']
 
 
-def _voc_match(gt: dict[str, np.ndarray], det: dict[str, np.ndarray]) -> np.ndarray:
+def _voc_match(gt: dict[str, np.ndarray], det: dict[str, np.ndarray],
+               ignored: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """The devkit's greedy matching of one image's detections (all classes at once).
 
   Args:
-    gt: one image's validated ground truth (``boxes`` ``[G, 4]``, ``labels``, ``difficult``,
-      ``crowd``).
+    gt: one image's validated ground truth (``boxes`` ``[G, 4]``, ``labels``).
     det: one image's validated detections (``boxes`` ``[K, 4]``, ``scores``, ``labels``).
+    ignored: ``[G]`` bool, the gts that are neither found nor missed (difficult, crowd, or outside
+      a size range).
 
   Returns:
-    ``[K]`` int8 per detection: 1 true positive, 0 false positive, -1 ignored (its best overlap is a
-    difficult or crowd gt).
+    ``outcome`` ``[K]`` int8 per detection: 1 true positive, 0 false positive, -1 ignored (its
+    best overlap is an ignored gt); ``best_gt`` ``[K]``: the gt each detection went to (0 when
+    the image has none).
   """
   outcome = np.zeros(len(det['labels']), np.int8)
   if not len(gt['labels']) or not len(det['labels']):
-    return outcome
+    return outcome, np.zeros(len(det['labels']), np.int64)
   overlaps = _voc_iou(det['boxes'], gt['boxes'])
   overlaps[det['labels'][:, None] != gt['labels'][None, :]] = -1.  # Match within a class only.
   # Each detection goes to its best-overlap gt whatever was matched before; "detected" flags only
@@ -257,13 +352,12 @@ def _voc_match(gt: dict[str, np.ndarray], det: dict[str, np.ndarray]) -> np.ndar
   # hence per image, the image-local score order gives the same result as the global one.
   best_gt, best_iou = overlaps.argmax(axis=1), overlaps.max(axis=1)
   hit = best_iou > VOC_IOU_THRESHOLD
-  ignored = _voc_ignored(gt)
   outcome[hit & ignored[best_gt]] = -1
   counted = np.flatnonzero(hit & ~ignored[best_gt])
   order = np.argsort(-det['scores'][counted], kind='stable')  # Stable: ties keep input order.
   _, first = np.unique(best_gt[counted[order]], return_index=True)
   outcome[counted[order[first]]] = 1
-  return outcome
+  return outcome, best_gt
 
 
 def _voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> float:
@@ -281,16 +375,40 @@ def _voc_ap(recall: np.ndarray, precision: np.ndarray, use_07_metric: bool) -> f
   return float(np.sum((recall[steps + 1] - recall[steps]) * envelope[steps + 1]))
 
 
+def _box_areas(boxes: np.ndarray) -> np.ndarray:
+  """``[N, 4]`` pixel xyxy -> ``[N]`` areas ``w * h`` (COCO's continuous widths, not the +1)."""
+  return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def _outside(boxes: np.ndarray, scale: float, area_range: tuple[float, float]) -> np.ndarray:
+  """``[N]`` bool: box areas times ``scale`` outside ``[lo, hi]`` (pycocotools' inclusive ends)."""
+  area = _box_areas(boxes) * scale
+  return (area < area_range[0]) | (area > area_range[1])
+
+
 def _evaluate_voc(gts: list[dict[str, np.ndarray]], dets: list[dict[str, np.ndarray]],
-                  num_classes: int, use_07_metric: bool) -> np.ndarray:
-  """``[C]`` per-class VOC AP (NaN for classes without non-difficult, non-crowd ground truth)."""
+                  num_classes: int, use_07_metric: bool,
+                  area_range: tuple[float, float] | None = None,
+                  area_scales: np.ndarray | None = None) -> np.ndarray:
+  """``[C]`` per-class VOC AP (NaN for classes without non-difficult, non-crowd ground truth).
+
+  With ``area_range`` ``(lo, hi)``, the AP of the objects whose box area times the image's
+  ``area_scales`` entry lies in ``[lo, hi]`` (pycocotools' rules, see the module docstring).
+  """
   num_positives = np.zeros(num_classes + 1, np.int64)
-  for gt in gts:
-    num_positives += np.bincount(gt['labels'][~_voc_ignored(gt)], minlength=num_classes + 1)
+  outcomes = [np.zeros(0, np.int8)]
+  for i, (gt, det) in enumerate(zip(gts, dets)):
+    ignored = _voc_ignored(gt)
+    if area_range is not None:
+      ignored = ignored | _outside(gt['boxes'], area_scales[i], area_range)
+    outcome, _ = _voc_match(gt, det, ignored)
+    if area_range is not None:
+      outcome[(outcome == 0) & _outside(det['boxes'], area_scales[i], area_range)] = -1
+    outcomes.append(outcome)
+    num_positives += np.bincount(gt['labels'][~ignored], minlength=num_classes + 1)
   labels = np.concatenate([det['labels'] for det in dets] + [np.zeros(0, np.int64)])
   scores = np.concatenate([det['scores'] for det in dets] + [np.zeros(0)])
-  outcomes = np.concatenate([_voc_match(gt, det) for gt, det in zip(gts, dets)]
-                            + [np.zeros(0, np.int8)])
+  outcomes = np.concatenate(outcomes)
   aps = np.full(num_classes, np.nan)
   for c in range(1, num_classes + 1):
     if num_positives[c] == 0:

@@ -158,6 +158,152 @@ def test_voc_matches_loop_reference_on_random_cases(seed, score_levels):
 
 
 # ------------------------------------------------------------------------------------------------
+# VOC by object size and shape.
+# ------------------------------------------------------------------------------------------------
+
+
+def test_voc_ap_by_size_hand_computed():
+  # A 320-px image: areas scale by (640 / 320)^2 = 4 on the COCO yardstick. A (10 x 10: 400,
+  # small) and B (20 x 20: 1600, medium) of one class; noise N (10 x 10, small) ranks first.
+  gts = [_gt([[0, 0, 10, 10], [100, 100, 120, 120]], [1, 1])]
+  dets = [_det([[200, 200, 210, 210], [0, 0, 10, 10], [100, 100, 120, 120]], [0.95, 0.9, 0.7],
+               [1, 1, 1])]
+  result = metrics.evaluate_detections(gts, dets, 'voc', image_sizes=[(320, 320)])
+  # All: FP, TP, TP -> precision 0, 1/2, 2/3 at recall 0, 1/2, 1: envelope 2/3 throughout.
+  assert result['map'] == pytest.approx(2 / 3, abs=1e-12)
+  # Small: N (FP), A (TP); the detection of B goes to an ignored object. Recall 1 at precision 1/2.
+  assert result['ap_small'] == pytest.approx(0.5, abs=1e-12)
+  # Medium: only B counts; N is a false positive outside the range, A's detection hit ignored A.
+  assert result['ap_medium'] == pytest.approx(1.0, abs=1e-12)
+  assert np.isnan(result['ap_large'])  # no large object
+  # In the image's own pixels both objects are small (100 and 400 px^2 < 32^2).
+  plain = metrics.evaluate_detections(gts, dets, 'voc')
+  assert plain['ap_small'] == pytest.approx(2 / 3, abs=1e-12) and np.isnan(plain['ap_medium'])
+
+
+@pytest.mark.parametrize('seed', [0, 1, 2])
+def test_voc_ap_by_size_matches_loop_reference(seed):
+  rng = np.random.default_rng(20 + seed)
+  gts, dets = _random_case(rng, num_images=14, num_classes=3, score_levels=4)
+  sizes = rng.uniform(150, 700, (len(gts), 2))
+  scales = (640 / sizes.max(1))**2
+  for metric, use_07 in (('voc07', True), ('voc', False)):
+    got = metrics.evaluate_detections(gts, dets, metric, num_classes=3, image_sizes=sizes)
+    for size, area_range in metrics.SIZE_RANGES.items():
+      want = [ref.voc_eval_class(gts, dets, c, use_07, area_range=area_range, scales=scales)
+              for c in (1, 2, 3)]
+      np.testing.assert_allclose(got[f'ap_{size}'], np.nanmean(want), rtol=0, atol=1e-12)
+  assert len({got['ap_small'], got['ap_medium'], got['ap_large'], got['map']}) == 4
+
+
+def _separated_case(rng, num_images=12, num_classes=3):
+  """Objects in separate cells of a grid, detections that are clearly hits (IoU > 0.8) or misses
+  (IoU 0), and areas away from the size boundaries: the devkit's and COCO's matching agree."""
+  gts, dets, sizes = [], [], []
+  for _ in range(num_images):
+    h, w = rng.uniform(400, 640, 2)
+    sides = [s for s in rng.uniform(16, 200, 12) if not (26 < s < 40 or 80 < s < 115)][:6]
+    cells = rng.permutation(9)[:len(sides) + 2]
+    scale = max(h, w) / 640  # sides are on the 640-px yardstick
+    corner = lambda k: np.array([k % 3, k // 3]) * np.array([w, h]) / 3
+    boxes = np.array([[*corner(k), *(corner(k) + s * scale)] for k, s in zip(cells, sides)])
+    labels = rng.integers(1, num_classes + 1, len(sides))
+    d_boxes, d_scores, d_labels = [], [], []
+    for box, label in zip(boxes, labels):
+      for _ in range(int(rng.integers(0, 3))):  # missed, found, or found twice
+        d_boxes.append(box + rng.uniform(-0.03, 0.03, 4) * (box[2] - box[0]))
+        d_labels.append(label if rng.random() < 0.8 else rng.integers(1, num_classes + 1))
+    for k, s in zip(cells[len(sides):], rng.uniform(16, 200, 2)):  # noise in empty cells
+      if not (26 < s < 40 or 80 < s < 115):
+        d_boxes.append(np.array([*corner(k), *(corner(k) + s * scale)]))
+        d_labels.append(rng.integers(1, num_classes + 1))
+    d_scores = rng.random(len(d_boxes))
+    gts.append(_gt(boxes, labels))
+    dets.append(_det(np.reshape(d_boxes, (-1, 4)), d_scores, d_labels))
+    sizes.append((h, w))
+  return gts, dets, np.array(sizes)
+
+
+def _pycocotools_area_ap(gts, dets, sizes, num_classes):
+  """Per area range, the mean over classes of the all-point AP at IoU 0.5 computed from
+  pycocotools' own per-image matches (``evalImgs``) on the boxes scaled to a 640-px longer side."""
+  scaled_gts = [{**gt, 'boxes': gt['boxes'] * 640 / max(size)} for gt, size in zip(gts, sizes)]
+  scaled_dets = [{**det, 'boxes': det['boxes'] * 640 / max(size)}
+                 for det, size in zip(dets, sizes)]
+  dataset = {'images': [{'id': i} for i in range(len(gts))],
+             'categories': [{'id': c} for c in range(1, num_classes + 1)], 'annotations': []}
+  for i, gt in enumerate(scaled_gts):
+    for (x0, y0, x1, y1), label in zip(gt['boxes'], gt['labels']):
+      dataset['annotations'].append({'id': len(dataset['annotations']) + 1, 'image_id': i,
+                                     'category_id': int(label), 'bbox': [x0, y0, x1 - x0, y1 - y0],
+                                     'area': (x1 - x0) * (y1 - y0), 'iscrowd': 0})
+  rows = [[i, *det['boxes'][j, :2], *(det['boxes'][j, 2:] - det['boxes'][j, :2]),
+           det['scores'][j], det['labels'][j]]
+          for i, det in enumerate(scaled_dets) for j in range(len(det['labels']))]
+  with contextlib.redirect_stdout(io.StringIO()):
+    coco_gt = COCO()
+    coco_gt.dataset = dataset
+    coco_gt.createIndex()
+    coco_eval = COCOeval(coco_gt, coco_gt.loadRes(np.array(rows)), 'bbox')
+    coco_eval.params.iouThrs = np.array([0.5])
+    coco_eval.evaluate()
+  ranges = [list(r) for r in coco_eval.params.areaRng]
+  out = {}
+  for name in ('small', 'medium', 'large'):
+    a = coco_eval.params.areaRngLbl.index(name)
+    aps = []
+    for c in range(1, num_classes + 1):
+      images = [e for e in coco_eval.evalImgs
+                if e is not None and e['category_id'] == c and e['aRng'] == ranges[a]]
+      npos = sum(int((e['gtIgnore'] == 0).sum()) for e in images)
+      if npos == 0:
+        continue
+      scores = np.concatenate([e['dtScores'] for e in images])
+      matched = np.concatenate([e['dtMatches'][0] for e in images]) > 0
+      ignored = np.concatenate([e['dtIgnore'][0] for e in images]).astype(bool)
+      order = np.argsort(-scores, kind='mergesort')
+      matched, ignored = matched[order], ignored[order]
+      tp = np.cumsum(matched[~ignored])
+      fp = np.cumsum(~matched[~ignored])
+      aps.append(ref.voc_ap(tp / npos, tp / np.maximum(tp + fp, 1), False))
+    out[name] = float(np.mean(aps)) if aps else float('nan')
+  return out
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_voc_ap_by_size_matches_pycocotools_area_ranges(seed):
+  gts, dets, sizes = _separated_case(np.random.default_rng(30 + seed))
+  got = metrics.evaluate_detections(gts, dets, 'voc', num_classes=3, image_sizes=sizes)
+  want = _pycocotools_area_ap(gts, dets, sizes, 3)
+  for name in ('small', 'medium', 'large'):
+    assert got[f'ap_{name}'] == pytest.approx(want[name], abs=1e-12), name
+    assert 0 < got[f'ap_{name}'] < 1
+
+
+def test_recall_by_aspect_ratio_hand_computed():
+  tall, square, wide, difficult = [0, 0, 10, 40], [50, 0, 70, 20], [100, 0, 160, 20], [0, 50, 9, 59]
+  gts = [_gt([tall, square, wide, difficult], [1, 1, 2, 1], difficult=[0, 0, 0, 1])]
+  dets = [_det([tall, square, difficult], [0.9, 0.8, 0.7], [1, 1, 1])]  # wide missed
+  got = metrics.recall_by_aspect_ratio(gts, dets)
+  assert got['recall'] == pytest.approx(2 / 3)
+  assert got['recall_ar_1to3'] == 1.0 and got['recall_ar_1to1'] == 1.0
+  assert got['recall_ar_3to1'] == 0.0
+  assert np.isnan(got['recall_ar_1to2']) and np.isnan(got['recall_ar_2to1'])
+  # A detection of the wrong class finds nothing.
+  assert metrics.recall_by_aspect_ratio(gts, [_det([wide], [0.9], [1])])['recall_ar_3to1'] == 0.0
+
+
+@pytest.mark.parametrize('seed', [0, 1])
+def test_recall_by_aspect_ratio_matches_loop_reference(seed):
+  gts, dets = _random_case(np.random.default_rng(40 + seed), num_images=20, num_classes=3)
+  got = metrics.recall_by_aspect_ratio(gts, dets, num_classes=3)
+  want = ref.recall_by_aspect(gts, dets, (1, 2, 3), list(metrics.ASPECT_BUCKETS.values()))
+  np.testing.assert_allclose([got[f'recall_ar_{k}'] for k in metrics.ASPECT_BUCKETS], want,
+                             rtol=0, atol=1e-12)
+  assert sum(0 < r < 1 for r in want) >= 3  # the buckets are non-trivial
+
+
+# ------------------------------------------------------------------------------------------------
 # COCO: against pycocotools run directly.
 # ------------------------------------------------------------------------------------------------
 
@@ -305,6 +451,9 @@ def test_no_ground_truth_at_all_warns():
     ([{'boxes': [[0, 0, 1, 1]], 'labels': [1], 'area': [1.0, 2.0]}], [_det([], [], [])], {},
      r"ground_truth\[0\]\['area'\]: expected shape \[1\]"),
     ([_gt([], [])], [_det([], [], [])], {'num_classes': 2, 'class_names': ['a']}, 'class_names'),
+    ([_gt([], [])], [_det([], [], [])], {'image_sizes': [(10, 10), (5, 5)]},
+     r'image_sizes: expected \[1, 2\]'),
+    ([_gt([], [])], [_det([], [], [])], {'image_sizes': [(10, 0)]}, 'finite and positive'),
 ])
 def test_invalid_input_raises(gts, dets, kwargs, match):
   with pytest.raises(ValueError, match=match):

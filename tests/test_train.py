@@ -1,5 +1,6 @@
 """The train loop: configs, data-parallel equivalence, exact resumption, NaN stop, multi-host."""
 
+import json
 import os
 import signal
 import subprocess
@@ -7,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from ssd_jax import overrides, train
 from ssd_jax.data import label_map as label_map_lib
@@ -45,11 +47,18 @@ def test_train_and_eval_writes_metrics_png_and_resumes_without_retraining(tmp_pa
   c = tiny_config(**{"num_train_steps": 2, "eval.every_steps": 2})
   metrics = train.train_and_evaluate(c, str(tmp_path))
   assert metrics["step"] == 2 and metrics["num_images"] == 8
-  for key in ("voc07_map", "voc_map", "voc07_per_class_ap", "voc_per_class_ap"):
+  breakdown = [f"{m}_ap_{size}" for m in ("voc07", "voc") for size in ("small", "medium",
+                                                                       "large")]
+  breakdown += ["recall", *(f"recall_ar_{b}" for b in ("1to3", "1to2", "1to1", "2to1", "3to1"))]
+  for key in ("voc07_map", "voc_map", "voc07_per_class_ap", "voc_per_class_ap", *breakdown):
     assert key in metrics
-  for name in ("metrics.json", "detections.png"):
-    assert (tmp_path / name).exists()
-  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+  assert json.loads((tmp_path / "metrics.json").read_text()).keys() == metrics.keys()
+  assert (tmp_path / "detections.png").exists()
+  events = [f for f in os.listdir(tmp_path) if f.startswith("events.out.tfevents")]
+  tags = {v.tag for f in events
+          for event in tf.compat.v1.train.summary_iterator(str(tmp_path / f))
+          for v in event.summary.value}
+  assert {"voc07_map", "val_voc07_ap_small", "recall_ar_1to1", "train/loss"} <= tags
   assert sorted(os.listdir(tmp_path / "checkpoints")) == ["2"]
   assert os.listdir(tmp_path / "checkpoints_best") == ["2"]
   again = train.train_and_evaluate(c, str(tmp_path))  # already done: evaluates, trains nothing
