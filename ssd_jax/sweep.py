@@ -8,6 +8,11 @@ writes ``results.md``, ``results.csv`` and ``results.png`` to ``workdir``::
   python -m experiments.sweep --config=experiments/configs/ablation_table2.py \\
       --workdir=runs/table2 --set=num_train_steps=50
 
+With ``--seeds=N`` every run trains N times, with ``config.seed`` plus 0 .. N-1, in
+``workdir/<run_name>`` (the first seed, as without ``--seeds``) and ``workdir/<run_name>-seed<s>``;
+the tables give each metric's mean and spread over the seeds (:mod:`ssd_jax.sweep_report`), so
+raising N later reuses the runs already trained.
+
 Rerunning the same command resumes an interrupted sweep: finished runs (``metrics.json`` at the
 final step) are skipped, an unfinished one resumes from its last checkpoint. Each run directory
 keeps the ``config.json`` it was trained with; rerunning with a different config there is an
@@ -15,7 +20,6 @@ error rather than a silently mixed run. Sweeps run in one process; train a multi
 ``experiments/main.py``.
 """
 
-import csv
 import importlib.util
 import json
 import math
@@ -24,16 +28,16 @@ import time
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from absl import logging
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import ml_collections
 
 from ssd_jax import overrides as overrides_lib
 
 Run = tuple[str, Mapping[str, Any]]
+# The final metrics a row carries (NaN where a run's evaluation did not compute one): the mAPs,
+# and AP by object size and recall by object shape (ssd_jax.metrics).
 METRICS = ("voc07_map", "voc_map")
+BREAKDOWN = ("voc07_ap_small", "voc07_ap_medium", "voc07_ap_large", "recall_ar_1to3",
+             "recall_ar_1to2", "recall_ar_1to1", "recall_ar_2to1", "recall_ar_3to1")
 
 
 def load_sweep(path: str) -> tuple[ml_collections.ConfigDict, list[Run]]:
@@ -126,9 +130,15 @@ def finished_metrics(run_dir: str, num_train_steps: int) -> Optional[dict[str, A
   return metrics if metrics.get("step") == last else None
 
 
+def seed_dir(name: str, seed_index: int, seed: int) -> str:
+  """The directory name of a run's ``seed_index``-th seed (``seed`` = its ``config.seed``)."""
+  return name if seed_index == 0 else f"{name}-seed{seed}"
+
+
 def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workdir: str,
               only: Optional[Sequence[str]] = None,
-              train_fn: Optional[Callable[..., dict[str, Any]]] = None) -> list[dict[str, Any]]:
+              train_fn: Optional[Callable[..., dict[str, Any]]] = None,
+              seeds: int = 1) -> list[dict[str, Any]]:
   """Trains and evaluates the runs in turn, each in ``workdir/<name>``; returns their rows.
 
   A run whose ``metrics.json`` is already at ``num_train_steps`` is not retrained (its metrics
@@ -142,9 +152,12 @@ def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workd
     only: names of the runs to train (None or empty: all). Runs left out still get a row when
       they are already finished, so the table shows the whole sweep so far.
     train_fn: ``(config, workdir) -> metrics``, for tests.
+    seeds: trainings per run, with ``config.seed`` + 0 .. ``seeds - 1`` (the run's own seed
+      first), in the directories of :func:`seed_dir`.
 
   Returns:
-    Dicts with ``run``, ``overrides`` (the run's dict), ``step``, ``voc07_map``, ``voc_map``
+    One dict per run and seed, in sweep order: ``run`` (the name), ``seed``, ``run_dir``,
+    ``overrides`` (the run's dict), ``step``, each of :data:`METRICS` and :data:`BREAKDOWN`
     (NaN when not computed), ``train_time_s`` (wall time of ``train_fn``, with compilation and
     evaluation, summed over the calls of a resumed run; a segment ended by SIGKILL is lost),
     ``skipped`` and ``metrics`` (the full final metrics).
@@ -152,13 +165,21 @@ def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workd
   if train_fn is None:
     from ssd_jax import train  # pylint: disable=g-import-not-at-top  (keeps this module light)
     train_fn = train.train_and_evaluate
+  if seeds < 1:
+    raise ValueError(f"seeds must be >= 1, got {seeds}")
   runs = check_runs(runs)
   selected = {name for name, _ in select_runs(runs, only)}
   # Every run's overrides are checked before the first one trains.
-  configs = [overrides_lib.apply_overrides(base_config, changes) for _, changes in runs]
+  trainings = []  # (name, overrides, config, directory name)
+  for name, overrides in runs:
+    config = overrides_lib.apply_overrides(base_config, overrides)
+    for k in range(seeds):
+      seeded = overrides_lib.apply_overrides(config, {"seed": config.seed + k})
+      trainings.append((name, overrides, seeded, seed_dir(name, k, seeded.seed)))
+  check_runs([(d, {}) for *_, d in trainings])  # e.g. a run named "a-seed1" next to "a"
   rows = []
-  for (name, overrides), config in zip(runs, configs):
-    run_dir = os.path.join(workdir, name)
+  for name, overrides, config, dir_name in trainings:
+    run_dir = os.path.join(workdir, dir_name)
     metrics = finished_metrics(run_dir, config.num_train_steps)
     if name not in selected and (metrics is None or _config_differences(config, run_dir)):
       continue  # not asked for, and not a finished run of this sweep
@@ -172,7 +193,7 @@ def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workd
     if skipped:
       logging.info("Sweep run %s is finished (%s): skipping.", name, run_dir)
     else:
-      logging.info("Sweep run %s: %s", name, dict(overrides))
+      logging.info("Sweep run %s (seed %d): %s", name, config.seed, dict(overrides))
       start = time.perf_counter()
       try:
         metrics = train_fn(config, run_dir)
@@ -180,70 +201,8 @@ def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workd
         seconds = (0.0 if math.isnan(seconds) else seconds) + time.perf_counter() - start
         with open(timing_path, "w") as f:
           json.dump({"train_time_s": seconds}, f)
-    rows.append({"run": name, "overrides": dict(overrides), "step": metrics.get("step"),
-                 **{m: float(metrics.get(m, math.nan)) for m in METRICS},
+    rows.append({"run": name, "seed": config.seed, "run_dir": dir_name,
+                 "overrides": dict(overrides), "step": metrics.get("step"),
+                 **{m: float(metrics.get(m, math.nan)) for m in METRICS + BREAKDOWN},
                  "train_time_s": seconds, "skipped": skipped, "metrics": metrics})
   return rows
-
-
-# ---------------------------------------------------------------------------------------------
-# Reporting.
-# ---------------------------------------------------------------------------------------------
-def _format(value: Any) -> str:
-  if isinstance(value, float):
-    return f"{value:g}"
-  if isinstance(value, (tuple, list)):
-    return "(" + ", ".join(_format(v) for v in value) + ("," if len(value) == 1 else "") + ")"
-  if isinstance(value, Mapping):
-    return "{" + ", ".join(f"{k}: {_format(v)}" for k, v in value.items()) + "}"
-  return str(value)
-
-
-def results_table(rows: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-  """Header and string cells: run, one column per override key (blank = base value), the two
-  mAPs in percent and the train time in minutes."""
-  keys = list(dict.fromkeys(k for row in rows for k in row["overrides"]))
-  header = ["run", *keys, "VOC07 mAP (%)", "VOC mAP (%)", "train time (min)"]
-  pct = lambda v: "-" if math.isnan(v) else f"{100 * v:.1f}"
-  cells = [[row["run"], *(_format(row["overrides"][k]) if k in row["overrides"] else ""
-                          for k in keys),
-            pct(row["voc07_map"]), pct(row["voc_map"]),
-            "-" if math.isnan(row["train_time_s"]) else f"{row['train_time_s'] / 60:.1f}"]
-           for row in rows]
-  return header, cells
-
-
-def write_results(rows: Sequence[dict[str, Any]], workdir: str) -> dict[str, str]:
-  """Writes ``results.md``, ``results.csv`` and ``results.png`` to ``workdir``; returns the
-  paths by extension. The CSV has raw numbers (mAP in [0, 1], seconds)."""
-  if not rows:
-    raise ValueError("write_results: no rows")
-  os.makedirs(workdir, exist_ok=True)
-  paths = {ext: os.path.join(workdir, f"results.{ext}") for ext in ("md", "csv", "png")}
-  header, cells = results_table(rows)
-  with open(paths["md"], "w") as f:
-    f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
-    f.writelines("| " + " | ".join(c.replace("|", "\\|") for c in line) + " |\n"
-                 for line in cells)
-  keys = header[1:-3]
-  with open(paths["csv"], "w", newline="") as f:
-    writer = csv.writer(f)
-    writer.writerow(["run", *keys, "step", *METRICS, "train_time_s"])
-    for row, line in zip(rows, cells):
-      writer.writerow([row["run"], *line[1:1 + len(keys)], row["step"],
-                       *(row[m] for m in METRICS), row["train_time_s"]])
-
-  fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(rows), 3.6))
-  width = 0.8 / len(METRICS)
-  for j, (metric, label) in enumerate(zip(METRICS, ("VOC07 11-point", "VOC area"))):
-    xs = [i + (j - (len(METRICS) - 1) / 2) * width for i in range(len(rows))]
-    values = [100 * row[metric] for row in rows]
-    bars = ax.bar(xs, values, width, label=f"{label} mAP")
-    ax.bar_label(bars, fmt="%.1f", fontsize=7)
-  ax.set_xticks(range(len(rows)), [row["run"] for row in rows], rotation=30, ha="right")
-  ax.set_ylabel("mAP (%)")
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(paths["png"], dpi=100)
-  plt.close(fig)
-  return paths

@@ -100,9 +100,10 @@ def test_check_and_select_runs():
 # ---------------------------------------------------------------------------------------------
 # Running: the real train loop once, then the skip / resume logic with a fake one.
 # ---------------------------------------------------------------------------------------------
-def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tmp_path):
-  """The real train loop, through ``python -m experiments.sweep`` with ``--set`` and ``--only``.
-  The two runs differ only on the host (flips), so with the session's persistent compilation
+def test_cli_sweep_of_one_run_with_two_seeds_writes_the_results_and_a_rerun_skips_them(
+    tmp_path):
+  """The real train loop, through ``python -m experiments.sweep`` with ``--set``, ``--only`` and
+  ``--seeds``. The two seeds share their programs, so with the session's persistent compilation
   cache (tests/conftest.py) the second compiles nothing."""
   config_file = tmp_path / "two_runs.py"
   config_file.write_text(
@@ -114,32 +115,40 @@ def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tm
   settings = ["num_train_steps=2", "model.conv_impl='xla'", "eval.num_images_to_draw=0"]
   result = subprocess.run(
       [sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
-       f"--workdir={workdir}", "--only=flip,no_flip", *(f"--set={o}" for o in settings)],
+       f"--workdir={workdir}", "--only=no_flip", "--seeds=2",
+       *(f"--set={o}" for o in settings)],
       cwd=ROOT, env=fixtures.subprocess_env(), capture_output=True, text=True, timeout=600,
       check=False)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert sorted(os.listdir(workdir)) == ["flip", "no_flip", "results.csv", "results.md",
-                                         "results.png"]  # --only: "other" did not run
+  dirs = ["no_flip", "no_flip-seed1"]  # --only: "flip" and "other" did not run
+  assert sorted(os.listdir(workdir)) == dirs + ["results.csv", "results.md", "results.png"]
 
   metrics = {}
-  for name in ("flip", "no_flip"):
+  for name in dirs:
     with open(workdir / name / "metrics.json") as f:
       metrics[name] = json.load(f)
     assert metrics[name]["step"] == 2
     assert sorted(os.listdir(workdir / name / "checkpoints")) == ["2"]
     with open(workdir / name / "config.json") as f:
-      assert json.load(f)["augment"]["flip"] == (name == "flip")  # the override reached it
+      config = json.load(f)
+    assert config["augment"]["flip"] is False  # the override reached it
+    assert config["seed"] == (1 if name.endswith("-seed1") else 0)
+  assert fixtures.largest_change(*(fixtures.checkpoint_params(workdir / d) for d in dirs)) > 1e-3
   lines = (workdir / "results.md").read_text().splitlines()
-  assert lines[0] == "| run | augment.flip | VOC07 mAP (%) | VOC mAP (%) | train time (min) |"
-  assert len(lines) == 4 and lines[2].startswith("| flip |  | ")
-  assert lines[3].startswith(f"| no_flip | False | {100 * metrics['no_flip']['voc07_map']:.1f} |")
-  assert lines[0] in result.stdout  # the table is printed too
+  assert lines[0] == ("| run | augment.flip | seeds | VOC07 mAP (%) | VOC mAP (%) | "
+                      "train time (min) |")
+  no_flip = [100 * metrics[d]["voc07_map"] for d in dirs]
+  assert lines[2].startswith(f"| no_flip | False | 2 | {np.mean(no_flip):.1f} ± "
+                             f"{np.std(no_flip, ddof=1):.1f} | ")
+  assert any(line.startswith("| run | AP small (%) | AP medium (%) | AP large (%) | recall 1:3")
+             for line in lines)
+  assert lines[0] in result.stdout  # the tables are printed too
   with open(workdir / "results.csv") as f:
     table = list(csv.DictReader(f))
-  assert [r["run"] for r in table] == ["flip", "no_flip"]
-  for r in table:
-    assert float(r["voc07_map"]) == pytest.approx(metrics[r["run"]]["voc07_map"])
-    assert float(r["voc_map"]) == pytest.approx(metrics[r["run"]]["voc_map"])
+  assert [(r["run"], r["seed"]) for r in table] == [("no_flip", "0"), ("no_flip", "1")]
+  for r, name in zip(table, dirs):
+    for key in ("voc07_map", "voc_map", "voc07_ap_large", "recall_ar_1to1"):
+      assert float(r[key]) == pytest.approx(metrics[name][key], nan_ok=True)
     assert float(r["train_time_s"]) > 0
   with open(workdir / "results.png", "rb") as f:
     assert f.read(8) == b"\x89PNG\r\n\x1a\n"
@@ -147,10 +156,10 @@ def test_cli_sweep_of_two_tiny_runs_writes_the_results_and_a_rerun_skips_them(tm
   # Rerunning the finished sweep trains nothing and reports the same numbers.
   base, runs = sweep.load_sweep(str(config_file))
   base = overrides.apply_overrides(base, dict(map(overrides.parse_assignment, settings)))
-  rows = sweep.run_sweep(base, runs, str(workdir), only=["flip", "no_flip"],
-                         train_fn=_must_not_train)
-  assert [(r["run"], r["skipped"]) for r in rows] == [("flip", True), ("no_flip", True)]
-  assert [r["voc07_map"] for r in rows] == [metrics[n]["voc07_map"] for n in ("flip", "no_flip")]
+  rows = sweep.run_sweep(base, runs, str(workdir), only=["no_flip"], train_fn=_must_not_train,
+                         seeds=2)
+  assert [(r["run_dir"], r["skipped"]) for r in rows] == [(d, True) for d in dirs]
+  assert [r["voc07_map"] for r in rows] == [metrics[d]["voc07_map"] for d in dirs]
   assert [r["train_time_s"] for r in rows] == [float(r["train_time_s"]) for r in table]
 
 
@@ -198,6 +207,25 @@ def test_rerunning_a_sweep_skips_finished_runs_and_resumes_unfinished_ones(tmp_p
   assert not fake.calls
 
 
+def test_seeds_train_every_run_again_and_more_seeds_reuse_the_first(tmp_path):
+  base, workdir, fake = tiny_base(), str(tmp_path), FakeTrain()
+  runs = [("a", {}), ("b", {"seed": 5})]
+  sweep.run_sweep(base, runs, workdir, train_fn=fake)
+  assert fake.calls == ["a", "b"]
+  rows = sweep.run_sweep(base, runs, workdir, train_fn=fake, seeds=3)
+  assert fake.calls == ["a", "b", "a-seed1", "a-seed2", "b-seed6", "b-seed7"]
+  assert [(r["run"], r["seed"], r["skipped"]) for r in rows] == [
+      ("a", 0, True), ("a", 1, False), ("a", 2, False),
+      ("b", 5, True), ("b", 6, False), ("b", 7, False)]
+  for row in rows:
+    with open(tmp_path / row["run_dir"] / "config.json") as f:
+      assert json.load(f)["seed"] == row["seed"]
+  with pytest.raises(ValueError, match="'a-seed1' appears twice"):
+    sweep.run_sweep(base, [("a", {}), ("a-seed1", {})], workdir, train_fn=fake, seeds=2)
+  with pytest.raises(ValueError, match="seeds must be >= 1"):
+    sweep.run_sweep(base, runs, workdir, train_fn=fake, seeds=0)
+
+
 def test_a_preempted_run_keeps_its_time_and_resumes(tmp_path):
   def preempted(config, workdir):
     del config, workdir
@@ -240,21 +268,6 @@ def test_every_run_is_checked_before_any_trains(tmp_path):
     sweep.run_sweep(tiny_base(), [("a", {}), ("b", {"optimizer.lrr": 1.0})], str(tmp_path),
                     train_fn=fake)
   assert not fake.calls and not os.listdir(tmp_path)
-
-
-def test_results_table_by_hand():
-  rows = [{"run": "a", "overrides": {}, "step": 3, "voc07_map": 0.5, "voc_map": 0.25,
-           "train_time_s": 90.0},
-          {"run": "b", "overrides": {"priors.aspect_ratios": (2.0, 3.0), "augment.crop": False},
-           "step": 3, "voc07_map": 0.1234, "voc_map": float("nan"), "train_time_s": float("nan")},
-          {"run": "c", "overrides": {"priors.layers": ("p3",)}, "step": 3, "voc07_map": 0.0,
-           "voc_map": 0.0, "train_time_s": 6.0}]
-  header, cells = sweep.results_table(rows)
-  assert header == ["run", "priors.aspect_ratios", "augment.crop", "priors.layers",
-                    "VOC07 mAP (%)", "VOC mAP (%)", "train time (min)"]
-  assert cells == [["a", "", "", "", "50.0", "25.0", "1.5"],
-                   ["b", "(2, 3)", "False", "", "12.3", "-", "-"],
-                   ["c", "", "", "(p3,)", "0.0", "0.0", "0.1"]]
 
 
 def test_load_sweep_needs_both_functions():
