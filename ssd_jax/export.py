@@ -62,7 +62,7 @@ def predict_fn(run: experiment.TrainedRun, platforms: Sequence[str],
 
   def with_impl(impl: str) -> Callable:
     model = experiment.create_model(overrides.apply_overrides(config, {"model.conv_impl": impl}),
-                                    run.label_map.num_classes)
+                                    run.label_map.num_classes, run.model.prior_spec)
     return lambda params, images: inference.predict(params, images, model=model, priors=priors,
                                                     settings=settings,
                                                     decode_per_image=decode_per_image)

@@ -4,7 +4,8 @@
 and calls it. Every part (model, data, optimizer, step, evaluators) comes from
 :mod:`ssd_jax.experiment`; the step itself is :mod:`ssd_jax.train_step`.
 
-Writes to ``workdir``: ``label_map.json`` (before the first step), ``checkpoints/`` and, when the
+Writes to ``workdir``: ``label_map.json`` and ``priors.json`` (the prior layout,
+:mod:`ssd_jax.prior_layout`; both before the first step), ``checkpoints/`` and, when the
 config names a validation split, ``checkpoints_best/`` (:mod:`ssd_jax.checkpoints`), TensorBoard
 event files, ``metrics.json`` (the last evaluation) and ``detections.png``.
 """
@@ -24,7 +25,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ssd_jax import checkpoints, experiment, train_step
+from ssd_jax import checkpoints, experiment, prior_layout, train_step
 from ssd_jax.data import label_map as label_map_lib
 
 MODES = ("train", "eval", "train_and_eval")
@@ -118,11 +119,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if mode == "eval":
     return _evaluate_checkpoint(config, workdir)
   mesh = experiment.create_mesh()
-  training = experiment.create_training(config, mesh)
+  training = experiment.create_training(config, mesh, workdir)
   config, data, model = training.config, training.data, training.model
   if jax.process_index() == 0:
     label_map_lib.save_or_check(data.label_map, workdir)
+    prior_layout.save_or_check(training.priors, workdir)
   logging.info("Classes (%d): %s", data.label_map.num_classes, list(data.label_map.class_names))
+  _log_priors(training.priors)
   if config.get("num_epochs"):
     logging.info("%g epochs of %d images in batches of %d: %d steps (evaluation every %d, "
                  "checkpoint every %d).", config.num_epochs, data.train.num_examples,
@@ -153,6 +156,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     writer.flush()
   multihost_utils.sync_global_devices("train_and_evaluate done")
   return metrics
+
+
+def _log_priors(run_priors: prior_layout.RunPriors) -> None:
+  spec = run_priors.spec
+  logging.info("Priors: %d, boxes per cell %s on maps %s.", spec.num_priors, spec.boxes_per_cell,
+               spec.feature_map_sizes)
+  if run_priors.kmeans is not None:
+    logging.info("k-means priors (%s) fitted to %d training boxes: mean best IoU of the boxes' "
+                 "shapes with the per-cell boxes %.3f (the layout they replace: %.3f).",
+                 run_priors.kmeans, run_priors.num_boxes, run_priors.mean_best_iou,
+                 run_priors.replaced_mean_best_iou)
 
 
 def _train_loop(config, state, step_fn, data, mesh, manager, best_manager, writer,

@@ -152,3 +152,34 @@ def test_spec_from_anchors_invalid_inputs():
     kmeans.spec_from_anchors(anchors, (8, 4), anchors_per_layer=(3, 0))
   with pytest.raises(ValueError, match="finite"):
     kmeans.spec_from_anchors(np.array([[0.1, np.nan]]), (8,))
+
+
+def test_spec_from_anchors_keep_counts_gives_one_box_per_anchor():
+  rng = np.random.default_rng(7)
+  for trial in range(20):
+    counts = tuple(int(c) for c in rng.integers(1, 6, 3))
+    anchors = rng.uniform(0.02, 0.6, (sum(counts), 2))
+    # Squares exactly (w == h, ratio 1, which a PriorSpec ratio cannot be) and nearly.
+    squares = rng.choice(len(anchors), min(4, len(anchors)), replace=False)
+    anchors[squares[:2], 1] = anchors[squares[:2], 0]
+    anchors[squares[2:], 1] = anchors[squares[2:], 0] * 1.01
+    spec = kmeans.spec_from_anchors(anchors, (8, 4, 2), anchors_per_layer=counts,
+                                    keep_counts=True)
+    assert spec.boxes_per_cell == counts, trial
+  # Folding (the default) merges near-square anchors into the one square instead.
+  folded = kmeans.spec_from_anchors(np.array([[0.1, 0.1], [0.2, 0.2], [0.3, 0.3]]), (4,))
+  assert folded.boxes_per_cell == (1,)
+
+
+def test_spec_from_anchors_keep_counts_is_exact_for_a_square_two_squares_and_ratios():
+  r2 = math.sqrt(2)
+  fine = [[0.1, 0.1], [0.1 * r2, 0.1 / r2], [0.1 / r2, 0.1 * r2], [0.13, 0.13]]  # 2 squares
+  coarse = [[0.3 * r2, 0.3 / r2], [0.3 / 2, 0.3 * 2]]  # no square: the squarest one becomes it
+  spec = kmeans.spec_from_anchors(np.array(coarse + fine), (4, 2), anchors_per_layer=(4, 2),
+                                  keep_counts=True)
+  assert spec.boxes_per_cell == (4, 2) and spec.max_sizes[1] is None
+  got = kmeans.cell_box_sizes(spec)
+  assert _same_rows(got[0], fine)
+  assert spec.min_sizes[1] == pytest.approx(300 * 0.3) and spec.aspect_ratios[1] == (0.25,)
+  # The square stands for the ratio-2 anchor: area kept, ratio not (the one approximation here).
+  assert _same_rows(got[1], [[0.3, 0.3], [0.15, 0.6]])

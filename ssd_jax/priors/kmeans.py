@@ -107,7 +107,8 @@ def spec_from_anchors(anchors_wh: np.ndarray, feature_map_sizes: Sequence[int],
                       image_size: float = 300.0,
                       layer_names: Optional[Sequence[str]] = None,
                       anchors_per_layer: Optional[Sequence[int]] = None,
-                      square_tol: float = 0.05, clip: bool = False) -> PriorSpec:
+                      square_tol: float = 0.05, clip: bool = False,
+                      keep_counts: bool = False) -> PriorSpec:
   """A :class:`~ssd_jax.priors.PriorSpec` whose per-cell boxes approximate the anchors.
 
   Assignment: anchors sorted by area go to the layers from the finest feature map (largest side)
@@ -125,6 +126,16 @@ def spec_from_anchors(anchors_wh: np.ndarray, feature_map_sizes: Sequence[int],
   near-square, is exactly square. Check the fit with :func:`mean_best_iou` against
   ``np.concatenate(cell_box_sizes(spec))``.
 
+  ``keep_counts=True`` gives every layer exactly as many boxes per cell as it has anchors (for a
+  layout that replaces another of the same count, heads unchanged): the layer's most nearly
+  square anchor (smallest ``|log(w / h)|``) is the square, whatever its ratio; the next one, if
+  near-square, is a second square of its own size (``max_size = size^2 / s``, so that
+  ``sqrt(s max_size)`` is that size); every other anchor keeps its ratio, a ratio of exactly 1
+  (which a PriorSpec cannot hold) becoming ``1 + 1e-6``. Of two squares, the ``min_size`` one
+  is the one nearer in size to the other anchors (the smaller when there are none), and ``s`` is
+  the geometric mean of the sizes of the anchors other than the second square. Exact when those
+  anchors share one area and the most nearly square ones are square.
+
   Args:
     anchors_wh: ``[K, 2]`` normalized ``(w, h)`` (e.g. from :func:`fit_anchors`).
     feature_map_sizes: side of each source map; ``K >= len(feature_map_sizes)``.
@@ -133,6 +144,7 @@ def spec_from_anchors(anchors_wh: np.ndarray, feature_map_sizes: Sequence[int],
     anchors_per_layer: optional anchor count per layer (each >= 1, summing to ``K``).
     square_tol: ratio tolerance for folding an anchor into the square.
     clip: clip the generated priors to the image.
+    keep_counts: one box per cell per anchor (see above) instead of folding near-square anchors.
   """
   wh = _check_wh(anchors_wh, "spec_from_anchors: anchors_wh")
   num_layers = len(feature_map_sizes)
@@ -154,8 +166,14 @@ def spec_from_anchors(anchors_wh: np.ndarray, feature_map_sizes: Sequence[int],
     counts = [counts[k] for k in layer_order]
   groups = np.split(wh[np.argsort(wh.prod(1), kind="stable")], np.cumsum(counts)[:-1])
   min_sizes, ratios = [0.0] * num_layers, [()] * num_layers
+  max_sizes: list[Optional[float]] = [None] * num_layers
   for k, group in zip(layer_order, groups):
-    min_sizes[k] = float(np.exp(np.log(group).sum(1).mean() / 2)) * image_size
+    if keep_counts:
+      s, max_size, ratios[k] = _one_box_per_anchor(group, square_tol)
+      min_sizes[k] = s * image_size
+      max_sizes[k] = None if max_size is None else max_size * image_size
+      continue
+    min_sizes[k] = _geometric_mean_size(group) * image_size
     a = group[:, 0] / group[:, 1]
     ratios[k] = tuple(float(r) for r in a
                       if max(r, 1 / r) >= 1 + square_tol and not math.isclose(r, 1))
@@ -163,8 +181,41 @@ def spec_from_anchors(anchors_wh: np.ndarray, feature_map_sizes: Sequence[int],
       image_size=float(image_size),
       feature_map_sizes=tuple(int(f) for f in feature_map_sizes),
       steps=tuple(image_size / f for f in feature_map_sizes),
-      min_sizes=tuple(min_sizes), max_sizes=None, aspect_ratios=tuple(ratios), flip=False,
-      clip=clip, layer_names=tuple(layer_names) if layer_names is not None else None)
+      min_sizes=tuple(min_sizes),
+      max_sizes=tuple(max_sizes) if any(m is not None for m in max_sizes) else None,
+      aspect_ratios=tuple(ratios), flip=False, clip=clip,
+      layer_names=tuple(layer_names) if layer_names is not None else None)
+
+
+def _geometric_mean_size(wh: np.ndarray) -> float:
+  """The geometric mean of the sizes ``sqrt(w h)`` of ``[n, 2]`` shapes."""
+  return float(np.exp(np.log(wh).sum(1).mean() / 2))
+
+
+def _one_box_per_anchor(group: np.ndarray, square_tol: float
+                        ) -> tuple[float, Optional[float], tuple[float, ...]]:
+  """``(min_size, max_size or None, ratios)`` (normalized) of one layer whose ``[n, 2]`` anchors
+  become exactly ``n`` boxes per cell (``spec_from_anchors(keep_counts=True)``)."""
+  log_ratio = np.log(group[:, 0] / group[:, 1])
+  order = np.argsort(np.abs(log_ratio), kind="stable")  # the most nearly square first
+  second_square = len(group) > 1 and math.exp(abs(log_ratio[order[1]])) < 1 + square_tol
+  if not second_square:
+    s, rest = _geometric_mean_size(group), order[1:]
+    max_size = None
+  else:
+    (a, b), rest = order[:2], order[2:]
+    # Of the two squares, the min_size one shares its area with the ratio boxes: the one nearer
+    # (in log size) to the other anchors' sizes; with no others, the smaller (as Caffe's).
+    log_size = lambda i: math.log(_geometric_mean_size(group[[i]]))
+    target = math.log(_geometric_mean_size(group[rest])) if len(rest) else -math.inf
+    square, other = sorted((a, b), key=lambda i: (abs(log_size(i) - target), log_size(i)))
+    s = _geometric_mean_size(group[np.concatenate([[square], rest])])
+    max_size = _geometric_mean_size(group[[other]]) ** 2 / s
+  # A PriorSpec ratio must not be 1 (squares are min/max sizes): a third square anchor is kept as
+  # a box 1e-6 off square, so that the count stays exact.
+  ratios = tuple(r if not math.isclose(r, 1) else 1 + 1e-6
+                 for r in (float(group[i, 0] / group[i, 1]) for i in rest))
+  return s, max_size, ratios
 
 
 def cell_box_sizes(spec: PriorSpec) -> list[np.ndarray]:
