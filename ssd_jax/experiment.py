@@ -2,15 +2,16 @@
 
 ``train.train_and_evaluate``, ``experiments/detect.py``, export, the sweeps, the benchmarks and
 the tests get their model (with its priors and input size; a trained run's priors from its
-workdir), data sources and label map, learning-rate schedule, optimizer, train step, predict
-function and evaluator from here, so a config field means the same thing on every path. The fields are documented in
+workdir), data sources and label map, learning-rate schedule, optimizer, train step (also for
+runs trained together: :data:`STACKABLE`), predict function and evaluator from here, so a config
+field means the same thing on every path. The fields are documented in
 ``experiments/configs/common.py``; what is model-specific (backbone, default priors, pretrained
 weights) comes from the registry ``ssd_jax.models.BACKBONES``, what is dataset-specific from
 ``ssd_jax.data.registry``.
 """
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -394,12 +395,56 @@ def create_train_step(config: Config, model: models.SSD, tx: optax.GradientTrans
   if config.batch_size % mesh.devices.size:
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
                      f"{mesh.devices.size} devices")
+  return train_step.make_train_step(model, tx, priors_lib.generate(model.prior_spec), lr_fn,
+                                    _targets_and_loss(config), mesh)
+
+
+def _targets_and_loss(config: Config) -> train_step.TargetsAndLoss:
   m, loss = config.matching, config.loss
-  settings = train_step.TargetsAndLoss(
+  return train_step.TargetsAndLoss(
       iou_threshold=m.iou_threshold, variances=tuple(m.variances), mode=m.mode,
       neg_pos_ratio=loss.neg_pos_ratio, alpha=loss.alpha)
-  return train_step.make_train_step(model, tx, priors_lib.generate(model.prior_spec), lr_fn,
-                                    settings, mesh)
+
+
+# Config fields in which runs trained together may differ (train.train_stacked): none changes a
+# parameter or batch shape; each becomes a per-run value of the one compiled step.
+STACKABLE = ("seed", "priors.s_min", "priors.s_max", "matching.iou_threshold",
+             "loss.neg_pos_ratio", "loss.alpha", "optimizer.lr")
+
+
+def check_stackable(configs: Sequence[Config]) -> None:
+  """Raises ValueError unless the configs differ only in :data:`STACKABLE` fields."""
+  if not configs:
+    raise ValueError("no configs to train together")
+  for i, other in enumerate(configs[1:], 1):
+    differ = [k for k in overrides.config_differences(configs[0], other) if k not in STACKABLE]
+    if differ:
+      raise ValueError(f"configs 0 and {i} cannot train together: they differ in "
+                       f"{', '.join(differ[:8])} (runs trained together may differ only in "
+                       f"{', '.join(STACKABLE)})")
+
+
+def create_stacked_train_step(trainings: Sequence["Training"], mesh: jax.sharding.Mesh
+                              ) -> tuple[Callable, bool]:
+  """``((states, batch) -> (states, metrics), shared_batch)`` for runs trained together (stacked
+  states, :func:`train_step.make_stacked_train_step`): the first run's model and optimizer, every
+  run's priors, matching threshold, loss settings and learning rate (as a multiple of the
+  first's). ``shared_batch``: the runs share their seed, hence their batches, so one batch feeds
+  them all; otherwise the batch is ``[R, B, ...]``, each run's own."""
+  configs = [t.config for t in trainings]
+  check_stackable(configs)
+  first = trainings[0]
+  lr = first.config.optimizer.lr
+  if not lr and any(c.optimizer.lr for c in configs):
+    raise ValueError("runs trained together scale the first run's learning rate, which is 0")
+  runs = [train_step.run_settings(priors_lib.generate(t.model.prior_spec), _targets_and_loss(c),
+                                  lr_scale=c.optimizer.lr / lr if lr else 1.0)
+          for t, c in zip(trainings, configs)]
+  runs = jax.tree_util.tree_map(lambda *x: jnp.asarray(np.stack(x), jnp.float32), *runs)
+  shared = len({c.seed for c in configs}) == 1
+  step = train_step.make_stacked_train_step(first.model, first.tx, first.lr_fn,
+                                            _targets_and_loss(first.config), mesh, shared)
+  return (lambda states, batch: step(states, batch, runs)), shared
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,7 @@ configs from a base one; ``experiments/main.py`` gets the same from ``--config.<
 """
 
 import ast
+import json
 from typing import Any, Mapping
 
 import ml_collections
@@ -68,3 +69,24 @@ def apply_overrides(config: ml_collections.ConfigDict,
     except TypeError as e:
       raise ValueError(f"override {key!r}: {e}") from e
   return config
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """Nested dicts -> ``{"dotted.key": leaf}``."""
+  if not isinstance(tree, dict):
+    return {prefix: tree}
+  out = {}
+  for k, v in tree.items():
+    out.update(flatten(v, f"{prefix}.{k}" if prefix else k))
+  return out
+
+
+def config_differences(a: ml_collections.ConfigDict | dict, b: ml_collections.ConfigDict | dict
+                       ) -> list[str]:
+  """The dotted keys where two configs (or their JSON dicts) differ, sorted. Values are compared
+  as JSON text, so that NaN equals NaN and a tuple its JSON list."""
+  as_dict = lambda c: json.loads(c.to_json_best_effort()) if isinstance(
+      c, ml_collections.ConfigDict) else c
+  flat_a, flat_b = flatten(as_dict(a)), flatten(as_dict(b))
+  return sorted(k for k in flat_a.keys() | flat_b.keys()
+                if json.dumps(flat_a.get(k)) != json.dumps(flat_b.get(k)))

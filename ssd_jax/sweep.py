@@ -82,26 +82,13 @@ def select_runs(runs: Sequence[Run], only: Optional[Sequence[str]]) -> list[Run]
 # ---------------------------------------------------------------------------------------------
 # Running.
 # ---------------------------------------------------------------------------------------------
-def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-  if not isinstance(tree, dict):
-    return {prefix: tree}
-  out = {}
-  for k, v in tree.items():
-    out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
-  return out
-
-
 def _config_differences(config: ml_collections.ConfigDict, run_dir: str) -> Optional[list[str]]:
   """Keys where ``run_dir/config.json`` differs from ``config``; None when there is no file."""
   path = os.path.join(run_dir, "config.json")
   if not os.path.exists(path):
     return None
   with open(path) as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(config.to_json_best_effort()))
-  # Compared as JSON text so that NaN equals NaN.
-  return sorted(k for k in old.keys() | new.keys()
-                if json.dumps(old.get(k)) != json.dumps(new.get(k)))
+    return overrides_lib.config_differences(json.load(f), config)
 
 
 def _check_same_config(config: ml_collections.ConfigDict, run_dir: str) -> None:

@@ -1,8 +1,10 @@
 """Training and evaluation of SSD: the loop around the data-parallel train step.
 
 ``train_and_evaluate(config, workdir)`` is the whole job; ``experiments/main.py`` only parses flags
-and calls it. Every part (model, data, optimizer, step, evaluators) comes from
-:mod:`ssd_jax.experiment`; the step itself is :mod:`ssd_jax.train_step`.
+and calls it. ``train_stacked(configs, workdirs)`` trains runs that share their shapes together
+(e.g. seeds of one config, ``experiments/sweep.py --stack``), each as if alone. Every part
+(model, data, optimizer, step, evaluators) comes from :mod:`ssd_jax.experiment`; the step itself
+is :mod:`ssd_jax.train_step`.
 
 Writes to ``workdir``: ``label_map.json`` and ``priors.json`` (the prior layout,
 :mod:`ssd_jax.prior_layout`; both before the first step), ``checkpoints/`` and, when the
@@ -10,12 +12,13 @@ config names a validation split, ``checkpoints_best/`` (:mod:`ssd_jax.checkpoint
 event files, ``metrics.json`` (the last evaluation) and ``detections.png``.
 """
 
+import dataclasses
 import json
 import os
 import signal
 import sys
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from absl import logging
 from clu import metric_writers
@@ -109,18 +112,28 @@ def _evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str) -> dic
     writer.flush()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
-                       mode: str = "train_and_eval") -> dict[str, Any]:
-  """Trains (resuming from ``workdir``) and/or evaluates; returns the last evaluation metrics
-  (empty for ``mode='train'``)."""
-  if mode not in MODES:
-    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-  _maybe_initialize_distributed(config)
-  if mode == "eval":
-    return _evaluate_checkpoint(config, workdir)
-  mesh = experiment.create_mesh()
-  training = experiment.create_training(config, mesh, workdir)
-  config, data, model = training.config, training.data, training.model
+@dataclasses.dataclass(frozen=True)
+class _Run:
+  """One run's outputs: where it writes, its checkpoint managers, writer and evaluation."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  manager: ocp.CheckpointManager
+  best_manager: Optional[ocp.CheckpointManager]
+  writer: Any
+  evaluate: Optional[_Evaluation]
+
+  def close(self) -> None:
+    for m in (self.manager, self.best_manager):
+      if m is not None:
+        m.wait_until_finished()
+    self.writer.flush()
+
+
+def _start_run(training: experiment.Training, workdir: str, mode: str,
+               mesh: jax.sharding.Mesh) -> tuple[train_step.TrainState, _Run]:
+  """Writes the run's label map and priors, and returns its state (restored from ``workdir`` if
+  it has a checkpoint, else initialized, warm-started as the config says) and outputs."""
+  config, data = training.config, training.data
   if jax.process_index() == 0:
     label_map_lib.save_or_check(data.label_map, workdir)
     prior_layout.save_or_check(training.priors, workdir)
@@ -141,21 +154,76 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
         mesh, jax.sharding.PartitionSpec())))
   state = checkpoints.restore_latest(manager, state)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
-  evaluate = _Evaluation(config, model, data, mesh, workdir, writer, config.num_train_steps) \
-      if mode == "train_and_eval" else None
+  evaluate = _Evaluation(config, training.model, data, mesh, workdir, writer,
+                         config.num_train_steps) if mode == "train_and_eval" else None
   if evaluate is not None and evaluate.val is None:
     logging.info("No validation split in config.data: checkpoints_best/ is not written; the "
                  "reported metrics are those of the final step.")
+  return state, _Run(config, workdir, manager, best_manager, writer, evaluate)
+
+
+def _check_mode(mode: str) -> None:
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       mode: str = "train_and_eval") -> dict[str, Any]:
+  """Trains (resuming from ``workdir``) and/or evaluates; returns the last evaluation metrics
+  (empty for ``mode='train'``)."""
+  _check_mode(mode)
+  _maybe_initialize_distributed(config)
+  if mode == "eval":
+    return _evaluate_checkpoint(config, workdir)
+  mesh = experiment.create_mesh()
+  training = experiment.create_training(config, mesh, workdir)
+  state, run = _start_run(training, workdir, mode, mesh)
+  batches = experiment.train_batches(training.config, training.data.train,
+                                     start_step=int(jax.device_get(state.step)))
   try:
-    metrics = _train_loop(config, state, training.step_fn, data, mesh, manager, best_manager,
-                          writer, evaluate)
+    (metrics,) = _train_loop(state, training.step_fn,
+                             (train_step.global_batch(b, mesh) for b in batches), [run])
   finally:
-    for m in (manager, best_manager):
-      if m is not None:
-        m.wait_until_finished()
-    writer.flush()
+    run.close()
   multihost_utils.sync_global_devices("train_and_evaluate done")
   return metrics
+
+
+def train_stacked(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequence[str],
+                  mode: str = "train_and_eval") -> list[dict[str, Any]]:
+  """Trains runs that differ only in ``experiment.STACKABLE`` fields together, in one compiled
+  step over their stacked states (``experiment.create_stacked_train_step``); each run resumes
+  from and writes to its own workdir exactly as :func:`train_and_evaluate` would. All must be at
+  the same step (fresh, or stopped together). Returns each run's last evaluation metrics."""
+  _check_mode(mode)
+  if mode == "eval":
+    raise ValueError("train_stacked trains; evaluate a run with train_and_evaluate(mode='eval')")
+  if len(configs) != len(workdirs) or len(set(workdirs)) != len(workdirs):
+    raise ValueError(f"train_stacked: {len(configs)} configs need as many distinct workdirs, "
+                     f"got {list(workdirs)}")
+  experiment.check_stackable(configs)
+  _maybe_initialize_distributed(configs[0])
+  mesh = experiment.create_mesh()
+  trainings = [experiment.create_training(c, mesh, w) for c, w in zip(configs, workdirs)]
+  started = [_start_run(t, w, mode, mesh) for t, w in zip(trainings, workdirs)]
+  runs = [run for _, run in started]
+  steps = [int(jax.device_get(state.step)) for state, _ in started]
+  try:
+    if len(set(steps)) > 1:
+      raise ValueError(f"train_stacked: the runs are at different steps {steps} "
+                       f"({list(workdirs)}); resume them one by one")
+    step_fn, shared = experiment.create_stacked_train_step(trainings, mesh)
+    per_run = [experiment.train_batches(t.config, t.data.train, start_step=steps[0])
+               for t in (trainings[:1] if shared else trainings)]
+    batches = (train_step.global_batch(b[0] if shared else train_step.stack_batches(b), mesh,
+                                       stacked=not shared)
+               for b in zip(*per_run))
+    return _train_loop(train_step.stack([state for state, _ in started]), step_fn, batches,
+                       runs)
+  finally:
+    for run in runs:
+      run.close()
+    multihost_utils.sync_global_devices("train_stacked done")
 
 
 def _log_priors(run_priors: prior_layout.RunPriors) -> None:
@@ -169,42 +237,57 @@ def _log_priors(run_priors: prior_layout.RunPriors) -> None:
                  run_priors.replaced_mean_best_iou)
 
 
-def _train_loop(config, state, step_fn, data, mesh, manager, best_manager, writer,
-                evaluate: Optional[_Evaluation]) -> dict[str, Any]:
-  """Steps from the state's step to ``num_train_steps``: logs, checkpoints, evaluations."""
-  start, total = int(jax.device_get(state.step)), config.num_train_steps
-  batches = experiment.train_batches(config, data.train, start_step=start)
+def _train_loop(state: train_step.TrainState, step_fn: Callable, batches: Iterator[Any],
+                runs: Sequence[_Run]) -> list[dict[str, Any]]:
+  """Steps from the state's step to ``num_train_steps``: logs, checkpoints, evaluations.
+
+  One run (``state`` as it is) or several stacked on a leading axis (``len(runs) > 1``): each
+  run's slice is logged, checked, checkpointed and evaluated in its own workdir. The runs share
+  their length and periods (``experiment.check_stackable``)."""
+  stacked = len(runs) > 1
+  view = (lambda tree, r: train_step.unstack(tree, r)) if stacked else (lambda tree, r: tree)
+  config = runs[0].config
+  start, total = int(np.max(jax.device_get(state.step))), config.num_train_steps
   preempted = _Preempted()
-  metrics: dict[str, Any] = {}
+  metrics: list[dict[str, Any]] = [{} for _ in runs]
   pending, tick, tick_step = [], time.perf_counter(), start
   try:
     for step in range(start + 1, total + 1):
-      state, step_metrics = step_fn(state, train_step.global_batch(next(batches), mesh))
+      state, step_metrics = step_fn(state, next(batches))
       pending.append(step_metrics)
       if step % config.log_every_steps == 0 or step == total:
-        _check_finite(state, manager)
-        _log(writer, step, total, pending, config.batch_size, time.perf_counter() - tick,
-             step - tick_step)
+        pending = jax.device_get(pending)
+        for r, run in enumerate(runs):
+          _check_finite(view(state, r), run.manager)
+          _log(run.writer, step, total, [view(m, r) for m in pending], config.batch_size,
+               time.perf_counter() - tick, step - tick_step)
         pending, tick, tick_step = [], time.perf_counter(), step
       if step % config.checkpoint.every_steps == 0 or step == total or preempted.requested:
-        _check_finite(state, manager)
-        manager.save(step, args=ocp.args.StandardSave(state), force=True)
+        for r, run in enumerate(runs):
+          _check_finite(view(state, r), run.manager)
+          run.manager.save(step, args=ocp.args.StandardSave(view(state, r)), force=True)
       if preempted.requested:
-        manager.wait_until_finished()
+        for run in runs:
+          run.manager.wait_until_finished()
         logging.warning("Stopped at step %d after SIGTERM; rerun to resume.", step)
         sys.exit(128 + signal.SIGTERM)
-      if evaluate is not None and (step % config.eval.every_steps == 0 or step == total):
-        # Orbax's async save of this step can lose its array metadata when the evaluation's
-        # input pipeline runs alongside (seen with tfds sources): let it finish first.
-        manager.wait_until_finished()
-        metrics = evaluate(state.params, step)
-        if best_manager is not None:
-          best_manager.save(step, args=ocp.args.StandardSave(state), force=True, metrics={
-              checkpoints.SCORE: metrics[f"val_{config.checkpoint.best_metric}"]})
+      if step % config.eval.every_steps == 0 or step == total:
+        for r, run in enumerate(runs):
+          if run.evaluate is None:
+            continue
+          # Orbax's async save of this step can lose its array metadata when the evaluation's
+          # input pipeline runs alongside (seen with tfds sources): let it finish first.
+          run.manager.wait_until_finished()
+          metrics[r] = run.evaluate(view(state, r).params, step)
+          if run.best_manager is not None:
+            run.best_manager.save(step, args=ocp.args.StandardSave(view(state, r)), force=True,
+                                  metrics={checkpoints.SCORE: metrics[r][
+                                      f"val_{config.checkpoint.best_metric}"]})
   finally:
     preempted.restore()
-  if evaluate is not None and not metrics:  # resumed at the end: still report
-    metrics = evaluate(state.params, int(jax.device_get(state.step)))
+  for r, run in enumerate(runs):
+    if run.evaluate is not None and not metrics[r]:  # resumed at the end: still report
+      metrics[r] = run.evaluate(view(state, r).params, int(jax.device_get(view(state, r).step)))
   return metrics
 
 

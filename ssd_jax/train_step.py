@@ -6,11 +6,16 @@ The multibox loss is normalized by the positives of the *global* batch and gradi
 over devices, so any device count gives the single-device result (up to float summation order).
 Everything here takes arrays and plain values; :mod:`ssd_jax.experiment` fills them in from a
 config.
+
+Runs whose parameter and batch shapes agree can train together (:func:`make_stacked_train_step`):
+their states are stacked on a leading run axis and the step is ``jax.vmap``-ed over it, with what
+may differ between them (:class:`RunSettings`: the priors' values, the matching threshold, the
+loss settings and the learning rate) as per-run arrays.
 """
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax
 import jax
@@ -42,24 +47,52 @@ class TargetsAndLoss:
   alpha: float = 1.0
 
 
-def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, model: models.SSD,
-               tx: optax.GradientTransformation, priors: jnp.ndarray, lr_fn: optax.Schedule,
-               settings: TargetsAndLoss) -> tuple[TrainState, dict[str, jnp.ndarray]]:
+@flax.struct.dataclass
+class RunSettings:
+  """A run's values that may differ between runs trained together: scalars or arrays, each with
+  a leading run axis when stacked.
+
+  Attributes:
+    priors: ``[P, 4]`` normalized cxcywh.
+    iou_threshold: ``TargetsAndLoss.iou_threshold``.
+    neg_pos_ratio: ``TargetsAndLoss.neg_pos_ratio``.
+    alpha: ``TargetsAndLoss.alpha``.
+    lr_scale: this run's learning rate over the one ``lr_fn`` and ``tx`` were built with (an
+      update is linear in the learning rate: warm-up, decay, SGD with momentum and AdamW with
+      decoupled weight decay all scale with it); None: 1, the run's own optimizer.
+  """
+  priors: Any
+  iou_threshold: Any
+  neg_pos_ratio: Any
+  alpha: Any
+  lr_scale: Any = None
+
+
+def run_settings(priors: np.ndarray, settings: TargetsAndLoss,
+                 lr_scale: float | None = None) -> RunSettings:
+  return RunSettings(priors=jnp.asarray(priors), iou_threshold=settings.iou_threshold,
+                     neg_pos_ratio=settings.neg_pos_ratio, alpha=settings.alpha,
+                     lr_scale=lr_scale)
+
+
+def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSettings, *,
+               model: models.SSD, tx: optax.GradientTransformation, lr_fn: optax.Schedule,
+               variances: tuple[float, float], mode: str
+               ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """One optimizer step on this device's part of the batch; collectives over ``'data'``.
 
   ``batch``: ``image`` uint8 ``[b, S, S, 3]``, ``boxes`` ``[b, G, 4]`` normalized xyxy,
   ``labels`` ``[b, G]`` (0 = padding) and ``crowd`` ``[b, G]`` (crowd boxes are ignored: no prior
-  is positive or negative because of one).
+  is positive or negative because of one). ``variances`` and ``mode``: ``TargetsAndLoss``'s.
   """
-  targets_fn = functools.partial(matching.encode_targets, priors=priors,
-                                 iou_threshold=settings.iou_threshold,
-                                 variances=settings.variances, mode=settings.mode)
+  targets_fn = functools.partial(matching.encode_targets, priors=run.priors,
+                                 iou_threshold=run.iou_threshold, variances=variances, mode=mode)
   loc_t, cls_t = jax.vmap(targets_fn)(batch["boxes"], batch["labels"], crowd=batch["crowd"])
 
   def loss_fn(params):
     loc, logits = model.apply({"params": params}, batch["image"].astype(jnp.float32), train=True)
-    return losses.multibox_loss(loc, logits, loc_t, cls_t, neg_pos_ratio=settings.neg_pos_ratio,
-                                alpha=settings.alpha, axis_name="data")
+    return losses.multibox_loss(loc, logits, loc_t, cls_t, neg_pos_ratio=run.neg_pos_ratio,
+                                alpha=run.alpha, axis_name="data")
 
   (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   # Each device's loss is already divided by the global positives: sum, do not average. The
@@ -68,6 +101,10 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, model: model
   # so autodiff returns them already summed over devices (and replicated).
   loss, aux = jax.lax.psum((loss, aux), "data")
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  lr = lr_fn(state.step)
+  if run.lr_scale is not None:
+    updates = jax.tree_util.tree_map(lambda u: u * run.lr_scale, updates)
+    lr = lr * run.lr_scale
   params = optax.apply_updates(state.params, updates)
   grad_norm = optax.tree.norm(grads)
   ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(updates))
@@ -78,7 +115,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], *, model: model
       opt_state=keep(opt_state, state.opt_state),
       first_bad_step=jnp.where(ok | (state.first_bad_step >= 0), state.first_bad_step,
                                state.step + 1))  # 1-based, as logged
-  metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "lr": lr_fn(state.step)}
+  metrics = {"loss": loss, **aux, "grad_norm": grad_norm, "lr": lr}
   return new_state, metrics
 
 
@@ -87,10 +124,40 @@ def make_train_step(model: models.SSD, tx: optax.GradientTransformation, priors:
                     mesh: jax.sharding.Mesh) -> Callable:
   """``(state, batch) -> (state, metrics)``: jitted, state replicated and donated, batch sharded
   on ``'data'``."""
-  step = functools.partial(train_step, model=model, tx=tx, priors=jnp.asarray(priors),
-                           lr_fn=lr_fn, settings=settings)
+  step = functools.partial(train_step, run=run_settings(priors, settings), model=model, tx=tx,
+                           lr_fn=lr_fn, variances=settings.variances, mode=settings.mode)
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=0)
+
+
+def make_stacked_train_step(model: models.SSD, tx: optax.GradientTransformation,
+                            lr_fn: optax.Schedule, settings: TargetsAndLoss,
+                            mesh: jax.sharding.Mesh, shared_batch: bool) -> Callable:
+  """``(states, batch, runs) -> (states, metrics)`` for R runs trained together.
+
+  ``states``: :class:`TrainState` with a leading run axis ``[R, ...]`` (:func:`stack`), replicated
+  and donated; ``runs``: :class:`RunSettings` of ``[R, ...]`` arrays (``lr_scale`` set);
+  ``batch``: one batch for all runs (``shared_batch``) or ``[R, B, ...]``, sharded on ``'data'``
+  along ``B``. Only ``settings.variances`` and ``settings.mode`` are read (the rest is per run).
+  Metrics come back ``[R]``.
+  """
+  step = functools.partial(train_step, model=model, tx=tx, lr_fn=lr_fn,
+                           variances=settings.variances, mode=settings.mode)
+  stacked = jax.vmap(step, in_axes=(0, None if shared_batch else 0, 0))
+  batch_spec = P("data") if shared_batch else P(None, "data")
+  sharded = jax.shard_map(stacked, mesh=mesh, in_specs=(P(), batch_spec, P()),
+                          out_specs=(P(), P()))
+  return jax.jit(sharded, donate_argnums=0)
+
+
+def stack(trees: list[Any]) -> Any:
+  """Pytrees of equal structure -> one with a leading axis over them."""
+  return jax.tree_util.tree_map(lambda *leaves: jnp.stack(leaves), *trees)
+
+
+def unstack(tree: Any, index: int) -> Any:
+  """Entry ``index`` of a stacked pytree's leading axis."""
+  return jax.tree_util.tree_map(lambda leaf: leaf[index], tree)
 
 
 def init_params(model: models.SSD, seed: int) -> Any:
@@ -115,7 +182,14 @@ def create_train_state(model: models.SSD, tx: optax.GradientTransformation, seed
                  compiler_options={"xla_backend_optimization_level": 0})()
 
 
-def global_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
-  """This process's part of the batch -> global arrays sharded on ``'data'``."""
-  sharding = jax.sharding.NamedSharding(mesh, P("data"))
+def stack_batches(batches: Sequence[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """Host batches of several runs -> one with a leading run axis ``[R, B, ...]``."""
+  return {k: np.stack([b[k] for b in batches]) for k in batches[0]}
+
+
+def global_batch(batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh,
+                 stacked: bool = False) -> dict[str, jax.Array]:
+  """This process's part of the batch -> global arrays sharded on ``'data'`` (along the second
+  axis of ``stacked`` ``[R, B, ...]`` batches)."""
+  sharding = jax.sharding.NamedSharding(mesh, P(None, "data") if stacked else P("data"))
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from experiments.configs import ablation_table2
 from ssd_jax import overrides, train
 from ssd_jax.data import label_map as label_map_lib
 from tests import fixtures, tiny_train_config
@@ -120,3 +121,54 @@ def test_sigterm_then_resume_equals_uninterrupted_run(tmp_path):
   assert a.keys() == b.keys()
   for key, value in a.items():
     np.testing.assert_array_equal(b[key], value, err_msg=key)
+
+
+# Three runs that differ in every kind of field that can train together (experiment.STACKABLE).
+STACK = {"a": {}, "b": {"seed": 1, "priors.s_min": 0.15},
+         "c": {"optimizer.lr": 2e-2, "matching.iou_threshold": 0.45, "loss.neg_pos_ratio": 2.5,
+               "loss.alpha": 0.8}}
+
+
+def test_stacked_runs_equal_the_same_runs_trained_one_by_one(tmp_path):
+  base = tiny_config(**{"num_train_steps": 3, "eval.every_steps": 3, "optimizer.name": "sgd",
+                        "optimizer.lr": 1e-2, "priors": ablation_table2.TINY_PRIOR_KNOBS,
+                        "data.num_val_examples": 0, "eval.num_images_to_draw": 0})
+  configs = {name: overrides.apply_overrides(base, changes) for name, changes in STACK.items()}
+  alone = {name: train.train_and_evaluate(c, str(tmp_path / "alone" / name))
+           for name, c in configs.items()}
+  # Seeds 0, 1, 0: each run gets its own batches ([R, B, ...]); a and c alone share theirs (the
+  # second stack only trains: its evaluation is the same code as the first's).
+  for stack, mode in ((("a", "b", "c"), "train_and_eval"), (("a", "c"), "train")):
+    where = tmp_path / "-".join(stack)
+    together = train.train_stacked([configs[n] for n in stack], [str(where / n) for n in stack],
+                                   mode=mode)
+    for name, metrics in zip(stack, together):
+      params = fixtures.checkpoint_params(where / name)
+      expected = fixtures.checkpoint_params(tmp_path / "alone" / name)
+      # Float tolerance: the batched convolutions sum in another order (~6e-8 here). With SGD;
+      # Adam's division by sqrt(v) would magnify it to ~1e-4 in the few weights whose
+      # gradients are near 0 (measured), hiding a real difference of that size.
+      assert fixtures.largest_change(expected, params) < 1e-6, (stack, name)
+      assert sorted(os.listdir(where / name / "checkpoints")) == ["2", "3"]
+      if mode == "train":
+        assert metrics == {} and not (where / name / "metrics.json").exists()
+        continue
+      # As text: NaN (an empty size range) equals NaN.
+      assert (json.dumps(json.loads((where / name / "metrics.json").read_text()))
+              == json.dumps(metrics))
+      assert metrics.keys() == alone[name].keys() and metrics["step"] == 3
+      for key in ("voc07_map", "voc_map", "voc07_ap_small", "recall"):
+        assert metrics[key] == pytest.approx(alone[name][key], abs=1e-4, nan_ok=True), key
+  runs = {n: fixtures.checkpoint_params(tmp_path / "alone" / n) for n in STACK}
+  assert min(fixtures.largest_change(runs["a"], runs[n]) for n in ("b", "c")) > 1e-3
+
+
+def test_stacked_runs_must_differ_only_in_stackable_fields(tmp_path):
+  a = tiny_config()
+  with pytest.raises(ValueError, match="differ in batch_size, optimizer.name"):
+    train.train_stacked([a, overrides.apply_overrides(a, {"batch_size": 8,
+                                                          "optimizer.name": "sgd"})],
+                        [str(tmp_path / "a"), str(tmp_path / "b")])
+  with pytest.raises(ValueError, match="distinct workdirs"):
+    train.train_stacked([a, a], [str(tmp_path / "a")] * 2)
+  assert not os.listdir(tmp_path)
