@@ -6,9 +6,11 @@
   python -m experiments.sweep --config=experiments/configs/ablation_table3.py \\
       --workdir=/tmp/table3 --set=num_train_steps=50 --set=data.num_eval_examples=50 \\
       --only=p3-p7,p4-p7
-  # every run with 3 seeds: mean ± std, and which runs differ from the first beyond the spread
+  # every run with 3 seeds: mean ± std, and which runs differ from the first beyond the spread;
+  # --stack trains the seeds of a run (and any runs differing only in lr, prior scales, ...)
+  # together in one compiled step
   python -m experiments.sweep --config=experiments/configs/ablation_table2.py \\
-      --workdir=runs/table2 --seeds=3
+      --workdir=runs/table2 --seeds=3 --stack
 
 The config file defines ``get_config()`` (the base) and ``get_sweep()`` (``[(run_name,
 {dotted.key: value}), ...]``). Each run trains in ``<workdir>/<run_name>`` (other seeds in
@@ -28,6 +30,9 @@ _SET = flags.DEFINE_multi_string("set", [], "dotted.key=value applied to the bas
                                  "every run (a Python literal, else a string); repeatable.")
 _SEEDS = flags.DEFINE_integer("seeds", 1, "Train every run with this many seeds (config.seed + "
                               "0, 1, ...); the tables give mean and spread.", lower_bound=1)
+_STACK = flags.DEFINE_bool("stack", False, "Train runs that differ only in seed, prior scales, "
+                           "matching threshold, loss settings or learning rate together, in one "
+                           "compiled step (ssd_jax.train.train_stacked).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -41,7 +46,8 @@ def main(argv):
 def _run() -> None:
   base, runs = sweep.load_sweep(_CONFIG.value)
   base = overrides.apply_overrides(base, dict(overrides.parse_assignment(s) for s in _SET.value))
-  rows = sweep.run_sweep(base, runs, _WORKDIR.value, only=_ONLY.value, seeds=_SEEDS.value)
+  rows = sweep.run_sweep(base, runs, _WORKDIR.value, only=_ONLY.value, seeds=_SEEDS.value,
+                         stack=_STACK.value)
   paths = sweep_report.write_results(rows, _WORKDIR.value)
   with open(paths["md"]) as f:
     print(f.read())

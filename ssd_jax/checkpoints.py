@@ -91,6 +91,16 @@ def _open_read_only(workdir: str, best: bool) -> tuple[ocp.CheckpointManager, st
   return manager, directory
 
 
+def latest_step(workdir: str) -> Optional[int]:
+  """The step of the newest checkpoint in the run's ``checkpoints/``; None when there is none."""
+  try:
+    manager, _ = _open_read_only(workdir, best=False)
+  except FileNotFoundError:
+    return None
+  with manager:
+    return manager.latest_step()
+
+
 def _select_step(manager: ocp.CheckpointManager, directory: str, step: Optional[int],
                  best: bool) -> int:
   steps = list(manager.all_steps())

@@ -125,7 +125,9 @@ def seed_dir(name: str, seed_index: int, seed: int) -> str:
 def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workdir: str,
               only: Optional[Sequence[str]] = None,
               train_fn: Optional[Callable[..., dict[str, Any]]] = None,
-              seeds: int = 1) -> list[dict[str, Any]]:
+              seeds: int = 1, stack: bool = False,
+              stack_fn: Optional[Callable[..., list[dict[str, Any]]]] = None
+              ) -> list[dict[str, Any]]:
   """Trains and evaluates the runs in turn, each in ``workdir/<name>``; returns their rows.
 
   A run whose ``metrics.json`` is already at ``num_train_steps`` is not retrained (its metrics
@@ -141,55 +143,105 @@ def run_sweep(base_config: ml_collections.ConfigDict, runs: Sequence[Run], workd
     train_fn: ``(config, workdir) -> metrics``, for tests.
     seeds: trainings per run, with ``config.seed`` + 0 .. ``seeds - 1`` (the run's own seed
       first), in the directories of :func:`seed_dir`.
+    stack: train together (``stack_fn``) the unfinished trainings that differ only in
+      ``experiment.STACKABLE`` fields (e.g. the seeds of a run) and stand at the same checkpoint
+      step; each still writes its own run directory.
+    stack_fn: ``(configs, workdirs) -> metrics list`` (default ``ssd_jax.train.train_stacked``),
+      for tests.
 
   Returns:
     One dict per run and seed, in sweep order: ``run`` (the name), ``seed``, ``run_dir``,
     ``overrides`` (the run's dict), ``step``, each of :data:`METRICS` and :data:`BREAKDOWN`
     (NaN when not computed), ``train_time_s`` (wall time of ``train_fn``, with compilation and
-    evaluation, summed over the calls of a resumed run; a segment ended by SIGKILL is lost),
-    ``skipped`` and ``metrics`` (the full final metrics).
+    evaluation, summed over the calls of a resumed run; a run trained in a stack of ``R`` counts
+    ``1/R`` of the stack's time; a segment ended by SIGKILL is lost), ``skipped`` and ``metrics``
+    (the full final metrics).
   """
-  if train_fn is None:
+  if train_fn is None or (stack and stack_fn is None):
     from ssd_jax import train  # pylint: disable=g-import-not-at-top  (keeps this module light)
-    train_fn = train.train_and_evaluate
+    train_fn = train_fn or train.train_and_evaluate
+    stack_fn = stack_fn or train.train_stacked
   if seeds < 1:
     raise ValueError(f"seeds must be >= 1, got {seeds}")
   runs = check_runs(runs)
   selected = {name for name, _ in select_runs(runs, only)}
   # Every run's overrides are checked before the first one trains.
-  trainings = []  # (name, overrides, config, directory name)
+  trainings = []
   for name, overrides in runs:
     config = overrides_lib.apply_overrides(base_config, overrides)
     for k in range(seeds):
       seeded = overrides_lib.apply_overrides(config, {"seed": config.seed + k})
-      trainings.append((name, overrides, seeded, seed_dir(name, k, seeded.seed)))
-  check_runs([(d, {}) for *_, d in trainings])  # e.g. a run named "a-seed1" next to "a"
-  rows = []
-  for name, overrides, config, dir_name in trainings:
-    run_dir = os.path.join(workdir, dir_name)
-    metrics = finished_metrics(run_dir, config.num_train_steps)
-    if name not in selected and (metrics is None or _config_differences(config, run_dir)):
+      trainings.append({"run": name, "overrides": dict(overrides), "config": seeded,
+                        "run_dir": seed_dir(name, k, seeded.seed)})
+  check_runs([(t["run_dir"], {}) for t in trainings])  # e.g. a run named "a-seed1" next to "a"
+  kept = []
+  for t in trainings:
+    path = os.path.join(workdir, t["run_dir"])
+    t["metrics"] = finished_metrics(path, t["config"].num_train_steps)
+    if t["run"] not in selected and (t["metrics"] is None
+                                     or _config_differences(t["config"], path)):
       continue  # not asked for, and not a finished run of this sweep
-    _check_same_config(config, run_dir)
-    timing_path = os.path.join(run_dir, "train_time.json")
-    seconds = math.nan
-    if os.path.exists(timing_path):
-      with open(timing_path) as f:
-        seconds = json.load(f)["train_time_s"]
-    skipped = metrics is not None
-    if skipped:
-      logging.info("Sweep run %s is finished (%s): skipping.", name, run_dir)
+    _check_same_config(t["config"], path)
+    t["skipped"] = t["metrics"] is not None
+    if t["skipped"]:
+      logging.info("Sweep run %s is finished (%s): skipping.", t["run"], path)
+    kept.append(t)
+  pending = [t for t in kept if not t["skipped"]]
+  for group in (_stack_groups(pending, workdir) if stack else [[t] for t in pending]):
+    _train_group(group, workdir, train_fn, stack_fn)
+  return [{"run": t["run"], "seed": t["config"].seed, "run_dir": t["run_dir"],
+           "overrides": t["overrides"], "step": t["metrics"].get("step"),
+           **{m: float(t["metrics"].get(m, math.nan)) for m in METRICS + BREAKDOWN},
+           "train_time_s": _recorded_seconds(os.path.join(workdir, t["run_dir"])),
+           "skipped": t["skipped"], "metrics": t["metrics"]} for t in kept]
+
+
+def _stack_groups(pending: list[dict[str, Any]], workdir: str) -> list[list[dict[str, Any]]]:
+  """The trainings in groups that can train together: configs that differ only in
+  ``experiment.STACKABLE`` fields, at the same checkpoint step (None: fresh)."""
+  from ssd_jax import checkpoints, experiment  # pylint: disable=g-import-not-at-top
+  groups: list[list[dict[str, Any]]] = []
+  steps = [checkpoints.latest_step(os.path.join(workdir, t["run_dir"])) for t in pending]
+  group_steps: list[Optional[int]] = []
+  for t, step in zip(pending, steps):
+    for group, group_step in zip(groups, group_steps):
+      differ = overrides_lib.config_differences(group[0]["config"], t["config"])
+      if group_step == step and not set(differ) - set(experiment.STACKABLE):
+        group.append(t)
+        break
     else:
-      logging.info("Sweep run %s (seed %d): %s", name, config.seed, dict(overrides))
-      start = time.perf_counter()
-      try:
-        metrics = train_fn(config, run_dir)
-      finally:  # also after SIGTERM (SystemExit) or Ctrl-C: a resumed run adds to its time
-        seconds = (0.0 if math.isnan(seconds) else seconds) + time.perf_counter() - start
-        with open(timing_path, "w") as f:
-          json.dump({"train_time_s": seconds}, f)
-    rows.append({"run": name, "seed": config.seed, "run_dir": dir_name,
-                 "overrides": dict(overrides), "step": metrics.get("step"),
-                 **{m: float(metrics.get(m, math.nan)) for m in METRICS + BREAKDOWN},
-                 "train_time_s": seconds, "skipped": skipped, "metrics": metrics})
-  return rows
+      groups.append([t])
+      group_steps.append(step)
+  return groups
+
+
+def _recorded_seconds(run_dir: str) -> float:
+  path = os.path.join(run_dir, "train_time.json")
+  if not os.path.exists(path):
+    return math.nan
+  with open(path) as f:
+    return json.load(f)["train_time_s"]
+
+
+def _train_group(group: list[dict[str, Any]], workdir: str, train_fn: Callable,
+                 stack_fn: Optional[Callable]) -> None:
+  """Trains one run (``train_fn``) or several together (``stack_fn``); sets their metrics and
+  adds the wall time (its share of it, in a stack) to each ``train_time.json``."""
+  paths = [os.path.join(workdir, t["run_dir"]) for t in group]
+  for t in group:
+    logging.info("Sweep run %s (seed %d): %s%s", t["run"], t["config"].seed, t["overrides"],
+                 f", trained together with {len(group) - 1} more" if len(group) > 1 else "")
+  start = time.perf_counter()
+  try:
+    if len(group) == 1:
+      results = [train_fn(group[0]["config"], paths[0])]
+    else:
+      results = stack_fn([t["config"] for t in group], paths)
+  finally:  # also after SIGTERM (SystemExit) or Ctrl-C: a resumed run adds to its time
+    share = (time.perf_counter() - start) / len(group)
+    for path in paths:
+      seconds = _recorded_seconds(path)
+      with open(os.path.join(path, "train_time.json"), "w") as f:
+        json.dump({"train_time_s": (0.0 if math.isnan(seconds) else seconds) + share}, f)
+  for t, metrics in zip(group, results):
+    t["metrics"] = metrics

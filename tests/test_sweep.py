@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 from experiments.configs import ablation_table2, ablation_table3
@@ -102,9 +103,9 @@ def test_check_and_select_runs():
 # ---------------------------------------------------------------------------------------------
 def test_cli_sweep_of_one_run_with_two_seeds_writes_the_results_and_a_rerun_skips_them(
     tmp_path):
-  """The real train loop, through ``python -m experiments.sweep`` with ``--set``, ``--only`` and
-  ``--seeds``. The two seeds share their programs, so with the session's persistent compilation
-  cache (tests/conftest.py) the second compiles nothing."""
+  """The real train loop, through ``python -m experiments.sweep`` with ``--set``, ``--only``,
+  ``--seeds`` and ``--stack`` (the two seeds train together; tests/test_train.py shows that this
+  equals training them one by one)."""
   config_file = tmp_path / "two_runs.py"
   config_file.write_text(
       "from tests import tiny_train_config\n"
@@ -115,7 +116,7 @@ def test_cli_sweep_of_one_run_with_two_seeds_writes_the_results_and_a_rerun_skip
   settings = ["num_train_steps=2", "model.conv_impl='xla'", "eval.num_images_to_draw=0"]
   result = subprocess.run(
       [sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
-       f"--workdir={workdir}", "--only=no_flip", "--seeds=2",
+       f"--workdir={workdir}", "--only=no_flip", "--seeds=2", "--stack",
        *(f"--set={o}" for o in settings)],
       cwd=ROOT, env=fixtures.subprocess_env(), capture_output=True, text=True, timeout=600,
       check=False)
@@ -224,6 +225,35 @@ def test_seeds_train_every_run_again_and_more_seeds_reuse_the_first(tmp_path):
     sweep.run_sweep(base, [("a", {}), ("a-seed1", {})], workdir, train_fn=fake, seeds=2)
   with pytest.raises(ValueError, match="seeds must be >= 1"):
     sweep.run_sweep(base, runs, workdir, train_fn=fake, seeds=0)
+
+
+class FakeStack:
+  """Stands in for ``train_stacked``: records the groups, trains each run with ``FakeTrain``."""
+
+  def __init__(self, fake_train):
+    self.groups, self.train = [], fake_train
+
+  def __call__(self, configs, workdirs):
+    self.groups.append([os.path.basename(w) for w in workdirs])
+    return [self.train(c, w) for c, w in zip(configs, workdirs)]
+
+
+def test_stack_groups_the_runs_that_can_train_together(tmp_path):
+  base, workdir, fake = tiny_base(), str(tmp_path), FakeTrain()
+  runs = [("a", {}), ("b", {"optimizer.lr": 0.5}), ("c", {"batch_size": 8}),
+          ("d", {"loss.alpha": 2.0})]
+  # "d" was interrupted at step 2: it resumes alone (the others start from step 0).
+  with ocp.CheckpointManager(tmp_path / "d" / "checkpoints") as manager:
+    manager.save(2, args=ocp.args.StandardSave({"x": np.zeros(1)}))
+  stack = FakeStack(fake)
+  rows = sweep.run_sweep(base, runs, workdir, train_fn=fake, seeds=2, stack=True, stack_fn=stack)
+  assert stack.groups == [["a", "a-seed1", "b", "b-seed1", "d-seed1"], ["c", "c-seed1"]]
+  assert fake.calls == ["a", "a-seed1", "b", "b-seed1", "d-seed1", "c", "c-seed1", "d"]
+  assert [r["run_dir"] for r in rows] == ["a", "a-seed1", "b", "b-seed1", "c", "c-seed1", "d",
+                                          "d-seed1"]
+  times = {r["run_dir"]: r["train_time_s"] for r in rows}
+  assert times["a"] == times["b-seed1"] > 0  # a fifth each of their stack's time
+  assert [r["voc07_map"] for r in rows[:3]] == [3e-3, 3e-3, 0.5]
 
 
 def test_a_preempted_run_keeps_its_time_and_resumes(tmp_path):
