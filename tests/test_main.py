@@ -182,10 +182,22 @@ def test_tfds_configs_on_mock_data(config, flags, tmp_path):
   assert read_json(workdir / "metrics.json")["num_images"] == 6
 
 
-@pytest.mark.parametrize("config", ["ablation_table2", "ablation_table3"])
-def test_synthetic_sweep_configs(config, tmp_path):
-  ok(main(config, tmp_path / "run", *SYNTHETIC))
+@pytest.mark.parametrize("config,flags", [
+    ("ablation_table2", ()),
+    ("ablation_table3", ("--config.priors.layers=('p4', 'p5', 'p6', 'p7')",)),
+    ("ablation_priors", ("--config.priors.kmeans={'seed': 1}",)),
+    ("ablation_resolution", ("--config.model.image_size=96",))])
+def test_synthetic_sweep_configs(config, flags, tmp_path):
+  """Each sweep's base config with one of its runs' knobs."""
+  ok(main(config, tmp_path / "run", *SYNTHETIC, *flags))
   assert (tmp_path / "run" / "checkpoints_best").exists()  # they have a validation split
+  spec = read_json(tmp_path / "run" / "priors.json")["spec"]
+  if config == "ablation_table3":
+    assert spec["layer_names"] == ["p4", "p5", "p6", "p7"]
+  if config == "ablation_priors":
+    assert read_json(tmp_path / "run" / "priors.json")["kmeans"]["seed"] == 1
+  if config == "ablation_resolution":
+    assert spec["image_size"] == 96
 
 
 def test_many_devices_train_and_evaluate_like_one(tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments.configs import ablation_table2, ablation_table3
+from experiments.configs import ablation_resolution, ablation_table2, ablation_table3
 from ssd_jax import priors as priors_lib
 from ssd_jax import experiment, overrides, sweep
 from tests import fixtures, tiny_train_config
@@ -349,3 +349,14 @@ def test_table2_full_run_is_ssd_tiny_default_and_knobs_differ_as_named():
   assert cells == {"ratio1_only": (2,) * 5, "plus_ratio3": (6,) * 5}
   assert base.num_train_steps == base.eval.every_steps
   assert max(base.optimizer.decay_steps) < base.num_train_steps
+
+
+def test_resolution_runs_scale_the_input_and_the_priors_with_it():
+  base = ablation_resolution.get_config()
+  specs = [experiment.create_model(overrides.apply_overrides(base, changes), 4).prior_spec
+           for _, changes in sweep.check_runs(ablation_resolution.get_sweep())]
+  assert [s.image_size for s in specs] == list(ablation_resolution.SIZES)
+  assert [s.feature_map_sizes[0] for s in specs] == [n // 8 for n in ablation_resolution.SIZES]
+  for spec in specs:  # the same scales relative to the input: box sizes follow the resolution
+    np.testing.assert_allclose(spec.scales, specs[1].scales)
+  assert base.data.synthetic.image_size == max(ablation_resolution.SIZES)  # never upsampled

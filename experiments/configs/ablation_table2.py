@@ -45,6 +45,9 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval.every_steps = c.num_train_steps
   c.checkpoint.every_steps = 250
   c.priors = ml_collections.ConfigDict(TINY_PRIOR_KNOBS)
+  # Typed placeholders, so that main.py's --config.priors.layers=... can set them too.
+  c.priors.layers = ml_collections.config_dict.placeholder(tuple)
+  c.priors.first_scale = ml_collections.config_dict.placeholder(float)
   return c
 
 
