@@ -230,23 +230,7 @@ def _pycocotools_area_ap(gts, dets, sizes, num_classes):
   scaled_gts = [{**gt, 'boxes': gt['boxes'] * 640 / max(size)} for gt, size in zip(gts, sizes)]
   scaled_dets = [{**det, 'boxes': det['boxes'] * 640 / max(size)}
                  for det, size in zip(dets, sizes)]
-  dataset = {'images': [{'id': i} for i in range(len(gts))],
-             'categories': [{'id': c} for c in range(1, num_classes + 1)], 'annotations': []}
-  for i, gt in enumerate(scaled_gts):
-    for (x0, y0, x1, y1), label in zip(gt['boxes'], gt['labels']):
-      dataset['annotations'].append({'id': len(dataset['annotations']) + 1, 'image_id': i,
-                                     'category_id': int(label), 'bbox': [x0, y0, x1 - x0, y1 - y0],
-                                     'area': (x1 - x0) * (y1 - y0), 'iscrowd': 0})
-  rows = [[i, *det['boxes'][j, :2], *(det['boxes'][j, 2:] - det['boxes'][j, :2]),
-           det['scores'][j], det['labels'][j]]
-          for i, det in enumerate(scaled_dets) for j in range(len(det['labels']))]
-  with contextlib.redirect_stdout(io.StringIO()):
-    coco_gt = COCO()
-    coco_gt.dataset = dataset
-    coco_gt.createIndex()
-    coco_eval = COCOeval(coco_gt, coco_gt.loadRes(np.array(rows)), 'bbox')
-    coco_eval.params.iouThrs = np.array([0.5])
-    coco_eval.evaluate()
+  coco_eval = _direct_cocoeval(scaled_gts, scaled_dets, num_classes, iou_thresholds=[0.5])
   ranges = [list(r) for r in coco_eval.params.areaRng]
   out = {}
   for name in ('small', 'medium', 'large'):
@@ -313,8 +297,9 @@ COCO_KEYS = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
              'ar1', 'ar10', 'ar100', 'ar_small', 'ar_medium', 'ar_large')
 
 
-def _direct_cocoeval(gts, dets, num_classes):
-  """pycocotools on the same data, built separately (numpy-array results, offset ids)."""
+def _direct_cocoeval(gts, dets, num_classes, iou_thresholds=None):
+  """pycocotools on the same data, built separately (numpy-array results, offset ids); with
+  ``iou_thresholds``, only its per-image matching at those thresholds (``evalImgs``)."""
   dataset = {'images': [{'id': 100 + i} for i in range(len(gts))],
              'categories': [{'id': c} for c in range(1, num_classes + 1)], 'annotations': []}
   for i, gt in enumerate(gts):
@@ -324,7 +309,7 @@ def _direct_cocoeval(gts, dets, num_classes):
           'id': 1000 + len(dataset['annotations']), 'image_id': 100 + i,
           'category_id': int(gt['labels'][j]), 'bbox': [x0, y0, x1 - x0, y1 - y0],
           'area': float(gt['area'][j]) if 'area' in gt else (x1 - x0) * (y1 - y0),
-          'iscrowd': int(gt.get('crowd', np.zeros(1))[j])})
+          'iscrowd': int(gt.get('crowd', np.zeros(len(gt['labels'])))[j])})
   rows = [[100 + i, *det['boxes'][j, :2], *(det['boxes'][j, 2:] - det['boxes'][j, :2]),
            det['scores'][j], det['labels'][j]]
           for i, det in enumerate(dets) for j in range(len(det['labels']))]
@@ -333,6 +318,10 @@ def _direct_cocoeval(gts, dets, num_classes):
     coco_gt.dataset = dataset
     coco_gt.createIndex()
     coco_eval = COCOeval(coco_gt, coco_gt.loadRes(np.array(rows)), 'bbox')
+    if iou_thresholds is not None:
+      coco_eval.params.iouThrs = np.asarray(iou_thresholds)
+      coco_eval.evaluate()
+      return coco_eval
     coco_eval.evaluate()
     coco_eval.accumulate()
     coco_eval.summarize()
