@@ -151,8 +151,14 @@ def test_bad_inputs_are_clear_errors(workdir, images, tmp_path):
     experiment.load_trained_run(config, workdir, step=3)
   other_priors = tiny_train_config.get_config()
   other_priors.priors = ml_collections.ConfigDict(dict(s_min=0.1, s_max=0.9, aspect_ratios=()))
-  with pytest.raises(ValueError, match=r"does not fit the model of this config: params"):
+  with pytest.raises(ValueError, match=r"priors.json: the run was trained with other priors than "
+                     r"the config gives .*pass the config \(and overrides\) the run was trained"):
     experiment.load_trained_run(other_priors, workdir)
+  # A run from before priors.json: the config's priors, and the checkpoint's shapes say no.
+  legacy = tmp_path / "legacy"
+  shutil.copytree(workdir, legacy, ignore=shutil.ignore_patterns("priors.json"))
+  with pytest.raises(ValueError, match=r"does not fit the model of this config: params"):
+    experiment.load_trained_run(other_priors, str(legacy))
 
   empty = tmp_path / "empty"
   empty.mkdir()

@@ -35,16 +35,17 @@ TINY = (*FAST, "--config.model.name=ssd_tiny")
 
 
 def run(module: str, *flags: str, env=None) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True,
-                        text=True, timeout=600, env=fixtures.subprocess_env(**(env or {})))
+  """``python -m module *flags``; the result's ``log`` is its stdout and stderr."""
+  result = subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, env=fixtures.subprocess_env(**(env or {})))
+  result.log = result.stdout + result.stderr
+  return result
 
 
 def main(config: str, workdir, *flags: str, env=None, module="experiments.main", cpu=False):
   """``module`` with ``config`` (``cpu``: its ``:cpu`` variant) and ``flags``."""
-  result = run(module, f"--config=experiments/configs/{config}.py{':cpu' if cpu else ''}",
-               f"--workdir={workdir}", *flags, env=env)
-  result.log = result.stdout + result.stderr
-  return result
+  return run(module, f"--config=experiments/configs/{config}.py{':cpu' if cpu else ''}",
+             f"--workdir={workdir}", *flags, env=env)
 
 
 def ok(result) -> None:
@@ -92,7 +93,7 @@ def test_own_voc_folder_needs_only_its_root(own_voc, tmp_path):
   shutil.move(own_voc, moved)
   try:
     out = tmp_path / "detect"
-    ok(run("experiments.detect", "--config=experiments/configs/custom_voc_dir.py",
+    ok(run("experiments.detect", "--config=experiments/configs/custom_voc_dir.py:cpu",
            f"--workdir={workdir}", f"--input={moved}/JPEGImages/te0.jpg", f"--output={out}",
            "--score_threshold=0.0", "--batch_size=2", *TINY))
     detections = read_json(out / "detections.json")
