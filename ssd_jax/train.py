@@ -218,12 +218,13 @@ def train_stacked(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequen
     batches = (train_step.global_batch(b[0] if shared else train_step.stack_batches(b), mesh,
                                        stacked=not shared)
                for b in zip(*per_run))
-    return _train_loop(train_step.stack([state for state, _ in started]), step_fn, batches,
-                       runs)
+    metrics = _train_loop(train_step.stack([state for state, _ in started]), step_fn, batches,
+                          runs)
   finally:
     for run in runs:
       run.close()
-    multihost_utils.sync_global_devices("train_stacked done")
+  multihost_utils.sync_global_devices("train_stacked done")
+  return metrics
 
 
 def _log_priors(run_priors: prior_layout.RunPriors) -> None:
