@@ -407,9 +407,16 @@ def _targets_and_loss(config: Config) -> train_step.TargetsAndLoss:
 
 
 # Config fields in which runs trained together may differ (train.train_stacked): none changes a
-# parameter or batch shape; each becomes a per-run value of the one compiled step.
-STACKABLE = ("seed", "priors.s_min", "priors.s_max", "matching.iou_threshold",
-             "loss.neg_pos_ratio", "loss.alpha", "optimizer.lr")
+# parameter or batch shape (k-means priors keep the count of the layout they replace); each
+# becomes a per-run value of the one compiled step.
+STACKABLE = ("seed", "priors.s_min", "priors.s_max", "priors.first_scale", "priors.kmeans",
+             "matching.iou_threshold", "loss.neg_pos_ratio", "loss.alpha", "optimizer.lr")
+
+
+def unstackable_differences(a: Config, b: Config) -> list[str]:
+  """The dotted keys where two configs differ outside :data:`STACKABLE` (and its sub-fields)."""
+  return [k for k in overrides.config_differences(a, b)
+          if not any(k == f or k.startswith(f + ".") for f in STACKABLE)]
 
 
 def check_stackable(configs: Sequence[Config]) -> None:
@@ -417,7 +424,7 @@ def check_stackable(configs: Sequence[Config]) -> None:
   if not configs:
     raise ValueError("no configs to train together")
   for i, other in enumerate(configs[1:], 1):
-    differ = [k for k in overrides.config_differences(configs[0], other) if k not in STACKABLE]
+    differ = unstackable_differences(configs[0], other)
     if differ:
       raise ValueError(f"configs 0 and {i} cannot train together: they differ in "
                        f"{', '.join(differ[:8])} (runs trained together may differ only in "

@@ -205,8 +205,8 @@ def _stack_groups(pending: list[dict[str, Any]], workdir: str) -> list[list[dict
   group_steps: list[Optional[int]] = []
   for t, step in zip(pending, steps):
     for group, group_step in zip(groups, group_steps):
-      differ = overrides_lib.config_differences(group[0]["config"], t["config"])
-      if group_step == step and not set(differ) - set(experiment.STACKABLE):
+      if group_step == step and not experiment.unstackable_differences(group[0]["config"],
+                                                                         t["config"]):
         group.append(t)
         break
     else:

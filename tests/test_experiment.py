@@ -380,3 +380,18 @@ def test_a_kmeans_run_saves_its_priors_and_its_evaluation_uses_them(tmp_path):
     experiment.trained_priors(ratio1, str(plain))
   with pytest.raises(ValueError, match="holds another prior layout"):
     prior_layout.save_or_check(prior_layout.RunPriors(experiment.prior_spec(ratio1)), str(plain))
+
+
+def test_runs_that_differ_only_in_prior_values_can_train_together():
+  from experiments.configs import ablation_priors  # pylint: disable=g-import-not-at-top
+  base = ablation_priors.get_config()
+  runs = {name: overrides.apply_overrides(base, changes)
+          for name, changes in ablation_priors.get_sweep()}
+  # k-means priors keep the count, so the heads: only the prior values differ.
+  experiment.check_stackable([runs["paper"], runs["kmeans"], runs["kmeans_seed1"]])
+  experiment.check_stackable([runs["paper_ratio1"], runs["kmeans_2"]])
+  with pytest.raises(ValueError, match=r"configs 0 and 1 cannot train together: they differ in "
+                                       r"priors.aspect_ratios \(runs trained together"):
+    experiment.check_stackable([runs["paper"], runs["kmeans_2"]])
+  with pytest.raises(ValueError, match="no configs"):
+    experiment.check_stackable([])
