@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The accelerator figures in one command, one JSON (default benchmarks/results/gpu_suite.json):
+#   SSD300 train step, float32 and bfloat16, batch 32 and 64  (bench_train --measure=step)
+#   SSD300 inference with NMS (forward + decode_detections), batch 64  (bench_model, "detect")
+#   SSD512 train step, bfloat16, batch 32  (bench_train --measure=step)
+#   the input pipeline on VOC-sized JPEGs: examples/s, and per CPU core  (bench_pipeline)
+# Each part runs in its own process (its own compile, its own peak memory) under a time limit;
+# a part that fails is recorded as failed and the rest still run. Budget: about 8 minutes on one
+# GPU. Usage:
+#   bash benchmarks/gpu_suite.sh [OUT.json]
+# SUITE_MODELS="ssd_tiny ssd_tiny" SUITE_STEPS=2 bash benchmarks/gpu_suite.sh /tmp/smoke.json
+# runs the same parts with the small model in both roles (a smoke test of the suite on a CPU).
+# The parts are named by role (ssd300_*, ssd512_*) whatever SUITE_MODELS says.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+python="$(bash "$root/experiments/ensure_venv.sh")"
+cd "$root"
+out="${1:-benchmarks/results/gpu_suite.json}"
+read -r model300 model512 <<< "${SUITE_MODELS:-ssd300_vgg16 ssd512_vgg16}"
+steps="${SUITE_STEPS:-20}"
+limit="${SUITE_PART_TIMEOUT_S:-150}"
+backend="$("$python" -c 'import jax; print(jax.default_backend())' 2>/dev/null)"
+if [[ "$backend" == "cpu" ]] && command -v nvidia-smi > /dev/null; then
+  echo "gpu_suite: this host has an NVIDIA GPU but JAX runs on the CPU: install JAX's CUDA" \
+       "plugin into .venv (e.g. .venv/bin/pip install 'jax[cuda12]==<the pinned jax>')" >&2
+fi
+parts="$(mktemp -d)"
+trap 'rm -rf "$parts"' EXIT
+
+part() {  # part NAME MODULE FLAGS...: one benchmark process, its JSON in $parts/NAME.json
+  local name="$1" module="$2"
+  shift 2
+  echo "gpu_suite: $name" >&2
+  if ! timeout "$limit" "$python" -m "$module" "$@" --out="$parts/$name.json" >&2; then
+    echo "{\"failed\": \"$module $* (exit or timeout after ${limit} s)\"}" > "$parts/$name.json"
+  fi
+}
+
+for dtype in float32 bfloat16; do
+  for batch in 32 64; do
+    part "ssd300_train_${dtype}_b${batch}" benchmarks.bench_train --models="$model300" \
+        --batch="$batch" --dtype="$dtype" --measure=step --steps="$steps" --warmup_steps=3
+  done
+done
+part ssd300_detect_b64 benchmarks.bench_model --models="$model300" --batch=64 \
+    --iters="$steps"
+part ssd512_train_bfloat16_b32 benchmarks.bench_train --models="$model512" --batch=32 \
+    --dtype=bfloat16 --measure=step --steps="$steps" --warmup_steps=3
+part pipeline_voc benchmarks.bench_pipeline --cases=voc --images=200 --train_models= \
+    --batches="$steps" --warmup_batches=5
+
+"$python" - "$parts" "$out" <<'EOF'
+import json, os, sys
+from benchmarks import common
+parts, out = sys.argv[1:]
+runs = {}
+for name in sorted(os.listdir(parts)):
+  with open(os.path.join(parts, name)) as f:
+    runs[name[:-len(".json")]] = json.load(f)
+summary = {}
+for name, run in runs.items():
+  if "failed" in run:
+    summary[name] = "failed"
+  elif "_train_" in name:
+    summary[name] = {"step_images_per_s": run["results"][0]["step_images_per_s"]}
+  elif "_detect_" in name:
+    summary[name] = {"detect_images_per_s": run["results"][0]["detect_images_per_s"]}
+  elif name == "pipeline_voc":
+    rate, cores = run["pipeline"][0]["examples_per_s"], run["machine"]["cores"]
+    summary[name] = {"examples_per_s": rate, "cores": cores, "examples_per_s_per_core": rate / cores}
+common.write_json(out, {"benchmark": "gpu_suite", "summary": summary, "parts": runs})
+print(json.dumps(summary, indent=2))
+EOF
