@@ -13,6 +13,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from ssd_jax import analysis
 from ssd_jax import metrics as metrics_lib
 from ssd_jax import visualize
 from ssd_jax.data import pipeline, sources
@@ -47,6 +48,9 @@ class Evaluator:
     mesh: the devices, batch sharded on ``'data'``.
     num_images_to_draw: the first images drawn with their detections by :meth:`run`.
     draw_score_threshold: detections drawn when their score is above it.
+    priors: ``[P, 4]`` normalized cxcywh, the model's default boxes; when given, :meth:`run`
+      also says how well they cover the ground truth (what training's matching can reach).
+    match_threshold: the IoU at which a prior covers a box (``config.matching.iou_threshold``).
   """
   predict_fn: Callable[[Any, jax.Array], dict[str, jax.Array]]
   source: sources.Source
@@ -58,6 +62,8 @@ class Evaluator:
   mesh: jax.sharding.Mesh
   num_images_to_draw: int = 0
   draw_score_threshold: float = 0.3
+  priors: Optional[np.ndarray] = None
+  match_threshold: float = 0.5
 
   def __post_init__(self):
     if self.batch_size % self.mesh.devices.size:
@@ -87,12 +93,14 @@ class Evaluator:
     """Metrics dict: ``step``, ``num_images``; for each of ``metrics``, ``<metric>_map``,
     ``<metric>_per_class_ap`` and AP by object size (``<metric>_ap_small`` ..., COCO's also
     ``coco_ap50`` ...); the recall overall and by aspect ratio (``recall``,
-    ``recall_ar_1to3`` ..., :func:`ssd_jax.metrics.recall_by_aspect_ratio`). Draws the first
+    ``recall_ar_1to3`` ..., :func:`ssd_jax.metrics.recall_by_aspect_ratio`); with ``priors``,
+    their coverage of the ground truth (:meth:`prior_coverage`). Draws the first
     ``num_images_to_draw`` images with their detections to ``png_path``."""
-    drawn, ground_truth, detections, sizes = [], [], [], []
+    drawn, ground_truth, detections, sizes, normalized = [], [], [], [], []
     for image, orig_size, gt, det in self.predictions(params):
       if len(drawn) < self.num_images_to_draw:
         drawn.append((image, gt, det))
+      normalized.append(gt["boxes"])
       ground_truth.append({**gt, "boxes": metrics_lib.to_pixels(gt["boxes"], *orig_size)})
       detections.append({**det, "boxes": metrics_lib.to_pixels(det["boxes"], *orig_size)})
       sizes.append(orig_size)
@@ -104,6 +112,8 @@ class Evaluator:
                                                image_sizes=np.reshape(sizes, (-1, 2)))
       result.update({f"{metric}_{key}": value for key, value in values.items()})
     result.update(metrics_lib.recall_by_aspect_ratio(ground_truth, detections, len(names)))
+    if self.priors is not None:
+      result.update(self.prior_coverage(normalized))
     if png_path and jax.process_index() == 0 and drawn:
       side = self.image_size  # drawn on the resized model input
       scaled = lambda d: {**d, "boxes": metrics_lib.to_pixels(d["boxes"], side, side)}
@@ -111,3 +121,20 @@ class Evaluator:
                           png_path, [scaled(g) for _, g, _ in drawn],
                           score_threshold=self.draw_score_threshold)
     return result
+
+  def prior_coverage(self, boxes: Sequence[np.ndarray]) -> dict[str, float]:
+    """How well ``priors`` cover the ground truth, from each image's ``[G, 4]`` normalized xyxy
+    ``boxes`` (difficult ones included: training matches them too).
+
+    ``prior_recall``: the fraction of boxes whose best prior reaches ``match_threshold``, i.e.
+    that matching's threshold step gives positives (the others get only their best prior);
+    ``prior_mean_best_iou``: the mean of that best IoU. They depend on the priors and the data
+    only, not on the weights: the ceiling a layout sets. NaN without ground-truth boxes.
+    """
+    flat = np.concatenate([np.reshape(b, (-1, 4)) for b in boxes] or [np.zeros((0, 4))])
+    if not len(flat):
+      return {"prior_recall": float("nan"), "prior_mean_best_iou": float("nan")}
+    side = float(self.image_size)  # size buckets are not reported here: any pixel size will do
+    cov = analysis.prior_coverage(flat, self.priors, self.match_threshold,
+                                  image_hw=(side, side))
+    return {"prior_recall": cov.recall, "prior_mean_best_iou": float(np.mean(cov.best_iou))}

@@ -521,7 +521,9 @@ def create_evaluators(config: Config, model: models.SSD, data: Data, mesh: jax.s
       predict_fn=predict_fn, source=source, class_names=data.label_map.class_names,
       image_size=model.image_size, batch_size=round_to_devices(e.batch_size, mesh),
       max_boxes=config.data.max_boxes, metrics=tuple(e.metrics), mesh=mesh,
-      num_images_to_draw=draw, draw_score_threshold=e.draw_score_threshold)
+      num_images_to_draw=draw, draw_score_threshold=e.draw_score_threshold,
+      priors=priors_lib.generate(model.prior_spec),
+      match_threshold=config.matching.iou_threshold)
   return (None if data.val is None else make(data.val, 0)), make(data.eval, e.num_images_to_draw)
 
 

@@ -34,10 +34,12 @@ from ssd_jax import overrides as overrides_lib
 
 Run = tuple[str, Mapping[str, Any]]
 # The final metrics a row carries (NaN where a run's evaluation did not compute one): the mAPs,
-# and AP by object size and recall by object shape (ssd_jax.metrics).
+# AP by object size and recall by object shape (ssd_jax.metrics), and how well the priors cover
+# the test boxes (ssd_jax.evaluation.Evaluator.prior_coverage).
 METRICS = ("voc07_map", "voc_map")
 BREAKDOWN = ("voc07_ap_small", "voc07_ap_medium", "voc07_ap_large", "recall_ar_1to3",
-             "recall_ar_1to2", "recall_ar_1to1", "recall_ar_2to1", "recall_ar_3to1")
+             "recall_ar_1to2", "recall_ar_1to1", "recall_ar_2to1", "recall_ar_3to1",
+             "prior_recall", "prior_mean_best_iou")
 
 
 def load_sweep(path: str) -> tuple[ml_collections.ConfigDict, list[Run]]:

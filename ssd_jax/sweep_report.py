@@ -3,11 +3,12 @@
 :func:`ssd_jax.sweep.run_sweep` returns one row per run and seed; :func:`write_results` groups
 them by run (:func:`aggregate`) and writes to the sweep's directory:
 
-  * ``results.md``: the mAPs and train time per run, then AP by object size and recall by object
-    shape (:mod:`ssd_jax.metrics`). With several seeds a cell reads ``mean ± std``, and ``*``
-    marks a run whose mean differs from the first run's by more than the seeds' spread explains
-    (Welch's t-test, p < 0.05: with 3 seeds per run and equal spreads, a gap of 2.3 standard
-    deviations).
+  * ``results.md``: the mAPs and train time per run, then AP by object size, recall by object
+    shape (:mod:`ssd_jax.metrics`) and the priors' coverage of the test boxes. With several
+    seeds a cell reads ``mean ± std``, and ``*`` marks a run whose mean differs from the first
+    run's by more than the seeds' spread explains (Welch's t-test, p < 0.05: with 3 seeds per
+    run and equal spreads, a gap of 2.3 standard deviations; the coverage, which does not depend
+    on the seed, is marked wherever it differs).
   * ``results.csv``: one line per run and seed, raw numbers (mAP in [0, 1], seconds).
   * ``results.png``: the mAPs and AP by size, bars at the mean with the standard deviation.
 """
@@ -33,7 +34,8 @@ LABELS = {"voc07_map": "VOC07 mAP", "voc_map": "VOC mAP", "voc07_ap_small": "AP 
           "voc07_ap_medium": "AP medium", "voc07_ap_large": "AP large",
           "recall_ar_1to3": "recall 1:3", "recall_ar_1to2": "recall 1:2",
           "recall_ar_1to1": "recall 1:1", "recall_ar_2to1": "recall 2:1",
-          "recall_ar_3to1": "recall 3:1"}
+          "recall_ar_3to1": "recall 3:1", "prior_recall": "prior coverage",
+          "prior_mean_best_iou": "prior mean IoU"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +121,8 @@ def results_table(rows: Sequence[Mapping[str, Any]], breakdown: bool = False
 
   The main table (``breakdown=False``): run, one column per override key (blank = base value),
   ``seeds`` (when any run has more than one), the two mAPs in percent and the train time in
-  minutes (mean per seed). ``breakdown=True``: run, then AP by size and recall by aspect ratio
-  in percent.
+  minutes (mean per seed). ``breakdown=True``: run, then AP by size, recall by aspect ratio
+  and the priors' coverage, in percent.
   ``*`` marks the metric cells that differ from the first run's (:func:`differs`).
   """
   runs = aggregate(rows)
@@ -169,7 +171,9 @@ def write_results(rows: Sequence[Mapping[str, Any]], workdir: str) -> dict[str, 
              f"p < {SIGNIFICANCE}).\n")
   if has_breakdown:
     text += ("\nBy object size (VOC07 AP, COCO's size ranges on images scaled to a 640-px "
-             "longer side) and object shape (recall by w:h):\n\n"
+             "longer side), object shape (recall by w:h) and the priors' coverage of the test "
+             "boxes (the share whose best prior reaches the matching IoU, and that best IoU):"
+             "\n\n"
              + _markdown(*results_table(rows, breakdown=True)))
   with open(paths["md"], "w") as f:
     f.write(text)

@@ -53,6 +53,8 @@ def test_train_and_eval_writes_metrics_png_and_resumes_without_retraining(tmp_pa
   breakdown += ["recall", *(f"recall_ar_{b}" for b in ("1to3", "1to2", "1to1", "2to1", "3to1"))]
   for key in ("voc07_map", "voc_map", "voc07_per_class_ap", "voc_per_class_ap", *breakdown):
     assert key in metrics
+  # The priors' coverage of the test boxes: high for ssd_tiny's layout on the synthetic shapes.
+  assert 0.5 < metrics["prior_recall"] <= 1 and 0.5 < metrics["prior_mean_best_iou"] < 1
   assert json.loads((tmp_path / "metrics.json").read_text()).keys() == metrics.keys()
   assert (tmp_path / "detections.png").exists()
   events = [f for f in os.listdir(tmp_path) if f.startswith("events.out.tfevents")]
