@@ -447,7 +447,7 @@ def create_stacked_train_step(trainings: Sequence["Training"], mesh: jax.shardin
   runs = [train_step.run_settings(priors_lib.generate(t.model.prior_spec), _targets_and_loss(c),
                                   lr_scale=c.optimizer.lr / lr if lr else 1.0)
           for t, c in zip(trainings, configs)]
-  runs = jax.tree_util.tree_map(lambda *x: jnp.asarray(np.stack(x), jnp.float32), *runs)
+  runs = train_step.stack(runs)  # float32 leaves with a leading run axis
   shared = len({c.seed for c in configs}) == 1
   step = train_step.make_stacked_train_step(first.model, first.tx, first.lr_fn,
                                             _targets_and_loss(first.config), mesh, shared)
