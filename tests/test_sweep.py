@@ -13,7 +13,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from experiments.configs import ablation_resolution, ablation_table2, ablation_table3
+from experiments.configs import (ablation_priors, ablation_resolution, ablation_table2,
+                                 ablation_table3)
 from ssd_jax import priors as priors_lib
 from ssd_jax import experiment, overrides, sweep
 from tests import fixtures, tiny_train_config
@@ -334,6 +335,18 @@ def test_ablation_runs_build_models_whose_heads_match_their_priors(module):
                                                                         images))
     assert loc.shape == (1, len(priors_lib.generate(spec)), 4), name
     assert logits.shape == (1, spec.num_priors, c.data.synthetic.num_classes + 1), name
+
+
+def test_base_runs_of_table3_and_priors_sweeps_are_table2_full():
+  # The same config key for key, so a sweep directory may reuse Table 2's `full` runs (README).
+  full = overrides.apply_overrides(ablation_table2.get_config(),
+                                   dict(ablation_table2.get_sweep())["full"])
+  for module, name in ((ablation_table3, "p3-p7"), (ablation_priors, "paper")):
+    run = overrides.apply_overrides(module.get_config(), dict(module.get_sweep())[name])
+    assert overrides.config_differences(run, full) == [], module.__name__
+  other = dict(ablation_table3.get_sweep())["p3-p6"]
+  assert overrides.config_differences(
+      overrides.apply_overrides(ablation_table3.get_config(), other), full) == ["priors.layers"]
 
 
 def test_table2_full_run_is_ssd_tiny_default_and_knobs_differ_as_named():

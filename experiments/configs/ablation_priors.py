@@ -14,9 +14,11 @@ cell), where the shapes should matter more:
   kmeans_seed1   the same with k-means seed 1: how much the fit varies
   paper_ratio1   boxes {1, 1'} only (ablation_table2's ``ratio1_only``), 2 per cell
   kmeans_2       k-means priors, 2 per cell
-Read: VOC07/VOC mAP and AP by object size in ``<workdir>/<run>/metrics.json``, and the coverage
-of each fitted layout (the training boxes' mean best centred IoU with the per-cell boxes, fitted
-and replaced) in ``<workdir>/<run>/priors.json`` and the run's log. The base is
+Read: VOC07/VOC mAP, AP by object size and the priors' coverage of the test boxes
+(``prior_recall``, the share whose best prior reaches the matching IoU, and
+``prior_mean_best_iou``) in ``results.md`` and ``<workdir>/<run>/metrics.json``; the shape fit of
+each fitted layout (the training boxes' mean best centred IoU with the per-cell boxes, fitted and
+replaced) in ``<workdir>/<run>/priors.json`` and the run's log. The base is
 ablation_table2's (1000 steps on 1000 training images); k-means clusters those images' boxes.
 """
 

@@ -8,7 +8,7 @@ r"""The paper's Table 3 in miniature: which source maps of ``ssd_tiny`` get prio
 
 ssd_tiny's sources are p3 .. p7 (16, 8, 4, 2, 1 cells on the 128x128 input). Runs, with the
 priors (and so the heads, which follow ``config.priors.layers``) on:
-  p3-p7  all five maps (1364 priors)
+  p3-p7  all five maps (1364 priors): the base config, i.e. ablation_table2's ``full`` run
   p3-p6  without the 1x1 map
   p3-p5  without the two coarsest maps
   p3-p4  the two finest maps only
@@ -35,5 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
 
 
 def get_sweep() -> list[tuple[str, dict]]:
-  subsets = [LAYERS, LAYERS[:4], LAYERS[:3], LAYERS[:2], LAYERS[1:]]
-  return [(f"{layers[0]}-{layers[-1]}", {"priors.layers": layers}) for layers in subsets]
+  # All five maps is the base itself (priors.layers None), so that its runs are ablation_table2's
+  # `full` ones, config for config: a sweep directory may reuse them.
+  subsets = [LAYERS[:4], LAYERS[:3], LAYERS[:2], LAYERS[1:]]
+  return [("p3-p7", {})] + [(f"{layers[0]}-{layers[-1]}", {"priors.layers": layers})
+                            for layers in subsets]
