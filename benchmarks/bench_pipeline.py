@@ -3,11 +3,12 @@ r"""Input pipeline throughput (Caffe augmentation) beside the train step's: is i
   python -m benchmarks.bench_pipeline [--cases=voc,synthetic300,synthetic128] [--batch=32]
       [--batches=20] [--warmup_batches=5] [--images=200] [--voc_epoch=16551]
       [--train_models=ssd_tiny]
-      [--train_steps=10] [--out=benchmarks/results/bench_pipeline.json]
+      [--train_steps=10] [--repeats=1] [--out=benchmarks/results/bench_pipeline.json]
 
 Pipeline cases: ``pipeline.train_iterator`` with the full Caffe augmentation (the configs'
 ``AugmentConfig()``), ``--batch`` examples per batch, timed over ``--batches`` batches after
-``--warmup_batches`` (the first includes building the tf.data pipeline, reported separately):
+``--warmup_batches`` (the first includes building the tf.data pipeline, reported separately),
+``--repeats`` times round robin (median and range; per core: the median over ``os.cpu_count()``):
   voc           ``--images`` VOC-style JPEGs of 500x375 with 1-5 objects each, in a VOC devkit
                 folder written to a temporary directory, read with ``voc_directory`` and
                 repeated to ``--voc_epoch`` examples (default VOC07+12's epoch; a user's own
@@ -30,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from absl import app, flags
 import numpy as np
@@ -55,6 +57,7 @@ _VOC_EPOCH = flags.DEFINE_integer(
 _TRAIN_MODELS = flags.DEFINE_list("train_models", ["ssd_tiny"],
                                   "Models whose train step is timed (empty: none).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Timed train steps per model.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Timings of each pipeline case, round robin.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_pipeline.json", "JSON output.")
 
 _VOC_WIDTH, _VOC_HEIGHT = 500, 375
@@ -123,22 +126,41 @@ def _synthetic_source(image_size: int):
   return registry.make_source(config.data, "train"), config.data.max_boxes
 
 
-def pipeline_case(name: str, tmp: str) -> dict:
-  """Times one of ``_CASES``; ``tmp`` is an empty directory for its files."""
+def pipeline_case(name: str, tmp: str) -> tuple[Any, int, int, dict]:
+  """One of ``_CASES``: its source, output size, ``max_boxes`` and description; ``tmp`` is an
+  empty directory for its files."""
   if name == "voc":
     mean_kib = write_voc_style_dataset(tmp, _IMAGES.value)
     records = voc_directory(tmp, split="trainval", years="2007").records
     source = sources.RecordSource([records[i % len(records)] for i in range(_VOC_EPOCH.value)],
                                   VOC_CLASSES)
-    result = time_pipeline(source, 300, ssd300_voc0712.get_config().data.max_boxes,
-                           _BATCH.value, _BATCHES.value, _WARMUP.value)
-    return {"case": name, "source": f"{_IMAGES.value} JPEGs {_VOC_WIDTH}x{_VOC_HEIGHT}, "
-                                    f"mean {mean_kib:.0f} KiB", "epoch": _VOC_EPOCH.value,
-            **result}
+    description = f"{_IMAGES.value} JPEGs {_VOC_WIDTH}x{_VOC_HEIGHT}, mean {mean_kib:.0f} KiB"
+    return (source, 300, ssd300_voc0712.get_config().data.max_boxes,
+            {"case": name, "epoch": _VOC_EPOCH.value, "source": description})
   size = {"synthetic300": 300, "synthetic128": 128}[name]
   source, max_boxes = _synthetic_source(size)
-  result = time_pipeline(source, size, max_boxes, _BATCH.value, _BATCHES.value, _WARMUP.value)
-  return {"case": name, "source": f"synthetic shapes {size}x{size}", **result}
+  return source, size, max_boxes, {"case": name, "source": f"synthetic shapes {size}x{size}"}
+
+
+def time_cases(names: list[str], tmp: str, repeats: int) -> list[dict]:
+  """Each case timed ``repeats`` times, round robin (the machine's drift hits all alike): the
+  median and range of its examples/s, also per core."""
+  cases = [pipeline_case(name, os.path.join(tmp, name)) for name in names]
+  runs = [[] for _ in cases]
+  for _ in range(repeats):
+    for (source, size, max_boxes, _), case_runs in zip(cases, runs):
+      case_runs.append(time_pipeline(source, size, max_boxes, _BATCH.value, _BATCHES.value,
+                                     _WARMUP.value))
+  results = []
+  for (_, _, _, description), case_runs in zip(cases, runs):
+    rates = sorted(r["examples_per_s"] for r in case_runs)
+    median = float(np.median(rates))
+    results.append({**description, **case_runs[0], "examples_per_s": median,
+                    "examples_per_s_range": [rates[0], rates[-1]],
+                    "examples_per_s_per_core": median / os.cpu_count(),
+                    "ms_per_batch": float(np.median([r["ms_per_batch"] for r in case_runs])),
+                    "repeats": case_runs})
+  return results
 
 
 def train_step_results(names: list[str], tmp: str) -> tuple[list[dict], str]:
@@ -162,11 +184,12 @@ def main(argv):
   if unknown:
     raise app.UsageError(f"unknown --cases / --train_models {unknown}; valid: {_CASES}, "
                          f"{models.MODEL_NAMES}")
-  if min(_BATCH.value, _BATCHES.value, _IMAGES.value, _VOC_EPOCH.value, _TRAIN_STEPS.value) < 1:
-    raise app.UsageError("--batch, --batches, --images, --voc_epoch and --train_steps must be "
-                         ">= 1")
+  if min(_BATCH.value, _BATCHES.value, _IMAGES.value, _VOC_EPOCH.value, _TRAIN_STEPS.value,
+         _REPEATS.value) < 1:
+    raise app.UsageError("--batch, --batches, --images, --voc_epoch, --train_steps and --repeats "
+                         "must be >= 1")
   with tempfile.TemporaryDirectory() as tmp:
-    cases = [pipeline_case(name, os.path.join(tmp, name)) for name in _CASE_LIST.value]
+    cases = time_cases(_CASE_LIST.value, tmp, _REPEATS.value)
     rss = common.peak_rss_mib()
     steps, backend = (train_step_results(_TRAIN_MODELS.value, tmp) if _TRAIN_MODELS.value
                       else ([], None))
@@ -174,12 +197,16 @@ def main(argv):
     step["input_bound_on"] = [c["case"] for c in cases if c["image_size"] == step["image_size"]
                               and c["examples_per_s"] < step["step_images_per_s"]]
 
-  print(f"Caffe augmentation, {os.cpu_count()} cores")
-  print(f"{'pipeline case':14s} {'source':38s} {'out px':>6s} {'batch':>5s} {'examples/s':>10s} "
-        f"{'ms/batch':>9s} {'1st batch s':>11s}")
+  print(f"Caffe augmentation, {os.cpu_count()} cores, median [range] of {_REPEATS.value} "
+        "repeats")
+  print(f"{'pipeline case':14s} {'source':38s} {'out px':>6s} {'batch':>5s} "
+        f"{'examples/s [range]':>22s} {'per core':>8s} {'ms/batch':>9s} {'1st batch s':>11s}")
   for c in cases:
-    print(f"{c['case']:14s} {c['source']:38s} {c['image_size']:6d} {c['batch']:5d} "
-          f"{c['examples_per_s']:10.1f} {c['ms_per_batch']:9.1f} {c['first_batch_s']:11.2f}")
+    low, high = c["examples_per_s_range"]
+    rate = f"{c['examples_per_s']:.1f} [{low:.0f}-{high:.0f}]"
+    print(f"{c['case']:14s} {c['source']:38s} {c['image_size']:6d} {c['batch']:5d} {rate:>22s} "
+          f"{c['examples_per_s_per_core']:8.1f} {c['ms_per_batch']:9.1f} "
+          f"{c['first_batch_s']:11.2f}")
   if steps:
     print(f"\n{'train step':14s} {'backend':>8s} {'px':>4s} {'batch':>5s} {'images/s':>10s}  "
           "input-bound on")

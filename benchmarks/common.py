@@ -10,15 +10,25 @@ from typing import Any, Callable
 import jax
 
 
-def machine() -> dict[str, Any]:
-  """What the figures were measured on."""
-  cpu = platform.processor() or platform.machine()
+# The CPU flags that decide which kernels XLA and TensorFlow pick.
+_VECTOR_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4", "f16c")
+
+
+def _cpuinfo_field(name: str) -> str | None:
   try:
     with open("/proc/cpuinfo") as f:
-      cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+      return next(line.split(":", 1)[1].strip() for line in f if line.split(":")[0].strip() == name)
   except (OSError, StopIteration):
-    pass
-  return {"cpu": cpu, "cores": os.cpu_count(), "backend": jax.default_backend(),
+    return None
+
+
+def machine() -> dict[str, Any]:
+  """What the figures were measured on: CPU model and vector extensions, cores, JAX backend."""
+  cpu = _cpuinfo_field("model name") or platform.processor() or platform.machine()
+  flags = (_cpuinfo_field("flags") or "").split()
+  return {"cpu": cpu, "cores": os.cpu_count(),
+          "vector_extensions": sorted(f for f in flags if f.startswith(_VECTOR_FLAG_PREFIXES)),
+          "backend": jax.default_backend(),
           "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
           "python": platform.python_version()}
 

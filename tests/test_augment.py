@@ -37,6 +37,52 @@ def extract_window_ref(image, window, fill):
   return out
 
 
+def bilinear_ref(image, out_h, out_w):
+  """TF's bilinear resize with half-pixel centres (edge pixels repeated), pixel by pixel."""
+  h, w = image.shape[:2]
+  out = np.zeros((out_h, out_w, 3))
+  for y in range(out_h):
+    sy = (y + 0.5) * h / out_h - 0.5
+    y0 = int(np.floor(sy))
+    ya, yb, fy = min(max(y0, 0), h - 1), min(max(y0 + 1, 0), h - 1), sy - y0
+    for x in range(out_w):
+      sx = (x + 0.5) * w / out_w - 0.5
+      x0 = int(np.floor(sx))
+      xa, xb, fx = min(max(x0, 0), w - 1), min(max(x0 + 1, 0), w - 1), sx - x0
+      top = (1 - fx) * image[ya, xa].astype(float) + fx * image[ya, xb]
+      bottom = (1 - fx) * image[yb, xa].astype(float) + fx * image[yb, xb]
+      out[y, x] = (1 - fy) * top + fy * bottom
+  return out
+
+
+def resize_window_ref(image, window, size, fill, boxes=()):
+  """The documented rule, written out: the image's part of ``window`` resized onto its
+  footprint (its edges in output pixels, rounded), ``fill`` elsewhere; each box (normalized to
+  the window) mapped from the image part to the footprint. Returns the image and the boxes."""
+  x0, y0, x1, y1 = window
+  h, w = image.shape[:2]
+  part = [max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)]
+  lo = [min(round((part[0] - x0) * size / (x1 - x0)), size - 1),
+        min(round((part[1] - y0) * size / (y1 - y0)), size - 1)]
+  hi = [min(max(round((part[2] - x0) * size / (x1 - x0)), lo[0] + 1), size),
+        min(max(round((part[3] - y0) * size / (y1 - y0)), lo[1] + 1), size)]
+  out = np.zeros((size, size, 3), np.uint8)
+  out[:] = fill
+  pixels = bilinear_ref(image[part[1]:part[3], part[0]:part[2]], hi[1] - lo[1], hi[0] - lo[0])
+  out[lo[1]:hi[1], lo[0]:hi[0]] = np.round(pixels)
+  out_boxes = []
+  for box in boxes:
+    out_box = []
+    for k, value in enumerate(box):
+      axis = k % 2  # x, y, x, y
+      pixel = window[axis] + value * (window[axis + 2] - window[axis])
+      footprint = lo[axis] + ((pixel - part[axis]) * (hi[axis] - lo[axis])
+                              / (part[axis + 2] - part[axis]))
+      out_box.append(footprint / size)
+    out_boxes.append(out_box)
+  return out, np.array(out_boxes, np.float32).reshape(-1, 4)
+
+
 def crop_ref(boxes, patch):
   """Kept box indices and their boxes relative to ``patch`` (all normalized), box by box."""
   kept, out = [], []
@@ -181,12 +227,70 @@ def test_extract_window_matches_reference(window):
   np.testing.assert_array_equal(got, extract_window_ref(image, window, fill))
 
 
-def test_extract_window_pixel_fn_only_touches_image_pixels():
-  image = np.full((4, 5, 3), 100, np.uint8)
-  got = augment.extract_window(tf.constant(image), tf.constant([-1, 0, 5, 4]), (1.0, 2.0, 3.0),
-                               pixel_fn=lambda x: x + 1).numpy()
-  np.testing.assert_array_equal(got[:, 0], np.broadcast_to([1, 2, 3], (4, 3)))
-  assert np.all(got[:, 1:] == 101)
+@pytest.mark.parametrize("window, size", [
+    ((0, 0, 9, 7), 5), ((2, 1, 6, 5), 11), ((-3, -2, 12, 9), 8), ((-4, 3, 2, 11), 13),
+    ((5, -6, 14, 2), 6), ((-20, -30, 40, 35), 16), ((-9, -7, 18, 14), 9)])
+def test_resize_window_matches_reference(window, size):
+  rng = np.random.default_rng(15)
+  image = rng.integers(0, 256, (7, 9, 3), dtype=np.uint8)
+  fill = (10.0, 20.0, 30.0)
+  # Boxes on the image part of the window, in window-normalized coordinates.
+  x0, y0, x1, y1 = window
+  part = np.array([max(x0, 0), max(y0, 0), min(x1, 9), min(y1, 7)], float)
+  corners = part[:2] + rng.uniform(0, 1, (4, 2, 2)) * (part[2:] - part[:2])
+  pixel_boxes = np.concatenate([corners.min(1), corners.max(1)], axis=1)
+  boxes = ((pixel_boxes - [x0, y0, x0, y0]) / [x1 - x0, y1 - y0, x1 - x0, y1 - y0])
+  ex = {"image": tf.constant(image), "boxes": tf.constant(boxes, tf.float32)}
+  got = augment.resize_window(ex, tf.constant(window, tf.int32), size, fill)
+  want_image, want_boxes = resize_window_ref(image, window, size, fill, boxes)
+  # float32 against float64 interpolation: a .5 can round either way.
+  got_image = got["image"].numpy()
+  assert np.abs(got_image.astype(int) - want_image).max() <= 1
+  assert np.mean(got_image == want_image) > 0.97
+  np.testing.assert_allclose(got["boxes"].numpy(), want_boxes, atol=1e-5)
+
+
+@pytest.mark.parametrize("window", [(0, 0, 9, 7), (2, 1, 6, 5), (1, 3, 9, 4)])
+def test_resize_window_inside_the_image_is_crop_then_resize(window):
+  image = np.random.default_rng(16).integers(0, 256, (7, 9, 3), dtype=np.uint8)
+  ex = {"image": tf.constant(image), "boxes": tf.constant([[0.0, 0.25, 0.5, 1.0]])}
+  got = augment.resize_window(ex, tf.constant(window, tf.int32), 12)
+  want = augment.resize(materialize(ex, lambda e, w: (e, tf.constant(window, tf.int32))), 12)
+  np.testing.assert_array_equal(got["image"].numpy(), want["image"].numpy())
+  np.testing.assert_allclose(got["boxes"].numpy(), want["boxes"].numpy(), atol=1e-6)
+
+
+def test_resize_window_zoom_out_on_whole_pixels_equals_the_materialized_canvas():
+  # The 6x6 image fills the bottom-right quarter of a 12x12 window; at 6 px out, every output
+  # pixel of its footprint samples two image pixels, none of the fill.
+  image = np.random.default_rng(17).integers(0, 256, (6, 6, 3), dtype=np.uint8)
+  ex = {"image": tf.constant(image), "boxes": tf.constant([[0.5, 0.75, 1.0, 1.0]])}
+  window = tf.constant([-6, -6, 6, 6])
+  got = augment.resize_window(ex, window, 6, CONFIG.fill_rgb)
+  want = augment.resize(materialize(ex, lambda e, w: (e, window)), 6)
+  np.testing.assert_array_equal(got["image"].numpy(), want["image"].numpy())
+  np.testing.assert_allclose(got["boxes"].numpy(), [[0.5, 0.75, 1.0, 1.0]], atol=1e-6)
+  assert np.all(got["image"].numpy()[:3] == [123, 117, 104])
+
+
+@pytest.mark.parametrize("size", [10, 4])  # photometric before the resize, and after it
+def test_resize_window_pixel_fn_only_touches_image_pixels(size):
+  image = np.random.default_rng(18).integers(0, 200, (4, 5, 3), dtype=np.uint8)
+  ex = {"image": tf.constant(image), "boxes": tf.zeros([0, 4])}
+  window, fill = tf.constant([-5, 0, 5, 4]), (1.0, 2.0, 3.0)
+  invert = lambda x: 255 - x  # linear: commutes with the resize up to rounding
+  got = augment.resize_window(ex, window, size, fill, pixel_fn=invert)["image"].numpy()
+  want = augment.resize_window({**ex, "image": tf.constant(255 - image)}, window, size,
+                               fill)["image"].numpy()
+  assert np.abs(got.astype(int) - want).max() <= 1
+  np.testing.assert_array_equal(got[:, :size // 2],
+                                np.broadcast_to([1, 2, 3], (size, size // 2, 3)))
+
+
+def test_resize_window_rejects_a_window_off_the_image():
+  ex = {"image": tf.zeros([4, 4, 3], tf.uint8), "boxes": tf.zeros([0, 4])}
+  with pytest.raises(tf.errors.InvalidArgumentError, match="does not overlap the image"):
+    augment.resize_window(ex, tf.constant([5, 0, 9, 4]), 8)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -483,27 +587,96 @@ def test_train_preprocess_invariants_over_seeds():
   assert min(counts) < 6 and max(counts) == 6  # crops drop objects, the whole image keeps all
 
 
-def test_train_preprocess_equals_the_steps_in_sequence():
+def test_window_steps_chained_equal_the_materialized_steps():
   rng = np.random.default_rng(10)
   example = make_example(rng, num_boxes=4)
-  config = dataclasses.replace(CONFIG, channel_swap=True, random_interpolation=True)
+
+  def chained(seed):
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    ex, window = to_tf(example), tf.constant([0, 0, 40, 30])
+    ex, window = augment.random_expand_window(ex, window, seeds[0], CONFIG)
+    ex, window = augment.random_crop_window(ex, window, seeds[1], CONFIG)
+    return {**ex, "image": augment.extract_window(ex["image"], window, CONFIG.fill_rgb)}
+
+  def stepwise(seed):
+    seeds = tf.random.experimental.stateless_split(seed, 2)
+    return random_crop(random_expand(to_tf(example), seeds[0], CONFIG), seeds[1], CONFIG)
+
+  for a, b in zip(over_seeds(chained, num=40), over_seeds(stepwise, num=40)):
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], key)
+
+
+def test_train_preprocess_equals_the_steps_in_sequence():
+  """Without photometric distortion, exactly; the seeds as documented."""
+  rng = np.random.default_rng(10)
+  example = make_example(rng, num_boxes=4)
+  config = dataclasses.replace(CONFIG, photometric=False, random_interpolation=True)
 
   def fused(seed):
     return augment.train_preprocess(to_tf(example), seed, 20, config)
 
   def stepwise(seed):
     seeds = tf.random.experimental.stateless_split(seed, 5)
-    ex = to_tf(example)
-    ex["image"] = augment.photometric_distort(ex["image"], seeds[0], config)
-    ex = random_expand(ex, seeds[1], config)
-    ex = random_crop(ex, seeds[2], config)
+    ex, window = to_tf(example), tf.constant([0, 0, 40, 30])
+    ex, window = augment.random_expand_window(ex, window, seeds[1], config)
+    ex, window = augment.random_crop_window(ex, window, seeds[2], config)
     method = tf.random.stateless_uniform((), seeds[3], 0, 5, dtype=tf.int32)
-    ex = augment.random_flip(augment.resize(ex, 20, method), seeds[4], config.flip_prob)
+    ex = augment.resize_window(ex, window, 20, config.fill_rgb, method=method)
+    ex = augment.random_flip(ex, seeds[4], config.flip_prob)
     return augment.drop_degenerate(ex, config.min_box_size)
 
   for a, b in zip(over_seeds(fused, num=40), over_seeds(stepwise, num=40)):
     for key in a:
       np.testing.assert_array_equal(a[key], b[key], key)
+
+
+def test_train_preprocess_boxes_are_the_materialized_steps_up_to_half_a_pixel():
+  rng = np.random.default_rng(20)
+  example = make_example(rng, num_boxes=4)
+  config = dataclasses.replace(CONFIG, photometric=False)
+  size = 20
+
+  def fused(seed):
+    return augment.train_preprocess(to_tf(example), seed, size, config)
+
+  def stepwise(seed):
+    seeds = tf.random.experimental.stateless_split(seed, 5)
+    ex = random_crop(random_expand(to_tf(example), seeds[1], config), seeds[2], config)
+    ex = augment.random_flip(augment.resize(ex, size), seeds[4], config.flip_prob)
+    return augment.drop_degenerate(ex, config.min_box_size)
+
+  for a, b in zip(over_seeds(fused, num=60), over_seeds(stepwise, num=60)):
+    np.testing.assert_array_equal(a["labels"], b["labels"])
+    np.testing.assert_allclose(a["boxes"], b["boxes"], atol=0.5 / size + 1e-5)
+
+
+def test_train_preprocess_boxes_frame_their_object():
+  # One bright object on a dark background: after any augmentation, the output pixels well
+  # inside its box are the object's, and those well outside are not.
+  rng = np.random.default_rng(19)
+  image = rng.integers(0, 100, (60, 80, 3), dtype=np.uint8)
+  image[8:30, 10:34] = 250
+  example = {"image": image, "boxes": np.array([[10 / 80, 8 / 60, 34 / 80, 30 / 60]], np.float32),
+             "labels": np.array([1], np.int32)}
+  config = dataclasses.replace(CONFIG, photometric=False)
+  size = 32
+  # Bilinear reads one source pixel around each sample; crops upsample at most ~2x here.
+  margin = 3.0
+  centres = np.arange(size) + 0.5
+  inside_seen = 0
+  for out in over_seeds(lambda s: augment.train_preprocess(to_tf(example), s, size, config)):
+    if not len(out["boxes"]):
+      continue
+    x0, y0, x1, y1 = out["boxes"][0] * size
+    inside = (((centres[:, None] >= y0 + margin) & (centres[:, None] <= y1 - margin))
+              & ((centres >= x0 + margin) & (centres <= x1 - margin)))
+    outside = (((centres[:, None] < y0 - margin) | (centres[:, None] > y1 + margin))
+               | ((centres < x0 - margin) | (centres > x1 + margin)))
+    assert np.all(out["image"][inside] == 250)
+    assert np.all(out["image"][outside] < 200)
+    inside_seen += inside.sum() > 0
+  assert inside_seen > NUM_SEEDS // 2
 
 
 def test_train_preprocess_is_reproducible_and_seed_dependent():

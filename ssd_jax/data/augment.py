@@ -15,9 +15,11 @@ The training recipe (:func:`train_preprocess`) follows the Caffe SSD release (``
   1. photometric distortion (:func:`photometric_distort`),
   2. zoom-out onto a mean-coloured canvas (:func:`random_expand_window`),
   3. the IoU-constrained patch sampler (:func:`sample_patch`) and crop
-     (:func:`random_crop_window`) (2 and 3 only move a window over the image; its pixels are
-     extracted once, by :func:`extract_window`, which also runs step 1 on just those pixels),
-  4. resize to ``image_size x image_size`` (:func:`resize`), uint8 output,
+     (:func:`random_crop_window`),
+  4. resize to ``image_size x image_size``, uint8 output. Steps 2 and 3 only move a window over
+     the image; :func:`resize_window` then warps the image's part of it straight to the output
+     (the zoom-out canvas is never made) and runs step 1 on just those pixels, before or after
+     the resize, wherever there are fewer,
   5. horizontal flip (:func:`random_flip`); done after the resize because bilinear resizing with
      half-pixel centres commutes with mirroring, and flipping 300x300 pixels is cheaper,
   6. dropping boxes that became degenerate (:func:`drop_degenerate`).
@@ -43,6 +45,8 @@ OBJECT_KEYS = ("boxes", "labels", "difficult", "crowd", "area")
 _CHANNEL_PERMUTATIONS = tuple(itertools.permutations(range(3)))
 # Interpolations Caffe picks from at random when resizing (LINEAR, AREA, NEAREST, CUBIC, LANCZOS4).
 _RANDOM_INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic", "lanczos3")
+# The others average pixels with non-negative weights, so they stay within [0, 255].
+_OVERSHOOTING_INTERPOLATIONS = ("bicubic", "lanczos3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -256,7 +260,7 @@ def photometric_distort(image: tf.Tensor, seed: Seed,
 # A zoom-out canvas averages 7x the image area (up to 16x), mostly fill colour, and the crop that
 # follows usually keeps a small part of it. So the geometric steps only move a *window*: int32
 # ``[4]`` pixel xyxy in the plane of the source image (the plane is the fill colour outside the
-# image), with the example's boxes normalized to the window. :func:`extract_window` then copies
+# image), with the example's boxes normalized to the window. :func:`resize_window` then reads
 # just the pixels that survive.
 #
 # A *window step* (:func:`expand_window`, :func:`crop_window` and their random versions) maps
@@ -276,45 +280,114 @@ def _window_size(window: tf.Tensor) -> tf.Tensor:
   return tf.stack([window[3] - window[1], window[2] - window[0]])
 
 
+def _fill_around(pixels: tf.Tensor, before: tf.Tensor, after: tf.Tensor,
+                 fill_rgb: Sequence[float]) -> tf.Tensor:
+  """``pixels`` uint8 ``[h, w, 3]`` with ``fill_rgb`` added around it: int32 ``(x, y)`` columns
+  and rows ``before`` (left, top) and ``after`` (right, bottom)."""
+  fill = tf.constant([int(round(v)) for v in fill_rgb], tf.uint8)
+
+  def pad():
+    # Concatenating constant blocks is several times faster than tf.pad per channel (tf.pad takes
+    # a single scalar fill value, not a colour).
+    size = tf.shape(pixels)[:2]
+    middle = tf.concat([tf.broadcast_to(fill, tf.stack([size[0], before[0], 3])), pixels,
+                        tf.broadcast_to(fill, tf.stack([size[0], after[0], 3]))], axis=1)
+    width = before[0] + size[1] + after[0]
+    return tf.concat([tf.broadcast_to(fill, tf.stack([before[1], width, 3])), middle,
+                      tf.broadcast_to(fill, tf.stack([after[1], width, 3]))], axis=0)
+
+  return tf.cond(tf.reduce_any(tf.concat([before, after], 0) > 0), pad, lambda: pixels)
+
+
+def _image_part(image: tf.Tensor, window: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+  """int32 ``[2]`` ``(x, y)`` corners ``lo``, ``hi`` of the part of the image inside ``window``
+  (``lo == hi`` along an axis where they do not overlap)."""
+  size = tf.shape(image)[:2]
+  limit = tf.stack([size[1], size[0]])  # (W, H)
+  lo = tf.clip_by_value(window[:2], 0, limit)
+  return lo, tf.maximum(tf.clip_by_value(window[2:], 0, limit), lo)
+
+
 def extract_window(image: tf.Tensor, window: tf.Tensor,
-                   fill_rgb: Sequence[float] = pixel_stats.CAFFE_MEAN,
-                   pixel_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None) -> tf.Tensor:
+                   fill_rgb: Sequence[float] = pixel_stats.CAFFE_MEAN) -> tf.Tensor:
   """The pixels of ``window`` in the plane of ``image``, ``fill_rgb`` outside the image.
 
   Args:
     image: uint8 ``[H, W, 3]``.
     window: int32 ``[4]`` pixel xyxy (``x1 > x0``, ``y1 > y0``); may extend beyond the image.
     fill_rgb: colour of the plane outside the image (0..255).
-    pixel_fn: optional per-pixel uint8 -> uint8 op (e.g. photometric distortion) applied to the
-      image pixels inside the window before filling; per-pixel ops commute with cropping, so this
-      equals applying it to the whole image first, at the cost of the visible part only.
 
   Returns:
-    uint8 ``[y1 - y0, x1 - x0, 3]``.
+    uint8 ``[y1 - y0, x1 - x0, 3]``: the window step's image materialized (what
+    :func:`resize_window` warps without materializing it).
   """
-  size = tf.shape(image)[:2]
-  limit = tf.stack([size[1], size[0]])  # (W, H)
   window = tf.convert_to_tensor(window, tf.int32)
+  lo, hi = _image_part(image, window)
   window_wh = window[2:] - window[:2]
-  inner_lo = tf.clip_by_value(window[:2], 0, limit)
-  inner_hi = tf.maximum(tf.clip_by_value(window[2:], 0, limit), inner_lo)
-  pixels = image[inner_lo[1]:inner_hi[1], inner_lo[0]:inner_hi[0]]
-  if pixel_fn is not None:
-    pixels = pixel_fn(pixels)
-  before = tf.clip_by_value(inner_lo - window[:2], 0, window_wh)  # (left, top) fill
-  after = window_wh - before - (inner_hi - inner_lo)  # (right, bottom) fill
-  fill = tf.constant([int(round(v)) for v in fill_rgb], tf.uint8)
+  before = tf.clip_by_value(lo - window[:2], 0, window_wh)  # Clipped: for a window off the image.
+  return _fill_around(image[lo[1]:hi[1], lo[0]:hi[0]], before, window_wh - before - (hi - lo),
+                      fill_rgb)
 
-  def pad():
-    # Concatenating constant blocks is several times faster than tf.pad per channel (tf.pad takes
-    # a single scalar fill value, not a colour).
-    rows = inner_hi[1] - inner_lo[1]
-    middle = tf.concat([tf.broadcast_to(fill, tf.stack([rows, before[0], 3])), pixels,
-                        tf.broadcast_to(fill, tf.stack([rows, after[0], 3]))], axis=1)
-    return tf.concat([tf.broadcast_to(fill, tf.stack([before[1], window_wh[0], 3])), middle,
-                      tf.broadcast_to(fill, tf.stack([after[1], window_wh[0], 3]))], axis=0)
 
-  return tf.cond(tf.reduce_any(tf.concat([before, after], 0) > 0), pad, lambda: pixels)
+def resize_window(example: Example, window: tf.Tensor, image_size: int,
+                  fill_rgb: Sequence[float] = pixel_stats.CAFFE_MEAN,
+                  pixel_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
+                  method: Union[str, tf.Tensor] = "bilinear") -> Example:
+  """The window warped to ``image_size x image_size``, without materializing it.
+
+  A zoom-out window is mostly fill colour (up to 16x the image area), so only the image's part
+  of the window is resized, onto its *footprint* in the output: the output pixels it covers, its
+  edges rounded to whole pixels. The rest of the output is ``fill_rgb``. The boxes are mapped
+  through that same footprint, so they follow the pixels exactly. For a window inside the image
+  this is exactly :func:`extract_window` followed by :func:`resize`; otherwise it differs from
+  that by the rounding (at most half an output pixel per edge of the image) and by the image's
+  border pixels, which are not blended with the fill.
+
+  Args:
+    example: the source ``image`` uint8 ``[H, W, 3]``, and ``[N, 4]`` boxes normalized to
+      ``window``, lying on the image.
+    window: int32 ``[4]`` pixel xyxy in the plane of the image, overlapping it.
+    image_size: output side, pixels.
+    fill_rgb: colour outside the image (0..255).
+    pixel_fn: optional per-pixel uint8 -> uint8 op (the photometric distortion) for the image's
+      pixels only, so the fill stays undistorted (as in Caffe, which distorts before the
+      zoom-out). It runs before the resize or after it, wherever there are fewer pixels: per-pixel
+      ops commute with the crop exactly, and with the resize up to the interpolation of clipped
+      values and rounding.
+    method: as for :func:`resize`.
+
+  Returns:
+    The example with uint8 ``[image_size, image_size, 3]`` image and boxes normalized to it.
+  """
+  image = example["image"]
+  window = tf.convert_to_tensor(window, tf.int32)
+  lo, hi = _image_part(image, window)
+  # The window steps always keep part of the image (the crop keeps an object's centre).
+  overlap = tf.debugging.assert_positive(hi - lo, message="resize_window: the window does not "
+                                         "overlap the image")
+  with tf.control_dependencies([overlap]):
+    to_output = image_size / tf.cast(window[2:] - window[:2], tf.float32)  # (x, y) px per px
+
+  def output_pixel(corner):
+    return tf.cast(tf.round(tf.cast(corner - window[:2], tf.float32) * to_output), tf.int32)
+
+  out_lo = tf.clip_by_value(output_pixel(lo), 0, image_size - 1)
+  out_hi = tf.clip_by_value(output_pixel(hi), out_lo + 1, image_size)
+  pixels = image[lo[1]:hi[1], lo[0]:hi[0]]
+  warp = lambda x: resize_image(x, (out_hi - out_lo)[::-1], method)
+  if pixel_fn is None:
+    pixels = warp(pixels)
+  else:
+    fewer_before = tf.reduce_prod(hi - lo) <= tf.reduce_prod(out_hi - out_lo)
+    pixels = tf.cond(fewer_before, lambda: warp(pixel_fn(pixels)), lambda: pixel_fn(warp(pixels)))
+  out = dict(example)
+  out["image"] = _fill_around(pixels, out_lo, image_size - out_hi, fill_rgb)
+  # Window-normalized -> image pixels -> the footprint's output pixels -> output-normalized.
+  tile = lambda v: tf.cast(tf.tile(v, [2]), tf.float32)
+  pixel_boxes = example["boxes"] * tile(window[2:] - window[:2]) + tile(window[:2])
+  footprint_boxes = (pixel_boxes - tile(lo)) * tile(out_hi - out_lo) / tile(hi - lo) + tile(out_lo)
+  out["boxes"] = tf.clip_by_value(footprint_boxes / image_size, 0.0, 1.0)
+  return out
 
 
 def expand_window(example: Example, window: tf.Tensor, canvas_size: tf.Tensor,
@@ -472,32 +545,35 @@ def random_flip(example: Example, seed: Seed, prob: float = 0.5) -> Example:
   return _with_prob(prob, tf.cast(seed, tf.int64), flip_horizontal, example)
 
 
-def resize_image(images: tf.Tensor, image_size: int, method: str = "bilinear") -> tf.Tensor:
-  """uint8 ``[H, W, 3]`` or ``[B, H, W, 3]`` -> uint8 ``[..., image_size, image_size, 3]``:
-  ``tf.image.resize`` without antialiasing (as Caffe's warp), rounded to the nearest level."""
-  # Float for every method but "nearest", which keeps uint8.
-  resized = tf.cast(tf.image.resize(images, (image_size, image_size), method=method,
-                                    antialias=False), tf.float32)
-  return tf.cast(tf.round(tf.clip_by_value(resized, 0.0, 255.0)), tf.uint8)
+def resize_image(images: tf.Tensor, size: Union[int, tf.Tensor],
+                 method: Union[str, tf.Tensor] = "bilinear") -> tf.Tensor:
+  """uint8 ``[H, W, 3]`` or ``[B, H, W, 3]`` -> uint8 ``[..., h, w, 3]``: ``tf.image.resize``
+  without antialiasing (as Caffe's warp), rounded to the nearest level.
+
+  ``size`` is the side of a square output or int32 ``(h, w)``; ``method`` a ``tf.image.resize``
+  method name, or an int32 scalar tensor indexing the methods Caffe samples from (bilinear, area,
+  nearest, bicubic, Lanczos-3).
+  """
+  size = (size, size) if isinstance(size, int) else size
+
+  def warp(name):
+    # Float for every method but "nearest", which keeps uint8.
+    resized = tf.cast(tf.image.resize(images, size, method=name, antialias=False), tf.float32)
+    if name in _OVERSHOOTING_INTERPOLATIONS:
+      resized = tf.clip_by_value(resized, 0.0, 255.0)
+    return tf.cast(tf.round(resized), tf.uint8)
+
+  if isinstance(method, str):
+    return warp(method)
+  return tf.switch_case(method, [functools.partial(warp, name) for name in _RANDOM_INTERPOLATIONS])
 
 
 def resize(example: Example, image_size: int, method: Union[str, tf.Tensor] = "bilinear"
            ) -> Example:
-  """Warps the image to uint8 ``[image_size, image_size, 3]`` (no aspect preservation, as SSD).
-
-  Boxes are normalized, so they are unchanged. ``method`` is a ``tf.image.resize`` method name, or
-  an int32 scalar tensor indexing the methods Caffe samples from (bilinear, area, nearest,
-  bicubic, Lanczos-3).
-  """
+  """Warps the image to uint8 ``[image_size, image_size, 3]`` (no aspect preservation, as SSD)
+  with :func:`resize_image`'s ``method``. Boxes are normalized, so they are unchanged."""
   _check_example(example, "resize")
-  image = example["image"]
-  out = dict(example)
-  if isinstance(method, str):
-    out["image"] = resize_image(image, image_size, method)
-  else:
-    out["image"] = tf.switch_case(method, [lambda n=n: resize_image(image, image_size, n)
-                                           for n in _RANDOM_INTERPOLATIONS])
-  return out
+  return {**example, "image": resize_image(example["image"], image_size, method)}
 
 
 def drop_degenerate(example: Example, min_size: float = 1e-3) -> Example:
@@ -526,10 +602,13 @@ def train_preprocess(example: Example, seed: Seed, image_size: int,
 
   ``tf.random.experimental.stateless_split(seed, 5)`` are the seeds of, in order,
   :func:`photometric_distort`, :func:`random_expand_window`, :func:`random_crop_window`, the
-  interpolation choice and :func:`random_flip`. The result equals running these steps one after
-  the other on materialized images (each window step from the whole image, followed by
-  :func:`extract_window`); but here the zoom-out canvas is never materialized and the
-  photometric ops only touch the pixels that survive the crop.
+  interpolation choice and :func:`random_flip`. Without photometric distortion, the result is
+  exactly that of running these steps one after the other with the resize by
+  :func:`resize_window`, which equals the steps on materialized images up to the rounding of the
+  zoom-out image's footprint to output pixels (see there; the boxes follow the pixels exactly).
+  The photometric ops only touch the image pixels that survive the crop, at the smaller of the
+  window and its output resolution, so they commute with the rest up to the interpolation of
+  clipped values.
 
   Returns:
     The example with uint8 ``[image_size, image_size, 3]`` image and ``[M, 4]`` (``M <= N``)
@@ -548,12 +627,11 @@ def train_preprocess(example: Example, seed: Seed, image_size: int,
   pixel_fn = None
   if config.photometric:
     pixel_fn = functools.partial(photometric_distort, seed=seeds[0], config=config)
-  example["image"] = extract_window(image, window, config.fill_rgb, pixel_fn)
   method = "bilinear"
   if config.random_interpolation:
     method = tf.random.stateless_uniform((), seeds[3], 0, len(_RANDOM_INTERPOLATIONS),
                                          dtype=tf.int32)
-  example = resize(example, image_size, method)
+  example = resize_window(example, window, image_size, config.fill_rgb, pixel_fn, method)
   if config.flip:
     example = random_flip(example, seeds[4], config.flip_prob)
   return drop_degenerate(example, config.min_box_size)
