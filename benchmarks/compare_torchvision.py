@@ -1,7 +1,7 @@
 """Our SSD300 vs torchvision's ``ssd300_vgg16`` on the same CPU, in one run.
 
   pip install torch==2.14.1 torchvision==0.29.1   # optional extra, only for this script
-  python -m benchmarks.compare_torchvision [--batch 8] [--iters 3] [--threads 2]
+  python -m benchmarks.compare_torchvision [--batch 8] [--iters 3] [--repeats 3] [--threads 2]
       [--conv_impl auto|xla|cpu_fast] [--torch_site /path/to/site-packages]
       [--out benchmarks/results/compare_torchvision.json]
 
@@ -17,6 +17,10 @@ weights (torchvision: ``weights=None, weights_backbone=None``) and 300x300 input
            ``multibox_loss``);
   detect   inference with post-processing (torchvision ``eval()`` call; ours forward +
            ``postprocess.decode_detections``).
+The comparison runs ``--repeats`` times, interleaved (per function: ours then torchvision's, the
+order swapped every repeat, so that the machine's drift hits both alike), ``--iters`` timed calls
+each after a first one; reported: the median and range over the repeats of each framework's
+images/s (each repeat's median call) and of the per-repeat ratio.
 ``--threads N`` pins the process to N cores (``os.sched_setaffinity``, before JAX starts, so
 XLA's thread pool sees N cores) and sets ``torch.set_num_threads(N)``; default: all cores.
 """
@@ -28,7 +32,8 @@ from absl import app, flags
 import numpy as np
 
 _BATCH = flags.DEFINE_integer("batch", 8, "Images per batch.")
-_ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per function.")
+_ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per function and repeat.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats of the whole comparison.")
 _THREADS = flags.DEFINE_integer("threads", None, "CPU threads for both frameworks.")
 _CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", ["auto", "xla", "cpu_fast"],
                                "Our convolution implementation (ssd_jax.models.conv).")
@@ -36,15 +41,9 @@ _TORCH_SITE = flags.DEFINE_string("torch_site", None, "Extra site-packages holdi
 _OUT = flags.DEFINE_string("out", "benchmarks/results/compare_torchvision.json", "JSON output.")
 
 _NUM_CLASSES = 20  # VOC; torchvision counts the background too (21)
+_FUNCTIONS = ("forward", "train", "detect")
 _INSTALL_HINT = ("benchmarks/compare_torchvision.py needs the optional torch and torchvision: "
                  "pip install torch==2.14.1 torchvision==0.29.1")
-
-
-def _timed(fn, iters):
-  """``(first call s, median s)``; imported late: ``benchmarks.common`` imports JAX."""
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
-  t = common.time_fn(fn, iters)
-  return t["first_call_s"], t["median_s"]
 
 
 def _random_targets(rng, batch):
@@ -57,7 +56,8 @@ def _random_targets(rng, batch):
   return boxes.astype(np.float32), labels.astype(np.int32), counts
 
 
-def bench_torchvision(torch, torchvision, images, boxes, labels, counts, iters):
+def torchvision_functions(torch, torchvision, images, boxes, labels, counts) -> dict:
+  """torchvision's ``_FUNCTIONS`` on the batch, as callables that return when done."""
   model = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None,
                                                     num_classes=_NUM_CLASSES + 1)
   x = torch.from_numpy(images.transpose(0, 3, 1, 2) / 255.0).float()
@@ -69,29 +69,27 @@ def bench_torchvision(torch, torchvision, images, boxes, labels, counts, iters):
   normalized = model.transform(image_list)[0].tensors
 
   def forward():
+    model.eval()
     with torch.no_grad():
       model.head(list(model.backbone(normalized).values()))
 
   def train():
+    model.train()
     loss = sum(model(image_list, targets).values())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
 
   def detect():
+    model.eval()
     with torch.no_grad():
       model(image_list)
 
-  out = {}
-  model.eval()
-  out["forward"] = _timed(forward, iters)
-  out["detect"] = _timed(detect, iters)
-  model.train()
-  out["train"] = _timed(train, iters)
-  return out
+  return {"forward": forward, "train": train, "detect": detect}
 
 
-def bench_ours(images, boxes, labels, iters):
+def our_functions(images, boxes, labels) -> dict:
+  """Our ``_FUNCTIONS`` on the batch, jitted, as callables that block until done."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
@@ -124,11 +122,34 @@ def bench_ours(images, boxes, labels, iters):
     return postprocess.decode_detections(*model.apply({"params": params}, images), prior_boxes)
 
   return {
-      "forward": _timed(lambda: jax.block_until_ready(forward(params, images)), iters),
-      "detect": _timed(lambda: jax.block_until_ready(detect(params, images)), iters),
-      "train": _timed(lambda: jax.block_until_ready(
-          train(params, opt_state, images, boxes, labels)), iters),
+      "forward": lambda: jax.block_until_ready(forward(params, images)),
+      "detect": lambda: jax.block_until_ready(detect(params, images)),
+      "train": lambda: jax.block_until_ready(train(params, opt_state, images, boxes, labels)),
   }
+
+
+def compare(functions: dict, batch: int, iters: int, repeats: int) -> dict:
+  """Interleaved timings of ``functions[framework][name]``: per name and framework the median
+  and range of images/s over the repeats and the first call's seconds, and the ratio's."""
+  from benchmarks import common  # pylint: disable=g-import-not-at-top  (imports JAX)
+  rates = {(f, n): [] for f in functions for n in _FUNCTIONS}
+  first_call_s = {}
+  for repeat in range(repeats):
+    for name in _FUNCTIONS:
+      order = list(functions) if repeat % 2 == 0 else list(functions)[::-1]
+      for framework in order:
+        timing = common.time_fn(functions[framework][name], iters)
+        first_call_s.setdefault((framework, name), timing["first_call_s"])
+        rates[framework, name].append(batch / timing["median_s"])
+  spread = lambda v: {"median": float(np.median(v)), "range": [float(min(v)), float(max(v))]}
+  results = {}
+  for name in _FUNCTIONS:
+    ratios = [o / t for o, t in zip(rates["ours", name], rates["torchvision", name])]
+    results[name] = {"ratio": spread(ratios), "ratios": ratios}
+    for framework in functions:
+      results[name][f"{framework}_images_per_s"] = spread(rates[framework, name])
+      results[name][f"{framework}_first_call_s"] = first_call_s[framework, name]
+  return results
 
 
 def main(_):
@@ -148,29 +169,30 @@ def main(_):
   batch = _BATCH.value
   images = rng.integers(0, 256, (batch, 300, 300, 3)).astype(np.float32)
   boxes, labels, counts = _random_targets(rng, batch)
-  tv = bench_torchvision(torch, torchvision, images, boxes, labels, counts, _ITERS.value)
-  ours = bench_ours(images, boxes, labels, _ITERS.value)
+  functions = {"ours": our_functions(images, boxes, labels),
+               "torchvision": torchvision_functions(torch, torchvision, images, boxes, labels,
+                                                    counts)}
+  results = compare(functions, batch, _ITERS.value, _REPEATS.value)
 
-  results = {}
-  print(f"batch {batch}, 300x300, {threads} threads, conv_impl {_CONV_IMPL.value}; "
-        "images/s (first call s)")
-  print(f"{'':8s} {'torchvision':>20s} {'ssd_jax':>20s} {'ratio ours/tv':>14s}")
-  for name in ("forward", "train", "detect"):
-    tv_ips, our_ips = batch / tv[name][1], batch / ours[name][1]
-    results[name] = {"torchvision_images_per_s": tv_ips, "ours_images_per_s": our_ips,
-                     "ratio": our_ips / tv_ips, "torchvision_first_call_s": tv[name][0],
-                     "ours_first_call_s": ours[name][0]}
-    print(f"{name:8s} {tv_ips:12.2f} ({tv[name][0]:5.1f}) {our_ips:12.2f} "
-          f"({ours[name][0]:5.1f}) {our_ips / tv_ips:14.2f}")
+  print(f"batch {batch}, 300x300, {threads} threads, conv_impl {_CONV_IMPL.value}; images/s, "
+        f"median [range] of {_REPEATS.value} interleaved repeats (first call s)")
+  print(f"{'':8s} {'torchvision':>26s} {'ssd_jax':>26s} {'ratio ours/tv':>20s}")
+  cell = lambda v: f"{v['median']:.2f} [{v['range'][0]:.2f}-{v['range'][1]:.2f}]"
+  for name, r in results.items():
+    print(f"{name:8s} {cell(r['torchvision_images_per_s']):>18s} "
+          f"({r['torchvision_first_call_s']:5.1f}) {cell(r['ours_images_per_s']):>18s} "
+          f"({r['ours_first_call_s']:5.1f}) {cell(r['ratio']):>20s}")
   common.write_json(_OUT.value, {
       "benchmark": "compare_torchvision", "batch": batch, "threads": threads,
-      "conv_impl": _CONV_IMPL.value,
+      "conv_impl": _CONV_IMPL.value, "iters": _ITERS.value, "repeats": _REPEATS.value,
       "torch": torch.__version__, "torchvision": torchvision.__version__, "results": results,
       "peak_rss_mib": common.peak_rss_mib()})
 
 
 if __name__ == "__main__":
   flags.register_validator("threads", lambda n: n is None or n >= 1, "--threads must be >= 1")
+  flags.register_validator("repeats", lambda n: n >= 1, "--repeats must be >= 1")
+  flags.register_validator("iters", lambda n: n >= 1, "--iters must be >= 1")
 
   def _pin_threads(argv):
     """Applies --threads before JAX is imported (XLA sizes its thread pool at start-up)."""
