@@ -73,8 +73,8 @@ def bench_model(name: str, batches: list[int]) -> list[dict]:
           rates[kind].append(batch / t["median_s"])
       row = {"model": name, "image_size": size, "batch": batch}
       for kind in _KINDS:
-        row[f"{kind}_images_per_s"] = float(np.median(rates[kind]))
-        row[f"{kind}_images_per_s_range"] = [float(min(rates[kind])), float(max(rates[kind]))]
+        row[f"{kind}_images_per_s"], row[f"{kind}_images_per_s_range"] = common.median_range(
+            rates[kind])
         row[f"{kind}_first_call_s"] = first[kind]
       print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in row.items() if not k.endswith("_range")))

@@ -153,12 +153,11 @@ def time_cases(names: list[str], tmp: str, repeats: int) -> list[dict]:
                                      _WARMUP.value))
   results = []
   for (_, _, _, description), case_runs in zip(cases, runs):
-    rates = sorted(r["examples_per_s"] for r in case_runs)
-    median = float(np.median(rates))
+    median, spread = common.median_range([r["examples_per_s"] for r in case_runs])
     results.append({**description, **case_runs[0], "examples_per_s": median,
-                    "examples_per_s_range": [rates[0], rates[-1]],
+                    "examples_per_s_range": spread,
                     "examples_per_s_per_core": median / os.cpu_count(),
-                    "ms_per_batch": float(np.median([r["ms_per_batch"] for r in case_runs])),
+                    "ms_per_batch": common.median_range([r["ms_per_batch"] for r in case_runs])[0],
                     "repeats": case_runs})
   return results
 

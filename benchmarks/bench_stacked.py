@@ -21,7 +21,6 @@ import time
 from absl import app, flags
 import jax
 from ml_collections import config_flags
-import numpy as np
 
 from benchmarks import common
 from ssd_jax import experiment, overrides, train_step
@@ -47,8 +46,8 @@ def _timed(step_fn, state, batch_fn, steps: int) -> tuple[float, object]:
 
 
 def _spread(values: list[float]) -> dict[str, float]:
-  return {"median": float(np.median(values)), "min": float(min(values)),
-          "max": float(max(values))}
+  median, (low, high) = common.median_range(values)
+  return {"median": median, "min": low, "max": high}
 
 
 def main(argv):

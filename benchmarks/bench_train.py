@@ -44,7 +44,6 @@ from absl import app, flags
 import jax
 import ml_collections
 from ml_collections import config_flags
-import numpy as np
 
 from benchmarks import common
 from experiments.configs import custom_voc_dir
@@ -184,9 +183,7 @@ def _summary(results: list[dict]) -> list[dict]:
     for key in ("end_to_end_images_per_s", "step_images_per_s", "first_batch_s", "compile_s",
                 "peak_rss_mib"):
       if key in row:
-        values = sorted(r[key] for r in runs)
-        row[key] = float(np.median(values))
-        row[f"{key}_range"] = (values[0], values[-1])
+        row[key], row[f"{key}_range"] = common.median_range([r[key] for r in runs])
     row["repeats"] = len(runs)
     out.append(row)
   return out

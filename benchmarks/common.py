@@ -5,27 +5,36 @@ import os
 import platform
 import resource
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
+import numpy as np
 
 
 # The CPU flags that decide which kernels XLA and TensorFlow pick.
 _VECTOR_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4", "f16c")
 
 
-def _cpuinfo_field(name: str) -> str | None:
+def _first_cpu_info() -> dict[str, str]:
+  """The fields of the first processor in /proc/cpuinfo (empty where there is none)."""
+  info = {}
   try:
     with open("/proc/cpuinfo") as f:
-      return next(line.split(":", 1)[1].strip() for line in f if line.split(":")[0].strip() == name)
-  except (OSError, StopIteration):
-    return None
+      for line in f:
+        if not line.strip():
+          break
+        key, _, value = line.partition(":")
+        info[key.strip()] = value.strip()
+  except OSError:
+    pass
+  return info
 
 
 def machine() -> dict[str, Any]:
   """What the figures were measured on: CPU model and vector extensions, cores, JAX backend."""
-  cpu = _cpuinfo_field("model name") or platform.processor() or platform.machine()
-  flags = (_cpuinfo_field("flags") or "").split()
+  info = _first_cpu_info()
+  cpu = info.get("model name") or platform.processor() or platform.machine()
+  flags = info.get("flags", "").split()
   return {"cpu": cpu, "cores": os.cpu_count(),
           "vector_extensions": sorted(f for f in flags if f.startswith(_VECTOR_FLAG_PREFIXES)),
           "backend": jax.default_backend(),
@@ -50,6 +59,11 @@ def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 1) -> dict[str, flo
     times.append(time.perf_counter() - start)
   times.sort()
   return {"first_call_s": first, "median_s": times[len(times) // 2], "min_s": times[0]}
+
+
+def median_range(values: Sequence[float]) -> tuple[float, list[float]]:
+  """The median and ``[min, max]`` of repeated measurements: what the benchmarks report."""
+  return float(np.median(values)), [float(min(values)), float(max(values))]
 
 
 def peak_rss_mib() -> float:

@@ -141,7 +141,7 @@ def compare(functions: dict, batch: int, iters: int, repeats: int) -> dict:
         timing = common.time_fn(functions[framework][name], iters)
         first_call_s.setdefault((framework, name), timing["first_call_s"])
         rates[framework, name].append(batch / timing["median_s"])
-  spread = lambda v: {"median": float(np.median(v)), "range": [float(min(v)), float(max(v))]}
+  spread = lambda v: dict(zip(("median", "range"), common.median_range(v)))
   results = {}
   for name in _FUNCTIONS:
     ratios = [o / t for o, t in zip(rates["ours", name], rates["torchvision", name])]
