@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ssd_jax import losses, matching, models
+from ssd_jax import losses, matching, models, photometric
 
 P = jax.sharding.PartitionSpec
 
@@ -83,14 +83,20 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSetting
 
   ``batch``: ``image`` uint8 ``[b, S, S, 3]``, ``boxes`` ``[b, G, 4]`` normalized xyxy,
   ``labels`` ``[b, G]`` (0 = padding) and ``crowd`` ``[b, G]`` (crowd boxes are ignored: no prior
-  is positive or negative because of one). ``variances`` and ``mode``: ``TargetsAndLoss``'s.
+  is positive or negative because of one); with ``photometric`` ``[b, K]`` and ``footprint``
+  ``[b, 4]``, the images are distorted first (:func:`ssd_jax.photometric.distort`).
+  ``variances`` and ``mode``: ``TargetsAndLoss``'s.
   """
   targets_fn = functools.partial(matching.encode_targets, priors=run.priors,
                                  iou_threshold=run.iou_threshold, variances=variances, mode=mode)
   loc_t, cls_t = jax.vmap(targets_fn)(batch["boxes"], batch["labels"], crowd=batch["crowd"])
 
+  images = batch["image"].astype(jnp.float32)
+  if "photometric" in batch:
+    images = photometric.distort(images, batch["photometric"], batch["footprint"])
+
   def loss_fn(params):
-    loc, logits = model.apply({"params": params}, batch["image"].astype(jnp.float32), train=True)
+    loc, logits = model.apply({"params": params}, images, train=True)
     return losses.multibox_loss(loc, logits, loc_t, cls_t, neg_pos_ratio=run.neg_pos_ratio,
                                 alpha=run.alpha, axis_name="data")
 

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
 import numpy as np
 import tensorflow as tf
 
+from ssd_jax import photometric
 from ssd_jax.data import augment as augment_lib
 from ssd_jax.data import sources
 
@@ -114,8 +115,8 @@ def augmentation_panels(source: sources.Source, augment: augment_lib.AugmentConf
   """Source examples and their training augmentations, row-major.
 
   Each row is an unaugmented example at its own size, then outputs of
-  ``augment.train_preprocess`` on it at ``image_size``: what the training pipeline feeds the
-  model (before padding the boxes).
+  ``augment.train_preprocess`` on it at ``image_size`` with the photometric distortion applied:
+  what the training pipeline and the train step feed the model (before padding the boxes).
 
   Args:
     source: a dataset source (``ssd_jax.data``).
@@ -147,6 +148,10 @@ def augmentation_panels(source: sources.Source, augment: augment_lib.AugmentConf
     for k in range(row * per_row, min(num, (row + 1) * per_row)):
       out = augment_lib.train_preprocess(example, tf.constant([seed, k], tf.int64), image_size,
                                          augment)
+      if "photometric" in out:  # What the train step does to the batch.
+        distorted = photometric.distort(*(out[k].numpy()[None]
+                                          for k in ("image", "photometric", "footprint")))
+        out = {**out, "image": np.asarray(distorted[0], np.uint8)}
       panels.append(_panel(out))
   return panels
 

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from ssd_jax import photometric
 from ssd_jax.data import augment
 
 NUM_SEEDS = 150
@@ -273,18 +274,17 @@ def test_resize_window_zoom_out_on_whole_pixels_equals_the_materialized_canvas()
   assert np.all(got["image"].numpy()[:3] == [123, 117, 104])
 
 
-@pytest.mark.parametrize("size", [10, 4])  # photometric before the resize, and after it
-def test_resize_window_pixel_fn_only_touches_image_pixels(size):
-  image = np.random.default_rng(18).integers(0, 200, (4, 5, 3), dtype=np.uint8)
+def test_resize_window_footprint_is_where_the_image_lies():
+  # Image pixels in 1..200, the fill 0: the footprint is exactly the non-fill output.
+  image = np.random.default_rng(18).integers(1, 200, (4, 5, 3), dtype=np.uint8)
   ex = {"image": tf.constant(image), "boxes": tf.zeros([0, 4])}
-  window, fill = tf.constant([-5, 0, 5, 4]), (1.0, 2.0, 3.0)
-  invert = lambda x: 255 - x  # linear: commutes with the resize up to rounding
-  got = augment.resize_window(ex, window, size, fill, pixel_fn=invert)["image"].numpy()
-  want = augment.resize_window({**ex, "image": tf.constant(255 - image)}, window, size,
-                               fill)["image"].numpy()
-  assert np.abs(got.astype(int) - want).max() <= 1
-  np.testing.assert_array_equal(got[:, :size // 2],
-                                np.broadcast_to([1, 2, 3], (size, size // 2, 3)))
+  for window, size in (([-5, 0, 5, 4], 10), ([-5, -2, 5, 4], 7), ([1, 1, 4, 3], 6),
+                       ([-3, -3, 8, 7], 5)):
+    out = augment.resize_window(ex, tf.constant(window), size, (0.0, 0.0, 0.0))
+    x0, y0, x1, y1 = out["footprint"].numpy()
+    inside = np.zeros((size, size), bool)
+    inside[y0:y1, x0:x1] = True
+    np.testing.assert_array_equal(np.any(out["image"].numpy() > 0, axis=-1), inside, str(window))
 
 
 def test_resize_window_rejects_a_window_off_the_image():
@@ -305,73 +305,46 @@ def only(**kwargs):
   return dataclasses.replace(CONFIG, **{**neutral, **kwargs})
 
 
-@pytest.fixture(name="pixels")
-def fixture_pixels():
-  return np.random.default_rng(2).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+def params_over_seeds(config, num=200):
+  return np.stack(over_seeds(lambda s: augment.photometric_params(s, config), num))
 
 
-def distort(pixels, config, num=40):
-  return over_seeds(lambda s: augment.photometric_distort(tf.constant(pixels), s, config), num)
+def test_neutral_photometric_params():
+  params = params_over_seeds(only(), num=40)
+  # Every op neutral; only the order of contrast (index 4) is still drawn.
+  np.testing.assert_array_equal(params[:, [0, 1, 2, 3, 5]],
+                                np.broadcast_to(np.delete(photometric.NEUTRAL, 4), (40, 5)))
+  assert set(params[:, 4]) == {0.0, 1.0}
 
 
-def test_neutral_photometric_is_identity(pixels):
-  for out in distort(pixels, only(), num=3):
-    np.testing.assert_array_equal(out, pixels)
+def test_photometric_params_ranges_and_probabilities():
+  params = params_over_seeds(CONFIG, num=400)
+  brightness, contrast, saturation, hue, last, order = params.T
+  for values, neutral, low, high in ((brightness, 0.0, -32.0, 32.0), (contrast, 1.0, 0.5, 1.5),
+                                     (saturation, 1.0, 0.5, 1.5), (hue, 0.0, -0.05, 0.05)):
+    drawn = values != neutral
+    assert 0.42 < drawn.mean() < 0.58  # distort_prob 0.5
+    assert np.all((values[drawn] >= low) & (values[drawn] <= high))
+    assert values[drawn].min() < low + 0.2 * (high - low)  # spread over the range
+    assert values[drawn].max() > high - 0.2 * (high - low)
+  assert 0.42 < last.mean() < 0.58 and set(last) == {0.0, 1.0}
+  assert np.all(order == 0)  # no channel swap by default
+  # The ops are drawn independently of each other.
+  assert 0.15 < np.mean((brightness != 0) & (contrast != 1)) < 0.35
 
 
-def test_brightness_adds_one_delta_within_range(pixels):
-  deltas = []
-  for out in distort(pixels, only(brightness_delta=32.0)):
-    diff = out.astype(int) - pixels.astype(int)
-    unclipped = (out > 0) & (out < 255)
-    delta = np.unique(diff[unclipped])
-    assert len(delta) == 1 and abs(delta[0]) <= 32
-    # Clipped pixels went past the range in the direction of the shift.
-    assert np.all(out[~unclipped] == (0 if delta[0] < 0 else 255))
-    deltas.append(delta[0])
-  assert len(set(deltas)) > 10
+def test_photometric_params_channel_swap():
+  config = dataclasses.replace(CONFIG, channel_swap=True, channel_swap_prob=0.5)
+  order = params_over_seeds(config, num=400)[:, 5]
+  assert set(order) == set(range(6))
+  # Swapped half the time, to one of the six orders (the identity among them).
+  assert 0.5 < np.mean(order == 0) < 0.68
 
 
-def test_contrast_scales_pixels_and_clips(pixels):
-  for out in distort(pixels, only(contrast_range=(1.5, 1.5)), num=3):
-    # +-1: the neutral saturation and hue ops still run and can tip x.5 values when rounding.
-    np.testing.assert_allclose(out, np.clip(pixels * 1.5, 0, 255), atol=1.0)
-    assert np.mean(out == np.clip(np.round(pixels * 1.5), 0, 255)) > 0.9
-
-
-def test_zero_saturation_gives_grey_at_max_channel(pixels):
-  for out in distort(pixels, only(saturation_range=(0.0, 0.0)), num=3):
-    for y in range(pixels.shape[0]):
-      for x in range(pixels.shape[1]):
-        assert np.all(out[y, x] == pixels[y, x].max())
-
-
-def test_hue_shift_keeps_max_and_min_channel(pixels):
-  changed = 0
-  for out in distort(pixels, only(hue_delta=18.0)):
-    # HSV hue rotation keeps V = max and V * (1 - S) = min of the channels (up to rounding).
-    assert np.abs(out.max(-1).astype(int) - pixels.max(-1)).max() <= 1
-    assert np.abs(out.min(-1).astype(int) - pixels.min(-1)).max() <= 1
-    changed += np.any(out != pixels)
-  assert changed > 30
-
-
-def test_channel_swap_permutes_channels(pixels):
-  config = dataclasses.replace(only(), channel_swap=True)
-  orders = set()
-  for out in distort(pixels, config):
-    perm = [int(np.flatnonzero([np.array_equal(out[..., c], pixels[..., d]) for d in range(3)])[0])
-            for c in range(3)]
-    np.testing.assert_array_equal(out, pixels[..., perm])
-    orders.add(tuple(perm))
-  assert len(orders) >= 4  # the identity half the time, else one of 6 orders
-
-
-def test_each_distortion_applied_about_half_the_time(pixels):
-  config = only(brightness_delta=32.0, distort_prob=0.5)
-  outs = distort(pixels, config, num=200)
-  fraction = np.mean([np.any(out != pixels) for out in outs])
-  assert 0.38 < fraction < 0.62
+def test_photometric_params_are_those_of_the_seed():
+  a = params_over_seeds(CONFIG, num=20)
+  np.testing.assert_array_equal(a, params_over_seeds(CONFIG, num=20))
+  assert len({row.tobytes() for row in a}) == 20
 
 
 # ----------------------------------------------------------------------------------------------
@@ -538,6 +511,9 @@ def test_flip_hand_computed_and_twice_is_identity():
   twice = augment.flip_horizontal(once)
   np.testing.assert_array_equal(twice["image"].numpy(), example["image"])
   np.testing.assert_allclose(twice["boxes"].numpy(), b, atol=1e-6)
+  # Pixel columns 2..9 of the 40 become 30..37.
+  footprint = augment.flip_horizontal({**to_tf(example), "footprint": tf.constant([2, 3, 10, 7])})
+  np.testing.assert_array_equal(footprint["footprint"].numpy(), [30, 3, 38, 7])
 
 
 def test_random_flip_flips_about_half_the_time():
@@ -608,10 +584,10 @@ def test_window_steps_chained_equal_the_materialized_steps():
 
 
 def test_train_preprocess_equals_the_steps_in_sequence():
-  """Without photometric distortion, exactly; the seeds as documented."""
+  """Exactly; the seeds as documented."""
   rng = np.random.default_rng(10)
   example = make_example(rng, num_boxes=4)
-  config = dataclasses.replace(CONFIG, photometric=False, random_interpolation=True)
+  config = dataclasses.replace(CONFIG, random_interpolation=True)
 
   def fused(seed):
     return augment.train_preprocess(to_tf(example), seed, 20, config)
@@ -624,6 +600,7 @@ def test_train_preprocess_equals_the_steps_in_sequence():
     method = tf.random.stateless_uniform((), seeds[3], 0, 5, dtype=tf.int32)
     ex = augment.resize_window(ex, window, 20, config.fill_rgb, method=method)
     ex = augment.random_flip(ex, seeds[4], config.flip_prob)
+    ex["photometric"] = augment.photometric_params(seeds[0], config)
     return augment.drop_degenerate(ex, config.min_box_size)
 
   for a, b in zip(over_seeds(fused, num=40), over_seeds(stepwise, num=40)):
@@ -679,6 +656,23 @@ def test_train_preprocess_boxes_frame_their_object():
   assert inside_seen > NUM_SEEDS // 2
 
 
+def test_train_preprocess_footprint_marks_the_image_pixels():
+  # Image pixels above the fill colour in every channel: the footprint is the non-fill output,
+  # through zoom-out, crop and flip.
+  rng = np.random.default_rng(21)
+  example = make_example(rng, num_boxes=3)
+  example["image"] = rng.integers(140, 256, example["image"].shape, dtype=np.uint8)
+  zoomed = 0
+  for out in over_seeds(lambda s: augment.train_preprocess(to_tf(example), s, 20, CONFIG)):
+    x0, y0, x1, y1 = out["footprint"]
+    inside = np.zeros((20, 20), bool)
+    inside[y0:y1, x0:x1] = True
+    np.testing.assert_array_equal(np.all(out["image"] >= 140, axis=-1), inside)
+    np.testing.assert_array_equal(np.all(out["image"] == CONFIG.fill_rgb, axis=-1), ~inside)
+    zoomed += not inside.all()
+  assert zoomed > 10
+
+
 def test_train_preprocess_is_reproducible_and_seed_dependent():
   example = make_example(np.random.default_rng(11))
   first = over_seeds(lambda s: augment.train_preprocess(to_tf(example), s, 16), num=20)
@@ -686,8 +680,10 @@ def test_train_preprocess_is_reproducible_and_seed_dependent():
   for a, b in zip(first, again):
     np.testing.assert_array_equal(a["image"], b["image"])
     np.testing.assert_array_equal(a["boxes"], b["boxes"])
-  images = {a["image"].tobytes() for a in first}
-  assert len(images) == len(first)
+  # The pixels repeat where two seeds both keep the whole image unflipped; the photometric
+  # values (distorted in the train step) still tell them apart.
+  outputs = {a["image"].tobytes() + a["photometric"].tobytes() for a in first}
+  assert len(outputs) == len(first)
 
 
 def test_train_preprocess_without_boxes():

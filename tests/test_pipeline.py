@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ssd_jax import data
+from ssd_jax import data, photometric
 from ssd_jax.data import pipeline
 
 SIZE = 16
@@ -86,7 +86,13 @@ def test_train_batch_format_with_augmentation():
     assert batch["image"].shape == (4, SIZE, SIZE, 3) and batch["image"].dtype == np.uint8
     assert batch["boxes"].dtype == np.float32 and batch["labels"].dtype == np.int32
     assert batch["difficult"].dtype == bool and batch["crowd"].dtype == bool
-    assert set(batch) == {"image", "boxes", "labels", "difficult", "crowd"}
+    assert set(batch) == {"image", "boxes", "labels", "difficult", "crowd", "photometric",
+                          "footprint"}
+    assert batch["photometric"].shape == (4, photometric.NUM_PARAMS)
+    assert batch["photometric"].dtype == np.float32
+    assert batch["footprint"].shape == (4, 4) and batch["footprint"].dtype == np.int32
+    assert np.all((batch["footprint"][:, :2] >= 0) & (batch["footprint"][:, 2:] <= SIZE))
+    assert np.all(batch["footprint"][:, 2:] > batch["footprint"][:, :2])
     check_padding(batch, 5)
     real = batch["boxes"][batch["labels"] > 0]
     assert np.all((real >= 0) & (real <= 1))
@@ -205,6 +211,8 @@ def test_augment_config_from_mapping():
   flips_only = {"photometric": False, "expand": False, "crop": False, "flip": True}
   batches = train_batches(CountingSource(8), 2, augment=flips_only)
   assert sorted(sum((example_ids(b) for b in batches), [])) == list(range(8))
+  # Without photometric distortion there is nothing for the train step to distort.
+  assert set(batches[0]) == {"image", "boxes", "labels", "difficult", "crowd"}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 import tensorflow as tf
 
 from experiments.configs import ablation_table2
-from ssd_jax import experiment, overrides, train, train_step
+from ssd_jax import experiment, overrides, photometric, train, train_step
 from ssd_jax.data import label_map as label_map_lib
 from tests import fixtures, tiny_train_config
 
@@ -187,6 +187,27 @@ def test_stacked_step_with_one_shared_batch_equals_the_single_steps():
     assert fixtures.largest_change(fixtures.flat_params(state.params), fixtures.flat_params(
         train_step.unstack(stacked, r).params)) < 1e-6
   assert fixtures.largest_change(*(fixtures.flat_params(s.params) for s in states)) > 1e-3
+
+
+def test_train_step_distorts_the_images_with_the_batch_photometric_values():
+  """The pipeline only draws the photometric values; the step applies them to the images."""
+  config = tiny_config()
+  assert config.augment.photometric
+  mesh = experiment.create_mesh()
+  training = experiment.create_training(config, mesh)
+  batch = next(experiment.train_batches(config, training.data.train))
+  assert np.any(batch["photometric"] != np.array(photometric.NEUTRAL, np.float32))
+  distorted = {k: v for k, v in batch.items() if k not in ("photometric", "footprint")}
+  distorted["image"] = np.asarray(photometric.distort(
+      batch["image"], batch["photometric"], batch["footprint"])).astype(np.uint8)
+  after = [training.step_fn(training.initial_state(config, mesh),
+                            train_step.global_batch(b, mesh))[0] for b in (batch, distorted)]
+  assert fixtures.largest_change(*(fixtures.flat_params(s.params) for s in after)) < 1e-6
+  undistorted = {**distorted, "image": batch["image"]}
+  plain = training.step_fn(training.initial_state(config, mesh),
+                           train_step.global_batch(undistorted, mesh))[0]
+  assert fixtures.largest_change(fixtures.flat_params(after[0].params),
+                                 fixtures.flat_params(plain.params)) > 1e-4
 
 
 def test_stacked_runs_must_differ_only_in_stackable_fields(tmp_path):

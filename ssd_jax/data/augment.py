@@ -12,14 +12,17 @@ Randomness is stateless: each random step takes a seed, an int64 ``[2]`` tensor,
 derives one seed per example from (global seed, example index), which makes training resumable.
 
 The training recipe (:func:`train_preprocess`) follows the Caffe SSD release (``ssd_pascal.py``):
-  1. photometric distortion (:func:`photometric_distort`),
+  1. photometric distortion: its random values are drawn here (:func:`photometric_params`) and
+     applied to the batch in the train step (:func:`ssd_jax.photometric.distort`), where XLA
+     fuses the per-pixel ops on the accelerator; on the host, TF's HSV kernels were the largest
+     cost of the input pipeline. Per-pixel ops commute with the geometric steps (up to the
+     interpolation of clipped values), and they skip the zoom-out's fill, as in Caffe,
   2. zoom-out onto a mean-coloured canvas (:func:`random_expand_window`),
   3. the IoU-constrained patch sampler (:func:`sample_patch`) and crop
      (:func:`random_crop_window`),
   4. resize to ``image_size x image_size``, uint8 output. Steps 2 and 3 only move a window over
      the image; :func:`resize_window` then warps the image's part of it straight to the output
-     (the zoom-out canvas is never made) and runs step 1 on just those pixels, before or after
-     the resize, wherever there are fewer,
+     (the zoom-out canvas is never made),
   5. horizontal flip (:func:`random_flip`); done after the resize because bilinear resizing with
      half-pixel centres commutes with mirroring, and flipping 300x300 pixels is cheaper,
   6. dropping boxes that became degenerate (:func:`drop_degenerate`).
@@ -29,20 +32,17 @@ normalizes them.
 
 import dataclasses
 import functools
-import itertools
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import tensorflow as tf
 
-from ssd_jax import pixel_stats
+from ssd_jax import photometric, pixel_stats
 
 Example = dict[str, Any]
 Seed = Union[tf.Tensor, Sequence[int]]
 
 # Per-object fields, aligned with ``boxes`` along axis 0.
 OBJECT_KEYS = ("boxes", "labels", "difficult", "crowd", "area")
-# The six channel orders a random channel swap chooses from.
-_CHANNEL_PERMUTATIONS = tuple(itertools.permutations(range(3)))
 # Interpolations Caffe picks from at random when resizing (LINEAR, AREA, NEAREST, CUBIC, LANCZOS4).
 _RANDOM_INTERPOLATIONS = ("bilinear", "area", "nearest", "bicubic", "lanczos3")
 # The others average pixels with non-negative weights, so they stay within [0, 255].
@@ -57,7 +57,7 @@ class AugmentConfig:
   turns every random step off (the "no data augmentation" ablation of the paper's Table 2).
 
   Attributes:
-    photometric: apply :func:`photometric_distort`.
+    photometric: draw :func:`photometric_params` (the train step applies them).
     expand: apply :func:`random_expand_window` (zoom-out).
     crop: apply the IoU-constrained patch sampler and crop.
     flip: apply :func:`random_flip`.
@@ -195,63 +195,44 @@ def pairwise_iou(patches: tf.Tensor, boxes: tf.Tensor) -> tf.Tensor:
 # ------------------------------------------------------------------------------------------------
 
 
-def photometric_distort(image: tf.Tensor, seed: Seed,
-                        config: AugmentConfig = AugmentConfig()) -> tf.Tensor:
-  """Caffe's ``DistortImage``: random brightness, contrast, saturation, hue (each with
-  ``config.distort_prob``), contrast before or after saturation/hue at random (p = 0.5), then an
-  optional channel swap.
+def photometric_params(seed: Seed, config: AugmentConfig = AugmentConfig()) -> tf.Tensor:
+  """Caffe's ``DistortImage`` drawn for one example, for :func:`ssd_jax.photometric.distort`
+  (which the train step applies on the device).
 
-  Pixels are clipped to ``[0, 255]`` after every op, like Caffe's uint8 OpenCV images. Brightness
-  adds ``delta``; contrast multiplies by ``alpha`` (Caffe's ``convertTo``, no mean centering);
-  saturation scales HSV saturation; hue shifts by up to ``hue_delta`` degrees (ssd.pytorch's
-  reading of ``hue_delta: 18``; 8-bit OpenCV hue in Caffe makes it 36 degrees there).
+  Random brightness, contrast, saturation and hue, each with ``config.distort_prob``; contrast
+  before or after saturation and hue at random (p = 0.5); then, with ``config.channel_swap``, a
+  random channel order with ``config.channel_swap_prob``. Brightness adds ``delta`` (pixel units);
+  contrast multiplies by ``alpha`` (Caffe's ``convertTo``, no mean centring); saturation scales
+  HSV saturation; hue shifts by up to ``hue_delta`` degrees (ssd.pytorch's reading of
+  ``hue_delta: 18``; 8-bit OpenCV hue in Caffe makes it 36 degrees there).
 
   Args:
-    image: uint8 ``[H, W, 3]`` RGB.
     seed: int64 ``[2]`` stateless seed.
     config: the knobs.
 
   Returns:
-    uint8 ``[H, W, 3]``.
+    float32 ``[photometric.NUM_PARAMS]`` in the layout of :mod:`ssd_jax.photometric`, neutral
+    values for the ops not drawn.
   """
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 11)
   p = config.distort_prob
 
-  def clip(x):
-    return tf.clip_by_value(x, 0.0, 255.0)
+  def maybe(index, drawn, neutral):
+    return tf.where(_uniform(seeds[index]) < p, drawn, neutral)
 
-  def brightness(x):
-    delta = config.brightness_delta
-    return clip(x + _uniform(seeds[1], -delta, delta))
-
-  def contrast(x):
-    return clip(x * _uniform(seeds[3], *config.contrast_range))
-
-  def saturation(x):
-    return clip(tf.image.adjust_saturation(x, _uniform(seeds[5], *config.saturation_range)))
-
-  def hue(x):
-    delta = config.hue_delta / 360.0
-    return clip(tf.image.adjust_hue(x, _uniform(seeds[7], -delta, delta)))
-
-  def maybe_contrast(x):
-    return _with_prob(p, seeds[2], contrast, x)
-
-  def maybe_color(x):
-    return _with_prob(p, seeds[6], hue, _with_prob(p, seeds[4], saturation, x))
-
-  x = tf.cast(image, tf.float32)
-  x = _with_prob(p, seeds[0], brightness, x)
-  x = tf.cond(_uniform(seeds[8]) < 0.5,
-              lambda: maybe_color(maybe_contrast(x)),
-              lambda: maybe_contrast(maybe_color(x)))
+  delta = config.brightness_delta
+  values = [maybe(0, _uniform(seeds[1], -delta, delta), 0.0),
+            maybe(2, _uniform(seeds[3], *config.contrast_range), 1.0),
+            maybe(4, _uniform(seeds[5], *config.saturation_range), 1.0),
+            maybe(6, _uniform(seeds[7], -config.hue_delta, config.hue_delta) / 360.0, 0.0),
+            tf.cast(_uniform(seeds[8]) >= 0.5, tf.float32),
+            tf.constant(0.0)]
   if config.channel_swap:
-    def swap(x):
-      perm_index = tf.random.stateless_uniform((), seeds[10], 0, len(_CHANNEL_PERMUTATIONS),
-                                               dtype=tf.int32)
-      return tf.gather(x, tf.gather(tf.constant(_CHANNEL_PERMUTATIONS), perm_index), axis=-1)
-    x = _with_prob(config.channel_swap_prob, seeds[9], swap, x)
-  return tf.cast(tf.round(x), tf.uint8)
+    order = tf.random.stateless_uniform((), seeds[10], 0, len(photometric.CHANNEL_PERMUTATIONS),
+                                        dtype=tf.int32)
+    values[5] = tf.where(_uniform(seeds[9]) < config.channel_swap_prob,
+                         tf.cast(order, tf.float32), 0.0)
+  return tf.stack(values)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -331,7 +312,6 @@ def extract_window(image: tf.Tensor, window: tf.Tensor,
 
 def resize_window(example: Example, window: tf.Tensor, image_size: int,
                   fill_rgb: Sequence[float] = pixel_stats.CAFFE_MEAN,
-                  pixel_fn: Optional[Callable[[tf.Tensor], tf.Tensor]] = None,
                   method: Union[str, tf.Tensor] = "bilinear") -> Example:
   """The window warped to ``image_size x image_size``, without materializing it.
 
@@ -349,15 +329,13 @@ def resize_window(example: Example, window: tf.Tensor, image_size: int,
     window: int32 ``[4]`` pixel xyxy in the plane of the image, overlapping it.
     image_size: output side, pixels.
     fill_rgb: colour outside the image (0..255).
-    pixel_fn: optional per-pixel uint8 -> uint8 op (the photometric distortion) for the image's
-      pixels only, so the fill stays undistorted (as in Caffe, which distorts before the
-      zoom-out). It runs before the resize or after it, wherever there are fewer pixels: per-pixel
-      ops commute with the crop exactly, and with the resize up to the interpolation of clipped
-      values and rounding.
     method: as for :func:`resize`.
 
   Returns:
-    The example with uint8 ``[image_size, image_size, 3]`` image and boxes normalized to it.
+    The example with uint8 ``[image_size, image_size, 3]`` image, boxes normalized to it and
+    ``footprint``, int32 ``[4]`` output pixel xyxy (exclusive ends) of the image's part: the
+    pixels the photometric distortion may touch (the fill stays undistorted, as in Caffe, which
+    distorts before the zoom-out).
   """
   image = example["image"]
   window = tf.convert_to_tensor(window, tf.int32)
@@ -373,15 +351,10 @@ def resize_window(example: Example, window: tf.Tensor, image_size: int,
 
   out_lo = tf.clip_by_value(output_pixel(lo), 0, image_size - 1)
   out_hi = tf.clip_by_value(output_pixel(hi), out_lo + 1, image_size)
-  pixels = image[lo[1]:hi[1], lo[0]:hi[0]]
-  warp = lambda x: resize_image(x, (out_hi - out_lo)[::-1], method)
-  if pixel_fn is None:
-    pixels = warp(pixels)
-  else:
-    fewer_before = tf.reduce_prod(hi - lo) <= tf.reduce_prod(out_hi - out_lo)
-    pixels = tf.cond(fewer_before, lambda: warp(pixel_fn(pixels)), lambda: pixel_fn(warp(pixels)))
+  pixels = resize_image(image[lo[1]:hi[1], lo[0]:hi[0]], (out_hi - out_lo)[::-1], method)
   out = dict(example)
   out["image"] = _fill_around(pixels, out_lo, image_size - out_hi, fill_rgb)
+  out["footprint"] = tf.concat([out_lo, out_hi], axis=0)
   # Window-normalized -> image pixels -> the footprint's output pixels -> output-normalized.
   tile = lambda v: tf.cast(tf.tile(v, [2]), tf.float32)
   pixel_boxes = example["boxes"] * tile(window[2:] - window[:2]) + tile(window[:2])
@@ -532,11 +505,16 @@ def random_crop_window(example: Example, window: tf.Tensor, seed: Seed,
 
 
 def flip_horizontal(example: Example) -> Example:
-  """Mirrors the image left-right; box ``(x0, y0, x1, y1)`` becomes ``(1 - x1, y0, 1 - x0, y1)``."""
+  """Mirrors the image left-right; box ``(x0, y0, x1, y1)`` becomes ``(1 - x1, y0, 1 - x0, y1)``,
+  and so does a ``footprint`` (pixel xyxy, exclusive ends) in pixels."""
   out = dict(example)
   out["image"] = tf.reverse(example["image"], axis=[1])
   x0, y0, x1, y1 = tf.unstack(example["boxes"], axis=-1)
   out["boxes"] = tf.stack([1.0 - x1, y0, 1.0 - x0, y1], axis=-1)
+  if "footprint" in example:
+    width = tf.shape(example["image"], out_type=tf.int32)[1]
+    x0, y0, x1, y1 = tf.unstack(example["footprint"])
+    out["footprint"] = tf.stack([width - x1, y0, width - x0, y1])
   return out
 
 
@@ -601,18 +579,18 @@ def train_preprocess(example: Example, seed: Seed, image_size: int,
     config: the knobs; ``AugmentConfig.none()`` only resizes.
 
   ``tf.random.experimental.stateless_split(seed, 5)`` are the seeds of, in order,
-  :func:`photometric_distort`, :func:`random_expand_window`, :func:`random_crop_window`, the
-  interpolation choice and :func:`random_flip`. Without photometric distortion, the result is
-  exactly that of running these steps one after the other with the resize by
-  :func:`resize_window`, which equals the steps on materialized images up to the rounding of the
-  zoom-out image's footprint to output pixels (see there; the boxes follow the pixels exactly).
-  The photometric ops only touch the image pixels that survive the crop, at the smaller of the
-  window and its output resolution, so they commute with the rest up to the interpolation of
-  clipped values.
+  :func:`photometric_params`, :func:`random_expand_window`, :func:`random_crop_window`, the
+  interpolation choice and :func:`random_flip`. The result is exactly that of running these
+  steps one after the other with the resize by :func:`resize_window`, which equals the steps on
+  materialized images up to the rounding of the zoom-out image's footprint to output pixels (see
+  there; the boxes follow the pixels exactly).
 
   Returns:
-    The example with uint8 ``[image_size, image_size, 3]`` image and ``[M, 4]`` (``M <= N``)
-    normalized xyxy boxes, all in ``[0, 1]`` and at least ``min_box_size`` wide and high.
+    The example with uint8 ``[image_size, image_size, 3]`` image, ``[M, 4]`` (``M <= N``)
+    normalized xyxy boxes, all in ``[0, 1]`` and at least ``min_box_size`` wide and high, the
+    image's ``footprint`` (see :func:`resize_window`, flipped with the image) and, with
+    ``config.photometric``, float32 ``photometric`` values: the image is not yet distorted,
+    :func:`ssd_jax.photometric.distort` does that with them in the train step.
   """
   _check_example(example, "train_preprocess")
   seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 5)
@@ -624,16 +602,15 @@ def train_preprocess(example: Example, seed: Seed, image_size: int,
     example, window = random_expand_window(example, window, seeds[1], config)
   if config.crop:
     example, window = random_crop_window(example, window, seeds[2], config)
-  pixel_fn = None
-  if config.photometric:
-    pixel_fn = functools.partial(photometric_distort, seed=seeds[0], config=config)
   method = "bilinear"
   if config.random_interpolation:
     method = tf.random.stateless_uniform((), seeds[3], 0, len(_RANDOM_INTERPOLATIONS),
                                          dtype=tf.int32)
-  example = resize_window(example, window, image_size, config.fill_rgb, pixel_fn, method)
+  example = resize_window(example, window, image_size, config.fill_rgb, method)
   if config.flip:
     example = random_flip(example, seeds[4], config.flip_prob)
+  if config.photometric:
+    example["photometric"] = photometric_params(seeds[0], config)
   return drop_degenerate(example, config.min_box_size)
 
 

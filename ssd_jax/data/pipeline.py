@@ -7,11 +7,15 @@ per process (each process reads its own shard of the source):
   * ``boxes``: float32 ``[b, max_boxes, 4]`` normalized xyxy, zero rows for padding.
   * ``labels``: int32 ``[b, max_boxes]`` in ``1..C``, 0 for padding.
   * ``difficult``, ``crowd``: bool ``[b, max_boxes]``, False for padding.
-Evaluation batches add ``mask`` bool ``[b]`` (real example or padding), ``orig_size`` int32
-``[b, 2]`` (height, width of the original image), ``image_id`` (str ``[b]``) and ``area`` float32
-``[b, max_boxes]`` (each object's area in pixels of the original image, see ``sources``; 0 for
-padding); their boxes are the ground truth of the original image (normalized, so unaffected by the
-resize). Training batches have no ``area``: it would not follow the augmented boxes.
+Training batches with photometric distortion (``AugmentConfig.photometric``) add its random
+values, float32 ``photometric`` ``[b, ssd_jax.photometric.NUM_PARAMS]``, and each image's
+``footprint``, int32 ``[b, 4]`` (the pixels to distort, see ``augment.resize_window``): the train
+step distorts the images (``ssd_jax.photometric.distort``). Evaluation batches add ``mask``
+bool ``[b]`` (real example or padding), ``orig_size`` int32 ``[b, 2]`` (height, width of the
+original image), ``image_id`` (str ``[b]``) and ``area`` float32 ``[b, max_boxes]`` (each object's
+area in pixels of the original image, see ``sources``; 0 for padding); their boxes are the
+ground truth of the original image (normalized, so unaffected by the resize). Training batches
+have no ``area``: it would not follow the augmented boxes.
 
 An image with more than ``max_boxes`` objects keeps its first ``max_boxes`` (source order, after
 augmentation) and a warning is logged once per pipeline; raise ``max_boxes`` to keep them all.
@@ -26,8 +30,8 @@ skips unreadable images shortens that epoch, which shifts the rest of it; a warn
 Sources with random access (``sources.IndexedSource``) give the whole stream as one tf.data
 pipeline; others (tfds) one pipeline per epoch, each prepared while the previous one is read.
 
-TensorFlow is kept off the GPUs (JAX owns them); jax is only imported to ask for the process
-index and count when they are not given.
+TensorFlow is kept off the GPUs (JAX owns them); jax is only asked for the process index and
+count when they are not given.
 """
 
 import concurrent.futures
@@ -166,7 +170,8 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
     process_count: number of processes; default ``jax.process_count()``.
 
   Returns:
-    An iterator of batches with ``image``, ``boxes``, ``labels``, ``difficult``, ``crowd`` of
+    An iterator of batches with ``image``, ``boxes``, ``labels``, ``difficult``, ``crowd`` (and
+    ``photometric``, ``footprint`` with photometric distortion) of
     ``batch_size // process_count`` examples each.
 
   Raises:
@@ -186,6 +191,8 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
     raise ValueError(f"shard {shard} of the source has no examples ({source.num_examples} in all)")
   example_seed_base = tf.constant(_derived_seed(seed, process_index, 1), tf.int64)
   warn_once = _WarnOnce(max_boxes, "training")
+  keys = ("image", *_TRAIN_OBJECT_KEYS) + (("photometric", "footprint") if config.photometric
+                                           else ())
 
   # A tf.function is traced once and reused by the map of every block. The graph code uses
   # tf.cond explicitly: autograph would only re-parse its source, which takes seconds.
@@ -194,7 +201,7 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
     seed_pair = tf.stack([example_seed_base, position])
     example = augment_lib.train_preprocess(example, seed_pair, image_size, config)
     example = pad_objects(example, max_boxes, warn_once, _TRAIN_OBJECT_KEYS)
-    return {key: example[key] for key in ("image", *_TRAIN_OBJECT_KEYS)}
+    return {key: example[key] for key in keys}
 
   def pipeline(positioned: tf.data.Dataset) -> Iterator[Batch]:
     ds = positioned.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
