@@ -3,7 +3,8 @@ r"""Input pipeline throughput (Caffe augmentation) beside the train step's: is i
   python -m benchmarks.bench_pipeline [--cases=voc,synthetic300,synthetic128] [--batch=32]
       [--batches=20] [--warmup_batches=5] [--images=200] [--voc_epoch=16551]
       [--train_models=ssd_tiny]
-      [--train_steps=10] [--repeats=1] [--out=benchmarks/results/bench_pipeline.json]
+      [--train_steps=10] [--repeats=1] [--augment_revs=e9e2428,HEAD]
+      [--out=benchmarks/results/bench_pipeline.json]
 
 Pipeline cases: ``pipeline.train_iterator`` with the full Caffe augmentation (the configs'
 ``AugmentConfig()``), ``--batch`` examples per batch, timed over ``--batches`` batches after
@@ -16,6 +17,14 @@ Pipeline cases: ``pipeline.train_iterator`` with the full Caffe augmentation (th
                 ``max_boxes`` 50 as in ``ssd300_voc0712``.
   synthetic300  the built-in synthetic shapes (the synthetic config) generated at 300 px, out 300.
   synthetic128  the synthetic config as is: 128 px, out 128 (the ``ssd_tiny`` default run).
+``--augment_revs`` compares ``ssd_jax/data/augment.py`` at those git revisions, inside this one
+process (each loaded from ``git show REV:...`` in place of ``train_preprocess``; the rest of the
+pipeline is this checkout's), every case and revision interleaved: the median and range of each
+revision's examples/s, and of its ratio to the first revision per repeat. Revisions from before
+the photometric distortion moved to the train step distort in the pipeline; their examples get
+neutral photometric values, so that the batches have the same keys. Each run also reports
+examples per CPU-second of the process (``time.process_time``), which other tenants of a shared
+VM disturb less than the wall clock.
 Train step: ``benchmarks.bench_train --measure=step`` (the trainer's jitted step on its mesh, one
 device-resident batch, per-model default batch: ``ssd_tiny`` 32, VGG16 8 on CPU) for each of
 ``--train_models``, in a subprocess. A model is input-bound on a case with its input size when
@@ -25,21 +34,23 @@ On CPU both compete for the same cores, so the two figures are upper bounds of w
 together; ``benchmarks.bench_train`` measures the combination (``end_to_end``).
 """
 
+import importlib.util
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from typing import Any
+from typing import Any, Callable, Optional
 
 from absl import app, flags
 import numpy as np
 from PIL import Image
+import tensorflow as tf
 
 from benchmarks import common
 from experiments.configs import ssd300_voc0712, synthetic as synthetic_config
-from ssd_jax import models
+from ssd_jax import models, photometric
 from ssd_jax.data import VOC_CLASSES, augment, pipeline, registry, sources, voc_directory
 from tests import fixtures
 
@@ -58,6 +69,9 @@ _TRAIN_MODELS = flags.DEFINE_list("train_models", ["ssd_tiny"],
                                   "Models whose train step is timed (empty: none).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Timed train steps per model.")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Timings of each pipeline case, round robin.")
+_AUGMENT_REVS = flags.DEFINE_list(
+    "augment_revs", [], "Git revisions of ssd_jax/data/augment.py to compare (empty: this "
+    "checkout's only).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_pipeline.json", "JSON output.")
 
 _VOC_WIDTH, _VOC_HEIGHT = 500, 375
@@ -109,14 +123,35 @@ def time_pipeline(source, image_size: int, max_boxes: int, batch: int, batches: 
   first_batch_s = time.perf_counter() - start
   for _ in range(warmup - 1):
     next(iterator)
-  start = time.perf_counter()
+  start, cpu_start = time.perf_counter(), time.process_time()
   for _ in range(batches):
     next(iterator)
-  seconds = time.perf_counter() - start
+  seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
   iterator.close()
   return {"image_size": image_size, "batch": batch, "batches": batches,
           "first_batch_s": first_batch_s, "examples_per_s": batches * batch / seconds,
+          "examples_per_cpu_s": batches * batch / cpu_seconds,
           "ms_per_batch": seconds / batches * 1e3}
+
+
+def augment_at(rev: str) -> Callable:
+  """``train_preprocess`` of ``ssd_jax/data/augment.py`` at git revision ``rev``; for one that
+  still distorts in the pipeline, with neutral photometric values added."""
+  source = subprocess.run(["git", "show", f"{rev}:ssd_jax/data/augment.py"], cwd=_ROOT,
+                          check=True, capture_output=True, text=True).stdout
+  spec = importlib.util.spec_from_loader(f"augment_at_{rev}", loader=None)
+  module = importlib.util.module_from_spec(spec)
+  exec(compile(source, f"{rev}:ssd_jax/data/augment.py", "exec"), module.__dict__)  # pylint: disable=exec-used
+  if hasattr(module, "photometric_params"):
+    return module.train_preprocess
+
+  def with_neutral_photometric(example, seed, image_size, config):
+    out = module.train_preprocess(example, seed, image_size, config)
+    size = tf.shape(out["image"], out_type=tf.int32)
+    return {**out, "photometric": tf.constant(photometric.NEUTRAL, tf.float32),
+            "footprint": tf.stack([0, 0, size[1], size[0]])}
+
+  return with_neutral_photometric
 
 
 def _synthetic_source(image_size: int):
@@ -142,23 +177,44 @@ def pipeline_case(name: str, tmp: str) -> tuple[Any, int, int, dict]:
   return source, size, max_boxes, {"case": name, "source": f"synthetic shapes {size}x{size}"}
 
 
-def time_cases(names: list[str], tmp: str, repeats: int) -> list[dict]:
-  """Each case timed ``repeats`` times, round robin (the machine's drift hits all alike): the
-  median and range of its examples/s, also per core."""
+def time_cases(names: list[str], tmp: str, repeats: int,
+               revs: Optional[list[str]] = None) -> list[dict]:
+  """Each case (with each of ``revs``' ``train_preprocess``, if given) timed ``repeats`` times,
+  round robin (the machine's drift hits all alike): the median and range of its examples/s, also
+  per core, and with ``revs`` the ratio to the first revision's, per repeat."""
   cases = [pipeline_case(name, os.path.join(tmp, name)) for name in names]
-  runs = [[] for _ in cases]
-  for _ in range(repeats):
-    for (source, size, max_boxes, _), case_runs in zip(cases, runs):
-      case_runs.append(time_pipeline(source, size, max_boxes, _BATCH.value, _BATCHES.value,
-                                     _WARMUP.value))
+  variants = [(rev, augment_at(rev)) for rev in revs] if revs else [(None, None)]
+  runs = {(c, rev): [] for c in range(len(cases)) for rev, _ in variants}
+  own = pipeline.augment_lib.train_preprocess
+  try:
+    for repeat in range(repeats):
+      for c, (source, size, max_boxes, _) in enumerate(cases):
+        for rev, fn in variants if repeat % 2 == 0 else variants[::-1]:
+          pipeline.augment_lib.train_preprocess = fn or own
+          runs[c, rev].append(time_pipeline(source, size, max_boxes, _BATCH.value,
+                                            _BATCHES.value, _WARMUP.value))
+  finally:
+    pipeline.augment_lib.train_preprocess = own
   results = []
-  for (_, _, _, description), case_runs in zip(cases, runs):
-    median, spread = common.median_range([r["examples_per_s"] for r in case_runs])
-    results.append({**description, **case_runs[0], "examples_per_s": median,
-                    "examples_per_s_range": spread,
-                    "examples_per_s_per_core": median / os.cpu_count(),
-                    "ms_per_batch": common.median_range([r["ms_per_batch"] for r in case_runs])[0],
-                    "repeats": case_runs})
+  for c, (_, _, _, description) in enumerate(cases):
+    for rev, _ in variants:
+      case_runs = runs[c, rev]
+      median, spread = common.median_range([r["examples_per_s"] for r in case_runs])
+      row = {**description, **case_runs[0], "examples_per_s": median,
+             "examples_per_s_range": spread,
+             "examples_per_s_per_core": median / os.cpu_count(),
+             "examples_per_cpu_s": common.median_range(
+                 [r["examples_per_cpu_s"] for r in case_runs])[0],
+             "ms_per_batch": common.median_range([r["ms_per_batch"] for r in case_runs])[0],
+             "repeats": case_runs}
+      if rev is not None:
+        first = runs[c, variants[0][0]]
+        row["augment_rev"] = rev
+        for key in ("examples_per_s", "examples_per_cpu_s"):
+          ratio, ratio_range = common.median_range(
+              [r[key] / f[key] for r, f in zip(case_runs, first)])
+          row[f"{key}_ratio_to_first"] = {"median": ratio, "range": ratio_range}
+      results.append(row)
   return results
 
 
@@ -188,7 +244,7 @@ def main(argv):
     raise app.UsageError("--batch, --batches, --images, --voc_epoch, --train_steps and --repeats "
                          "must be >= 1")
   with tempfile.TemporaryDirectory() as tmp:
-    cases = time_cases(_CASE_LIST.value, tmp, _REPEATS.value)
+    cases = time_cases(_CASE_LIST.value, tmp, _REPEATS.value, _AUGMENT_REVS.value)
     rss = common.peak_rss_mib()
     steps, backend = (train_step_results(_TRAIN_MODELS.value, tmp) if _TRAIN_MODELS.value
                       else ([], None))
@@ -199,13 +255,20 @@ def main(argv):
   print(f"Caffe augmentation, {os.cpu_count()} cores, median [range] of {_REPEATS.value} "
         "repeats")
   print(f"{'pipeline case':14s} {'source':38s} {'out px':>6s} {'batch':>5s} "
-        f"{'examples/s [range]':>22s} {'per core':>8s} {'ms/batch':>9s} {'1st batch s':>11s}")
+        f"{'examples/s [range]':>22s} {'per core':>8s} {'per CPU-s':>9s} {'ms/batch':>9s} "
+        f"{'1st batch s':>11s}" + ("  augment rev: x first rev [range], per CPU-s"
+                                    if _AUGMENT_REVS.value else ""))
   for c in cases:
     low, high = c["examples_per_s_range"]
     rate = f"{c['examples_per_s']:.1f} [{low:.0f}-{high:.0f}]"
-    print(f"{c['case']:14s} {c['source']:38s} {c['image_size']:6d} {c['batch']:5d} {rate:>22s} "
-          f"{c['examples_per_s_per_core']:8.1f} {c['ms_per_batch']:9.1f} "
-          f"{c['first_batch_s']:11.2f}")
+    line = (f"{c['case']:14s} {c['source']:38s} {c['image_size']:6d} {c['batch']:5d} "
+            f"{rate:>22s} {c['examples_per_s_per_core']:8.1f} {c['examples_per_cpu_s']:9.1f} "
+            f"{c['ms_per_batch']:9.1f} {c['first_batch_s']:11.2f}")
+    if "augment_rev" in c:
+      wall, cpu = c["examples_per_s_ratio_to_first"], c["examples_per_cpu_s_ratio_to_first"]
+      line += (f"  {c['augment_rev']}: {wall['median']:.2f} [{wall['range'][0]:.2f}-"
+               f"{wall['range'][1]:.2f}], {cpu['median']:.2f}")
+    print(line)
   if steps:
     print(f"\n{'train step':14s} {'backend':>8s} {'px':>4s} {'batch':>5s} {'images/s':>10s}  "
           "input-bound on")
@@ -214,6 +277,7 @@ def main(argv):
             f"{s['batch']:5d} {s['step_images_per_s']:10.1f}  "
             f"{', '.join(s['input_bound_on']) or '-'}")
   common.write_json(_OUT.value, {"benchmark": "bench_pipeline", "augment": "caffe (default)",
+                                 "augment_revs": _AUGMENT_REVS.value,
                                  "pipeline": cases, "pipeline_peak_rss_mib": rss,
                                  "train_step": steps})
 

@@ -4,6 +4,7 @@
 #   SSD300 inference with NMS (forward + decode_detections), batch 64  (bench_model, "detect")
 #   SSD512 train step, bfloat16, batch 32  (bench_train --measure=step)
 #   the input pipeline on VOC-sized JPEGs: examples/s, and per CPU core  (bench_pipeline)
+#   the photometric distortion the train step applies, 300 px, batch 64  (bench_photometric)
 # Each part runs in its own process (its own compile, its own peak memory) under a time limit;
 # a part that fails is recorded as failed and the rest still run. Budget: about 8 minutes on one
 # GPU. Usage:
@@ -46,6 +47,7 @@ part ssd300_detect_b64 benchmarks.bench_model --models="$model300" --batch=64 \
     --iters="$steps"
 part ssd512_train_bfloat16_b32 benchmarks.bench_train --models="$model512" --batch=32 \
     --dtype=bfloat16 --measure=step --steps="$steps" --warmup_steps=3
+part photometric_b64 benchmarks.bench_photometric --sizes=300 --batch=64 --iters="$steps"
 part pipeline_voc benchmarks.bench_pipeline --cases=voc --images=200 --train_models= \
     --batches="$steps" --warmup_batches=5
 
@@ -65,6 +67,8 @@ for name, run in runs.items():
     summary[name] = {"step_images_per_s": run["results"][0]["step_images_per_s"]}
   elif "_detect_" in name:
     summary[name] = {"detect_images_per_s": run["results"][0]["detect_images_per_s"]}
+  elif name == "photometric_b64":
+    summary[name] = {"distort_images_per_s": run["results"][0]["distort"]["images_per_s"]}
   elif name == "pipeline_voc":
     case = run["pipeline"][0]
     summary[name] = {"examples_per_s": case["examples_per_s"], "cores": run["machine"]["cores"],
