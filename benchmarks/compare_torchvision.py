@@ -2,7 +2,8 @@
 
   pip install torch==2.14.1 torchvision==0.29.1   # optional extra, only for this script
   python -m benchmarks.compare_torchvision [--batch 8] [--iters 3] [--repeats 3] [--threads 2]
-      [--conv_impl auto|xla|cpu_fast] [--torch_site /path/to/site-packages]
+      [--conv_impl auto|xla|cpu_fast] [--dtype float32|bfloat16]
+      [--torch_site /path/to/site-packages]
       [--out benchmarks/results/compare_torchvision.json]
 
 ``--torch_site`` appends a site-packages directory holding torch and torchvision (e.g. of a
@@ -21,6 +22,9 @@ The comparison runs ``--repeats`` times, interleaved (per function: ours then to
 order swapped every repeat, so that the machine's drift hits both alike), ``--iters`` timed calls
 each after a first one; reported: the median and range over the repeats of each framework's
 images/s (each repeat's median call) and of the per-repeat ratio.
+``--dtype bfloat16``: ours with ``model.dtype=bfloat16`` (bf16 activations and matmuls, float32
+params and loss), torchvision's calls under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what
+each offers for CPUs with AMX or AVX512-BF16.
 ``--threads N`` pins the process to N cores (``os.sched_setaffinity``, before JAX starts, so
 XLA's thread pool sees N cores) and sets ``torch.set_num_threads(N)``; default: all cores.
 """
@@ -37,6 +41,8 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats of the whole 
 _THREADS = flags.DEFINE_integer("threads", None, "CPU threads for both frameworks.")
 _CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", ["auto", "xla", "cpu_fast"],
                                "Our convolution implementation (ssd_jax.models.conv).")
+_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
+                           "Computation dtype of both (torchvision: autocast).")
 _TORCH_SITE = flags.DEFINE_string("torch_site", None, "Extra site-packages holding torch.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/compare_torchvision.json", "JSON output.")
 
@@ -67,22 +73,25 @@ def torchvision_functions(torch, torchvision, images, boxes, labels, counts) -> 
              for i, n in enumerate(counts)]
   optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
   normalized = model.transform(image_list)[0].tensors
+  bf16 = _DTYPE.value == "bfloat16"
+  autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
   def forward():
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       model.head(list(model.backbone(normalized).values()))
 
   def train():
     model.train()
-    loss = sum(model(image_list, targets).values())
+    with autocast():
+      loss = sum(model(image_list, targets).values())
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
 
   def detect():
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), autocast():
       model(image_list)
 
   return {"forward": forward, "train": train, "detect": detect}
@@ -96,7 +105,8 @@ def our_functions(images, boxes, labels) -> dict:
 
   from ssd_jax import losses, matching, models, postprocess, priors  # pylint: disable=g-import-not-at-top
 
-  model = models.create_model("ssd300_vgg16", _NUM_CLASSES, conv_impl=_CONV_IMPL.value)
+  model = models.create_model("ssd300_vgg16", _NUM_CLASSES, dtype=jnp.dtype(_DTYPE.value),
+                              conv_impl=_CONV_IMPL.value)
   prior_boxes = jnp.asarray(priors.generate(model.prior_spec))
   images, boxes, labels = (jax.device_put(a) for a in (images, boxes, labels))
   params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
@@ -174,7 +184,8 @@ def main(_):
                                                     counts)}
   results = compare(functions, batch, _ITERS.value, _REPEATS.value)
 
-  print(f"batch {batch}, 300x300, {threads} threads, conv_impl {_CONV_IMPL.value}; images/s, "
+  print(f"batch {batch}, 300x300, {threads} threads, {_DTYPE.value}, conv_impl "
+        f"{_CONV_IMPL.value}; images/s, "
         f"median [range] of {_REPEATS.value} interleaved repeats (first call s)")
   print(f"{'':8s} {'torchvision':>26s} {'ssd_jax':>26s} {'ratio ours/tv':>20s}")
   cell = lambda v: f"{v['median']:.2f} [{v['range'][0]:.2f}-{v['range'][1]:.2f}]"
@@ -184,7 +195,8 @@ def main(_):
           f"({r['ours_first_call_s']:5.1f}) {cell(r['ratio']):>20s}")
   common.write_json(_OUT.value, {
       "benchmark": "compare_torchvision", "batch": batch, "threads": threads,
-      "conv_impl": _CONV_IMPL.value, "iters": _ITERS.value, "repeats": _REPEATS.value,
+      "conv_impl": _CONV_IMPL.value, "dtype": _DTYPE.value, "iters": _ITERS.value,
+      "repeats": _REPEATS.value,
       "torch": torch.__version__, "torchvision": torchvision.__version__, "results": results,
       "peak_rss_mib": common.peak_rss_mib()})
 
