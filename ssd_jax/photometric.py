@@ -23,8 +23,8 @@ import itertools
 
 import jax.numpy as jnp
 
-NUM_PARAMS = 6
 NEUTRAL = (0.0, 1.0, 1.0, 0.0, 0.0, 0.0)
+NUM_PARAMS = len(NEUTRAL)
 # The six channel orders a random channel swap chooses from; the first is the identity.
 CHANNEL_PERMUTATIONS = tuple(itertools.permutations(range(3)))
 
@@ -48,7 +48,8 @@ def adjust_saturation_hue(rgb: jnp.ndarray, saturation: jnp.ndarray,
     saturation, hue: float, broadcastable to ``rgb[..., 0]``.
 
   Returns:
-    float ``[..., 3]``, within ``[min, max]`` of each input pixel's channels' range ``[0, V]``.
+    float ``[..., 3]``, each channel within ``[0, V]``, ``V`` the largest channel of its input
+    pixel (so no clip is needed after it).
   """
   r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
   value = jnp.maximum(jnp.maximum(r, g), b)
