@@ -310,6 +310,45 @@ def test_max_pool_against_numpy_reference(size, window, stride, padding, ceil_mo
   np.testing.assert_array_equal(got, want)
 
 
+def _max_pool_grad_reference(x, dy, window, stride, padding):
+  """Caffe's backward: each output's gradient goes to its window's first maximum (row-major)."""
+  dx = np.zeros_like(x)
+  for b in range(x.shape[0]):
+    for c in range(x.shape[3]):
+      for i in range(dy.shape[1]):
+        for j in range(dy.shape[2]):
+          best, where = -np.inf, None
+          for di in range(window):
+            for dj in range(window):
+              y, x_ = i * stride - padding + di, j * stride - padding + dj
+              if 0 <= y < x.shape[1] and 0 <= x_ < x.shape[2] and x[b, y, x_, c] > best:
+                best, where = x[b, y, x_, c], (y, x_)
+          dx[b, where[0], where[1], c] += dy[b, i, j, c]
+  return dx
+
+
+@pytest.mark.parametrize("size,window,stride,padding,ceil_mode", [
+    (7, 2, 2, 0, True), (8, 2, 2, 0, False), (5, 3, 1, 1, False), (6, 3, 2, 1, True)])
+def test_max_pool_gradient_against_numpy_reference(size, window, stride, padding, ceil_mode):
+  rng = np.random.RandomState(6)
+  # Values from a small set so that windows hold ties (as ReLU zeros do): the whole gradient
+  # must go to the first maximum, not be split.
+  x = rng.randint(0, 3, size=(2, size, size, 3)).astype(np.float32)
+  pool = lambda v: layers.max_pool(v, window, stride, padding, ceil_mode)
+  y, vjp = jax.vjp(pool, jnp.asarray(x))
+  dy = rng.normal(size=y.shape).astype(np.float32)
+  got = np.asarray(vjp(jnp.asarray(dy))[0])
+  np.testing.assert_allclose(got, _max_pool_grad_reference(x, dy, window, stride, padding),
+                             rtol=1e-6, atol=1e-6)
+  assert np.count_nonzero(got) <= y.size  # one input per output, ties included
+
+
+def test_max_pool_hand_case_gradient_goes_to_first_maximum():
+  x = jnp.asarray([[5.0, 5.0], [1.0, 5.0]]).reshape(1, 2, 2, 1)
+  dx = jax.grad(lambda v: jnp.sum(layers.max_pool(v, 2, 2)))(x)
+  np.testing.assert_array_equal(np.asarray(dx).reshape(2, 2), [[1.0, 0.0], [0.0, 0.0]])
+
+
 def test_ablation_fewer_layers_and_other_aspect_ratios_tiny():
   few = priors.from_linear_scales((16, 8), s_min=0.2, s_max=0.6, aspect_ratios=(2.0, 3.0),
                                   image_size=128, layer_names=("p3", "p4"))
