@@ -9,7 +9,7 @@ line weights each layer by how often it occurs in VGG16 and leaves out conv1_1's
 
 Usage (from the repository root):
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv/bin/python benchmarks/bench_conv.py \
-      [--batch 8] [--reps 3] [--layers conv3_2,fc6] \
+      [--batch 8] [--reps 3] [--layers conv3_2,fc6] [--impls xla,cpu_fast,winograd6] \
       [--torch_site /tmp/torchvenv/lib/python3.11/site-packages]
 
 ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` lets glibc back XLA's large buffers with transparent
@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from ssd_jax.models.conv import conv2d  # pylint: disable=g-import-not-at-top
+from ssd_jax.models.conv import IMPLS, conv2d  # pylint: disable=g-import-not-at-top
 
 # name, input side, Cin, Cout, kernel side, dilation, padding, occurrences, needs input gradient.
 LAYERS = (
@@ -47,7 +47,6 @@ LAYERS = (
     ('fc6', 19, 512, 1024, 3, 6, 6, 1, True),
     ('fc7', 19, 1024, 1024, 1, 1, 0, 1, True),
 )
-JAX_IMPLS = ('xla', 'cpu_fast')
 
 
 def jax_fns(impl, dilation, padding, needs_dx):
@@ -83,7 +82,7 @@ def torch_fns(torch, dilation, padding, needs_dx):
   return forward, forward_backward
 
 
-def bench_layer(layer, batch, reps, torch):
+def bench_layer(layer, batch, reps, jax_impls, torch):
   name, side, cin, cout, ksize, dilation, padding, _, needs_dx = layer
   rng = np.random.default_rng(0)
   x = rng.standard_normal((batch, side, side, cin), np.float32)
@@ -91,7 +90,7 @@ def bench_layer(layer, batch, reps, torch):
             ).astype(np.float32)
   dy = rng.standard_normal((batch, side, side, cout), np.float32)
   fns, args = {}, {}
-  for impl in JAX_IMPLS:
+  for impl in jax_impls:
     fns[impl] = jax_fns(impl, dilation, padding, needs_dx)
     args[impl] = {'x': jnp.asarray(x), 'kernel': jnp.asarray(kernel), 'dy': jnp.asarray(dy)}
   if torch is not None:
@@ -123,6 +122,8 @@ def main():
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--reps', type=int, default=3)
   parser.add_argument('--layers', default='', help='comma-separated layer names (default: all)')
+  parser.add_argument('--impls', default='xla,cpu_fast',
+                      help=f'comma-separated conv2d impls, of {IMPLS}')
   parser.add_argument('--torch_site', default='', help='site-packages directory with torch')
   parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                     'results', 'bench_conv.json'))
@@ -140,7 +141,10 @@ def main():
     raise ValueError(f'unknown layers {sorted(unknown)}; known: {[l[0] for l in LAYERS]}')
   layers = [layer for layer in LAYERS if not names or layer[0] in names]
 
-  impls = JAX_IMPLS + (('torch',) if torch is not None else ())
+  jax_impls = tuple(i for i in args.impls.split(',') if i)
+  if not jax_impls or set(jax_impls) - set(IMPLS):
+    raise ValueError(f'--impls must name some of {IMPLS}, got {args.impls!r}')
+  impls = jax_impls + (('torch',) if torch is not None else ())
   print(f'batch {args.batch}, {args.reps} reps (median), jax {jax.__version__} on '
         f'{jax.default_backend()}, torch {torch.__version__ if torch else "not found"}, '
         f'GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}')
@@ -148,7 +152,7 @@ def main():
         f'{"GFLOP/s":>8s}')
   results = {}
   for layer in layers:
-    results[layer[0]] = bench_layer(layer, args.batch, args.reps, torch)
+    results[layer[0]] = bench_layer(layer, args.batch, args.reps, jax_impls, torch)
     for impl, r in results[layer[0]].items():
       print(f'{layer[0]:8s} {impl:9s} {r["fwd_ms"]:9.1f} {r["fwd_gflops"]:8.1f} '
             f'{r["fwd_bwd_ms"]:11.1f} {r["fwd_bwd_gflops"]:8.1f}', flush=True)
@@ -156,11 +160,12 @@ def main():
   # Whole backbone: each layer's time times its number of occurrences in VGG16.
   totals = {impl: {key: sum(results[l[0]][impl][key] * l[7] for l in layers)
                    for key in ('fwd_ms', 'fwd_bwd_ms')} for impl in impls}
-  print('\nbackbone (layers above, weighted by occurrence), ms and ratio to xla:')
+  base = jax_impls[0]
+  print(f'\nbackbone (layers above, weighted by occurrence), ms and ratio to {base}:')
   for impl, t in totals.items():
-    print(f'  {impl:9s} fwd {t["fwd_ms"]:9.1f} ({totals["xla"]["fwd_ms"] / t["fwd_ms"]:.2f}x)'
+    print(f'  {impl:9s} fwd {t["fwd_ms"]:9.1f} ({totals[base]["fwd_ms"] / t["fwd_ms"]:.2f}x)'
           f'  fwd+bwd {t["fwd_bwd_ms"]:9.1f} '
-          f'({totals["xla"]["fwd_bwd_ms"] / t["fwd_bwd_ms"]:.2f}x)')
+          f'({totals[base]["fwd_bwd_ms"] / t["fwd_bwd_ms"]:.2f}x)')
   os.makedirs(os.path.dirname(args.out), exist_ok=True)
   with open(args.out, 'w') as f:
     json.dump({'batch': args.batch, 'reps': args.reps, 'jax': jax.__version__,

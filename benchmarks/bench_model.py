@@ -1,7 +1,7 @@
 """SSD network throughput on the default JAX backend: forward, train step, forward + detect.
 
   python -m benchmarks.bench_model [--models ssd300_vgg16,ssd_tiny] [--batch 8] [--iters 5]
-      [--dtype float32|bfloat16] [--conv_impl auto|xla|cpu_fast]
+      [--dtype float32|bfloat16] [--conv_impl auto|xla|cpu_fast|winograd6]
       [--out benchmarks/results/bench_model.json]
 
 Per model, three jitted functions on a batch of random images with 1..8 random boxes each:

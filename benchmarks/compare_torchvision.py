@@ -2,7 +2,7 @@
 
   pip install torch==2.14.1 torchvision==0.29.1   # optional extra, only for this script
   python -m benchmarks.compare_torchvision [--batch 8] [--iters 3] [--repeats 3] [--threads 2]
-      [--conv_impl auto|xla|cpu_fast] [--dtype float32|bfloat16]
+      [--conv_impl auto|xla|cpu_fast|winograd6] [--dtype float32|bfloat16]
       [--torch_site /path/to/site-packages]
       [--out benchmarks/results/compare_torchvision.json]
 
@@ -39,7 +39,7 @@ _BATCH = flags.DEFINE_integer("batch", 8, "Images per batch.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per function and repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats of the whole comparison.")
 _THREADS = flags.DEFINE_integer("threads", None, "CPU threads for both frameworks.")
-_CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", ["auto", "xla", "cpu_fast"],
+_CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", ["auto", "xla", "cpu_fast", "winograd6"],
                                "Our convolution implementation (ssd_jax.models.conv).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Computation dtype of both (torchvision: autocast).")

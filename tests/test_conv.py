@@ -10,7 +10,7 @@ from jax.sharding import PartitionSpec as P
 
 from ssd_jax.models import conv
 
-IMPLS = ('xla', 'cpu_fast', 'auto')
+IMPLS = ('xla', 'cpu_fast', 'winograd6', 'auto')
 
 
 def _pads_np(padding, in_hw, kernel_hw, strides, dilation):
@@ -130,11 +130,25 @@ def test_winograd_matches_at_vgg_like_scale():
   kernel = jax.random.normal(kk, (3, 3, 256, 32)) * 0.03
   dy = jax.random.normal(kd, (1, 10, 10, 32))
   out = {}
-  for impl in ('xla', 'cpu_fast'):
+  for impl in ('xla', 'cpu_fast', 'winograd6'):
     y, vjp = jax.vjp(lambda x, k, impl=impl: conv.conv2d(x, k, impl=impl), x, kernel)
     out[impl] = (y, *vjp(dy))
-  for actual, expected in zip(out['cpu_fast'], out['xla']):
-    _close(actual, expected, 1e-4)
+  for impl in ('cpu_fast', 'winograd6'):
+    for actual, expected in zip(out[impl], out['xla']):
+      _close(actual, expected, 1e-4)
+
+
+@pytest.mark.parametrize('m', sorted(conv.WINOGRAD))
+def test_winograd_matrices_compute_the_1d_correlation(m):
+  # The defining identity of F(m, 3): y = A^T [(G g) * (B^T d)] equals the loop correlation
+  # y[i] = sum_k d[i + k] g[k], for every (m + 2)-sample d and 3-tap g (checked on a basis).
+  wg = conv.WINOGRAD[m]
+  assert wg.bt.shape == (m + 2, m + 2) and wg.g.shape == (m + 2, 3) and wg.at.shape == (m, m + 2)
+  for p in range(m + 2):
+    for k in range(3):
+      d, g = np.eye(m + 2)[p], np.eye(3)[k]
+      expected = [sum(d[i + j] * g[j] for j in range(3)) for i in range(m)]
+      np.testing.assert_allclose(wg.at @ ((wg.g @ g) * (wg.bt @ d)), expected, atol=1e-12)
 
 
 def test_hand_computed_box_filter():
@@ -149,8 +163,9 @@ def test_hand_computed_box_filter():
     np.testing.assert_allclose(conv.conv2d(x, kernel, impl=impl)[0, :, :, 0], expected,
                                atol=1e-4)
   # Same with 16 channels (sum over channels), which takes the Winograd path.
-  y = conv.conv2d(jnp.tile(x, (1, 1, 1, 16)), jnp.ones((3, 3, 16, 1)), impl='cpu_fast')
-  np.testing.assert_allclose(y[0, :, :, 0], 16 * expected, rtol=1e-5)
+  for impl in ('cpu_fast', 'winograd6'):
+    y = conv.conv2d(jnp.tile(x, (1, 1, 1, 16)), jnp.ones((3, 3, 16, 1)), impl=impl)
+    np.testing.assert_allclose(y[0, :, :, 0], 16 * expected, rtol=1e-5)
 
 
 def _primitive_names(fn, *args):
@@ -162,6 +177,7 @@ def test_dispatch():
   winograd = lambda k, **kw: _primitive_names(lambda a, b: conv.conv2d(a, b, **kw), x, k)
   assert 'custom_vjp_call' in winograd(k3, impl='cpu_fast')
   assert 'custom_vjp_call' in winograd(k3, impl='auto')  # Tests run on CPU.
+  assert 'custom_vjp_call' in winograd(k3, impl='winograd6')
   assert 'conv_general_dilated' in winograd(k3, impl='xla')
   assert 'conv_general_dilated' not in winograd(k3, impl='cpu_fast', strides=2)
   assert 'conv_general_dilated' not in winograd(k1, impl='cpu_fast')
@@ -170,7 +186,7 @@ def test_dispatch():
   assert 'conv_general_dilated' in few_channels
 
 
-@pytest.mark.parametrize('impl', ('xla', 'cpu_fast'))
+@pytest.mark.parametrize('impl', ('xla', 'cpu_fast', 'winograd6'))
 def test_bfloat16(impl):
   kx, kk, kd = jax.random.split(jax.random.PRNGKey(5), 3)
   x = jax.random.normal(kx, (2, 6, 7, 16)).astype(jnp.bfloat16)

@@ -11,13 +11,16 @@ with the flipped, transposed kernel, and the kernel gradient is 36 ``[Cin, tiles
 Cout]`` matmuls in the Winograd domain mapped back by the kernel transform's adjoint. Results
 match ``lax.conv_general_dilated`` to ~1e-5 relative in float32; the transforms are computed in
 at least float32, so bfloat16 inputs lose no extra precision. Every other case (strides,
-dilation, other kernel sizes, padding beyond 2) uses ``lax.conv_general_dilated``.
+dilation, other kernel sizes, padding beyond 2) becomes one matmul per kernel tap, and inputs
+with fewer than 16 channels use ``lax.conv_general_dilated``. ``impl='winograd6'`` uses
+F(6x6, 3x3) instead (8x8 tiles, 64 matmuls, 1.78 multiplies per output, ~2x the float32
+rounding error): fewer multiplies but larger transforms, which on CPU are memory-bound.
 
 Layout: inputs NHWC, kernels HWIO ``[kh, kw, in, out]``, outputs NHWC (as ``flax.linen.Conv``).
 """
 
 import functools
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
@@ -26,30 +29,65 @@ import numpy as np
 from jax import lax
 
 PaddingLike = Union[str, int, Sequence[Union[int, tuple[int, int]]]]
-IMPLS = ('xla', 'cpu_fast', 'auto')
+IMPLS = ('xla', 'cpu_fast', 'winograd6', 'auto')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
-# Winograd F(4, 3) with interpolation points 0, +-1, +-2, inf (Lavin & Gray, 2016):
-# for a 6-sample input d and a 3-tap filter g, the 4 outputs of the correlation
-# y[i] = sum_k d[i + k] g[k] are y = A^T [(G g) * (B^T d)].
-_TILE_OUT = 4
-_TILE_IN = _TILE_OUT + 2
-_BT = np.array([[4, 0, -5, 0, 1, 0],
-                [0, -4, -4, 1, 1, 0],
-                [0, 4, -4, -1, 1, 0],
-                [0, -2, -1, 2, 1, 0],
-                [0, 2, -1, -2, 1, 0],
-                [0, 4, 0, -5, 0, 1]], np.float64)
-_G = np.array([[1 / 4, 0, 0],
-               [-1 / 6, -1 / 6, -1 / 6],
-               [-1 / 6, 1 / 6, -1 / 6],
-               [1 / 24, 1 / 12, 1 / 6],
-               [1 / 24, -1 / 12, 1 / 6],
-               [0, 0, 1]], np.float64)
-_AT = np.array([[1, 1, 1, 1, 1, 0],
-                [0, 1, -1, 2, -2, 0],
-                [0, 1, 1, 4, 4, 0],
-                [0, 1, -1, 8, -8, 1]], np.float64)
+class _Winograd(NamedTuple):
+  """Winograd F(m, 3): for an (m + 2)-sample input d and a 3-tap filter g, the m outputs of the
+  correlation y[i] = sum_k d[i + k] g[k] are y = at @ [(g_mat @ g) * (bt @ d)]."""
+  m: int
+  bt: np.ndarray  # [m + 2, m + 2]
+  g: np.ndarray  # [m + 2, 3]
+  at: np.ndarray  # [m, m + 2]
+
+
+# Both from Lavin & Gray (2016). F(4, 3): interpolation points 0, +-1, +-2, inf; 36 matmuls per
+# layer, 2.25 multiplies per output. F(6, 3): points 0, +-1, +-2, +-1/2, inf; 64 matmuls over
+# 4/9 as many tiles, 1.78 multiplies per output, but larger transforms and coefficients (float32
+# error ~1e-5 relative instead of ~1e-6).
+_F4 = _Winograd(
+    m=4,
+    bt=np.array([[4, 0, -5, 0, 1, 0],
+                 [0, -4, -4, 1, 1, 0],
+                 [0, 4, -4, -1, 1, 0],
+                 [0, -2, -1, 2, 1, 0],
+                 [0, 2, -1, -2, 1, 0],
+                 [0, 4, 0, -5, 0, 1]], np.float64),
+    g=np.array([[1 / 4, 0, 0],
+                [-1 / 6, -1 / 6, -1 / 6],
+                [-1 / 6, 1 / 6, -1 / 6],
+                [1 / 24, 1 / 12, 1 / 6],
+                [1 / 24, -1 / 12, 1 / 6],
+                [0, 0, 1]], np.float64),
+    at=np.array([[1, 1, 1, 1, 1, 0],
+                 [0, 1, -1, 2, -2, 0],
+                 [0, 1, 1, 4, 4, 0],
+                 [0, 1, -1, 8, -8, 1]], np.float64))
+_F6 = _Winograd(
+    m=6,
+    bt=np.array([[1, 0, -21 / 4, 0, 21 / 4, 0, -1, 0],
+                 [0, 1, 1, -17 / 4, -17 / 4, 1, 1, 0],
+                 [0, -1, 1, 17 / 4, -17 / 4, -1, 1, 0],
+                 [0, 1 / 2, 1 / 4, -5 / 2, -5 / 4, 2, 1, 0],
+                 [0, -1 / 2, 1 / 4, 5 / 2, -5 / 4, -2, 1, 0],
+                 [0, 2, 4, -5 / 2, -5, 1 / 2, 1, 0],
+                 [0, -2, 4, 5 / 2, -5, -1 / 2, 1, 0],
+                 [0, -1, 0, 21 / 4, 0, -21 / 4, 0, 1]], np.float64),
+    g=np.array([[1, 0, 0],
+                [-2 / 9, -2 / 9, -2 / 9],
+                [-2 / 9, 2 / 9, -2 / 9],
+                [1 / 90, 1 / 45, 2 / 45],
+                [1 / 90, -1 / 45, 2 / 45],
+                [32 / 45, 16 / 45, 8 / 45],
+                [32 / 45, -16 / 45, 8 / 45],
+                [0, 0, 1]], np.float64),
+    at=np.array([[1, 1, 1, 1, 1, 1, 1, 0],
+                 [0, 1, -1, 2, -2, 1 / 2, -1 / 2, 0],
+                 [0, 1, 1, 4, 4, 1 / 4, 1 / 4, 0],
+                 [0, 1, -1, 8, -8, 1 / 8, -1 / 8, 0],
+                 [0, 1, 1, 16, 16, 1 / 16, 1 / 16, 0],
+                 [0, 1, -1, 32, -32, 1 / 32, -1 / 32, 1]], np.float64))
+WINOGRAD = {wg.m: wg for wg in (_F4, _F6)}
 
 
 def _pair(value: Union[int, Sequence[int]], name: str) -> tuple[int, int]:
@@ -90,26 +128,28 @@ def _lincomb(coefs: np.ndarray, terms: Sequence[jax.Array]) -> jax.Array:
   return out
 
 
-def _num_tiles(out_hw: tuple[int, int]) -> tuple[int, int]:
-  return tuple(-(-n // _TILE_OUT) for n in out_hw)
+def _num_tiles(out_hw: tuple[int, int], m: int) -> tuple[int, int]:
+  return tuple(-(-n // m) for n in out_hw)
 
 
 def _input_transform(x: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]],
-                     tiles: tuple[int, int]) -> jax.Array:
-  """B^T d B of every 6x6 tile (stride 4) of the padded input.
+                     tiles: tuple[int, int], wg: _Winograd) -> jax.Array:
+  """B^T d B of every (m + 2)^2 tile (stride m) of the padded input.
 
   Args:
     x: [N, H, W, C] input, not yet padded.
     pads: (lo, hi) zero padding of H and W; the padded input is cut or zero-extended at the
-      bottom/right to 4 * tiles + 2 pixels.
-    tiles: (th, tw), number of 4x4 output tiles along H and W.
+      bottom/right to m * tiles + 2 pixels.
+    tiles: (th, tw), number of m x m output tiles along H and W.
+    wg: the Winograd F(m, 3) matrices.
 
   Returns:
-    [36, N * th * tw, C] tiles in the Winograd domain, index 6 * alpha + beta.
+    [t * t, N * th * tw, C] tiles in the Winograd domain (t = m + 2), index t * alpha + beta.
   """
-  (th, tw), t, m = tiles, _TILE_IN, _TILE_OUT
+  (th, tw), m = tiles, wg.m
+  t = m + 2
   n, h, w, c = x.shape
-  # One extra block of 4 rows/columns so that tile i is block i plus the first 2 rows of
+  # One extra block of m rows/columns so that tile i is block i plus the first 2 rows of
   # block i + 1: contiguous slices of a reshape instead of strided gathers (faster in XLA).
   # The extra zeros beyond the requested padding only reach outputs that are cropped away.
   size = (m * (th + 1), m * (tw + 1))
@@ -117,72 +157,77 @@ def _input_transform(x: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]]
                   (pads[1][0], size[1] - pads[1][0] - w), (0, 0)))
   blocks = x.reshape(n, th + 1, m, size[1], c)
   rows = [blocks[:, :th, a] if a < m else blocks[:, 1:, a - m] for a in range(t)]
-  z = jnp.stack([_lincomb(_BT[alpha], rows) for alpha in range(t)])  # [6, N, th, W', C]
+  z = jnp.stack([_lincomb(wg.bt[alpha], rows) for alpha in range(t)])  # [t, N, th, W', C]
   blocks = z.reshape(t, n, th, tw + 1, m, c)
   cols = [blocks[:, :, :, :tw, b] if b < m else blocks[:, :, :, 1:, b - m] for b in range(t)]
-  v = jnp.stack([_lincomb(_BT[beta], cols) for beta in range(t)], axis=1)  # [6, 6, N, th, tw, C]
+  v = jnp.stack([_lincomb(wg.bt[beta], cols) for beta in range(t)], axis=1)  # [t, t, N, th, tw, C]
   return v.reshape(t * t, n * th * tw, c)
 
 
-def _output_transform(m_: jax.Array, batch: int, out_hw: tuple[int, int]) -> jax.Array:
-  """A^T M A of every tile, [36, N * th * tw, K] -> [N, Ho, Wo, K] (inverse of the tiling)."""
-  (th, tw), t, m = _num_tiles(out_hw), _TILE_IN, _TILE_OUT
+def _output_transform(m_: jax.Array, batch: int, out_hw: tuple[int, int],
+                      wg: _Winograd) -> jax.Array:
+  """A^T M A of every tile, [t * t, N * th * tw, K] -> [N, Ho, Wo, K] (inverse of the tiling)."""
+  m = wg.m
+  (th, tw), t = _num_tiles(out_hw, m), m + 2
   k = m_.shape[-1]
   m_ = m_.reshape(t, t, batch, th, tw, k)
-  z = jnp.stack([_lincomb(_AT[p], list(m_)) for p in range(m)], axis=3)  # [6, N, th, 4, tw, K]
-  y = jnp.stack([_lincomb(_AT[q], list(z)) for q in range(m)], axis=-2)  # [N, th, 4, tw, 4, K]
+  z = jnp.stack([_lincomb(wg.at[p], list(m_)) for p in range(m)], axis=3)  # [t, N, th, m, tw, K]
+  y = jnp.stack([_lincomb(wg.at[q], list(z)) for q in range(m)], axis=-2)  # [N, th, m, tw, m, K]
   return y.reshape(batch, th * m, tw * m, k)[:, :out_hw[0], :out_hw[1]]
 
 
-def _output_transform_adjoint(dy: jax.Array) -> jax.Array:
-  """Adjoint of `_output_transform`: [N, Ho, Wo, K] -> [36, N * th * tw, K]."""
+def _output_transform_adjoint(dy: jax.Array, wg: _Winograd) -> jax.Array:
+  """Adjoint of `_output_transform`: [N, Ho, Wo, K] -> [t * t, N * th * tw, K]."""
   n, ho, wo, k = dy.shape
-  (th, tw), t, m = _num_tiles((ho, wo)), _TILE_IN, _TILE_OUT
+  m = wg.m
+  (th, tw), t = _num_tiles((ho, wo), m), m + 2
   dy = jnp.pad(dy, ((0, 0), (0, m * th - ho), (0, m * tw - wo), (0, 0)))
   dy = dy.reshape(n, th, m, tw, m, k)
   cols = [dy[:, :, :, :, q] for q in range(m)]
-  z = jnp.stack([_lincomb(_AT[:, beta], cols) for beta in range(t)])  # [6, N, th, 4, tw, K]
+  z = jnp.stack([_lincomb(wg.at[:, beta], cols) for beta in range(t)])  # [t, N, th, m, tw, K]
   rows = [z[:, :, :, p] for p in range(m)]
-  dm = jnp.stack([_lincomb(_AT[:, alpha], rows) for alpha in range(t)])  # [6, 6, N, th, tw, K]
+  dm = jnp.stack([_lincomb(wg.at[:, alpha], rows) for alpha in range(t)])  # [t, t, N, th, tw, K]
   return dm.reshape(t * t, n * th * tw, k)
 
 
-def _kernel_transform(kernel: jax.Array) -> jax.Array:
-  """G g G^T: [3, 3, C, K] -> [36, C, K]."""
-  g = _G.astype(kernel.dtype)
+def _kernel_transform(kernel: jax.Array, wg: _Winograd) -> jax.Array:
+  """G g G^T: [3, 3, C, K] -> [t * t, C, K]."""
+  g = wg.g.astype(kernel.dtype)
   u = jnp.einsum('ak,klio,bl->abio', g, kernel, g)
-  return u.reshape(_TILE_IN * _TILE_IN, *kernel.shape[2:])
+  return u.reshape(g.shape[0] ** 2, *kernel.shape[2:])
 
 
-def _winograd_forward(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
+def _winograd_forward(x: jax.Array, kernel: jax.Array, pads, wg: _Winograd) -> jax.Array:
   n, h, w, _ = x.shape
   out_hw = (h + sum(pads[0]) - 2, w + sum(pads[1]) - 2)
-  v = _input_transform(x, pads, _num_tiles(out_hw))
-  m_ = lax.dot_general(v, _kernel_transform(kernel), (((2,), (1,)), ((0,), (0,))))
-  return _output_transform(m_, n, out_hw)
+  v = _input_transform(x, pads, _num_tiles(out_hw, wg.m), wg)
+  m_ = lax.dot_general(v, _kernel_transform(kernel, wg), (((2,), (1,)), ((0,), (0,))))
+  return _output_transform(m_, n, out_hw, wg)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _winograd_conv(x: jax.Array, kernel: jax.Array, pads) -> jax.Array:
-  return _winograd_forward(x, kernel, pads)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _winograd_conv(x: jax.Array, kernel: jax.Array, pads, tile: int) -> jax.Array:
+  return _winograd_forward(x, kernel, pads, WINOGRAD[tile])
 
 
-def _winograd_conv_fwd(x, kernel, pads):
+def _winograd_conv_fwd(x, kernel, pads, tile):
   # Save only the inputs: recomputing the input transform in the backward pass is cheaper than
-  # keeping a 2.25x larger Winograd-domain copy of every activation alive.
-  return _winograd_forward(x, kernel, pads), (x, kernel)
+  # keeping a 2-3x larger Winograd-domain copy of every activation alive.
+  return _winograd_forward(x, kernel, pads, WINOGRAD[tile]), (x, kernel)
 
 
-def _winograd_conv_bwd(pads, res, dy):
+def _winograd_conv_bwd(pads, tile, res, dy):
   x, kernel = res
+  wg = WINOGRAD[tile]
   # dx is the correlation of dy, padded by (2 - lo, 2 - hi), with the flipped, transposed kernel.
   flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-  dx = _winograd_forward(dy, flipped, tuple((2 - lo, 2 - hi) for lo, hi in pads))
+  dx = _winograd_forward(dy, flipped, tuple((2 - lo, 2 - hi) for lo, hi in pads), wg)
   # dkernel: adjoint of kernel transform and the matmul, summed over tiles by the matmul itself.
-  v = _input_transform(x, pads, _num_tiles(dy.shape[1:3]))
-  du = lax.dot_general(v, _output_transform_adjoint(dy), (((1,), (1,)), ((0,), (0,))))
-  g = _G.astype(du.dtype)
-  dkernel = jnp.einsum('ak,abio,bl->klio', g, du.reshape(_TILE_IN, _TILE_IN, *du.shape[1:]), g)
+  v = _input_transform(x, pads, _num_tiles(dy.shape[1:3], wg.m), wg)
+  du = lax.dot_general(v, _output_transform_adjoint(dy, wg), (((1,), (1,)), ((0,), (0,))))
+  g = wg.g.astype(du.dtype)
+  t = g.shape[0]
+  dkernel = jnp.einsum('ak,abio,bl->klio', g, du.reshape(t, t, *du.shape[1:]), g)
   return dx, dkernel
 
 
@@ -262,9 +307,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
       (lo, hi) pair.
     dilation: kernel (atrous) dilation, int or (dh, dw).
     impl: 'xla' (``lax.conv_general_dilated``), 'cpu_fast' (Winograd F(4x4, 3x3) with a custom
-      backward pass for stride-1 undilated 3x3 convolutions with padding 0..2, 'xla' for the
-      rest; 'xla' whenever Cin < 16) or 'auto' ('cpu_fast' when the default backend is CPU,
-      else 'xla').
+      backward pass for stride-1 undilated 3x3 convolutions with padding 0..2, per-tap
+      matmuls for the rest; 'xla' whenever Cin < 16), 'winograd6' ('cpu_fast' with F(6x6, 3x3)
+      tiles, for measuring on other CPUs: on a 2-core AVX-512 Xeon the SSD300 train step ran
+      no faster) or 'auto' ('cpu_fast' when the default backend is CPU, else 'xla').
 
   Returns:
     [N, Ho, Wo, Cout] output, dtype of ``x`` and ``kernel`` promoted.
@@ -284,13 +330,14 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
     impl = 'cpu_fast' if jax.default_backend() == 'cpu' else 'xla'
   if x.shape[-1] < _MIN_MATMUL_CHANNELS:
     impl = 'xla'
-  if impl == 'cpu_fast' and _use_winograd(kernel_hw, strides, dilation, pads):
+  if impl != 'xla' and _use_winograd(kernel_hw, strides, dilation, pads):
+    tile = 6 if impl == 'winograd6' else 4
     dtype = jnp.result_type(x, kernel)
     compute = jnp.promote_types(dtype, jnp.float32)
     x, kernel = _same_varying_axes(x, kernel)
-    y = _winograd_conv(x.astype(compute), kernel.astype(compute), pads)
+    y = _winograd_conv(x.astype(compute), kernel.astype(compute), pads, tile)
     return y.astype(dtype)
-  if impl == 'cpu_fast':
+  if impl != 'xla':
     return _tap_matmul_conv(x, kernel, strides, pads, dilation)
   return lax.conv_general_dilated(x, kernel, strides, pads, rhs_dilation=dilation,
                                   dimension_numbers=_DIMENSION_NUMBERS)
