@@ -191,10 +191,20 @@ def _output_transform_adjoint(dy: jax.Array, wg: _Winograd) -> jax.Array:
 
 
 def _kernel_transform(kernel: jax.Array, wg: _Winograd) -> jax.Array:
-  """G g G^T: [3, 3, C, K] -> [t * t, C, K]."""
-  g = wg.g.astype(kernel.dtype)
-  u = jnp.einsum('ak,klio,bl->abio', g, kernel, g)
-  return u.reshape(g.shape[0] ** 2, *kernel.shape[2:])
+  """G g G^T: [3, 3, C, K] -> [t * t, C, K], as one [t * t, 9] @ [9, C * K] matmul.
+
+  The Kronecker product kron(G, G)[t * a + b, 3 * k + l] = G[a, k] G[b, l] maps the 9 taps to
+  the t * t Winograd positions directly in the layout of the batched matmuls; an einsum over
+  the two kernel axes made XLA transpose the whole kernel around two thin matmuls.
+  """
+  gg = np.kron(wg.g, wg.g).astype(kernel.dtype)
+  return (gg @ kernel.reshape(9, -1)).reshape(gg.shape[0], *kernel.shape[2:])
+
+
+def _kernel_transform_adjoint(du: jax.Array, wg: _Winograd) -> jax.Array:
+  """Adjoint of `_kernel_transform`: [t * t, C, K] -> [3, 3, C, K]."""
+  gg = np.kron(wg.g, wg.g).astype(du.dtype)
+  return (gg.T @ du.reshape(gg.shape[0], -1)).reshape(3, 3, *du.shape[1:])
 
 
 def _winograd_forward(x: jax.Array, kernel: jax.Array, pads, wg: _Winograd) -> jax.Array:
@@ -225,10 +235,7 @@ def _winograd_conv_bwd(pads, tile, res, dy):
   # dkernel: adjoint of kernel transform and the matmul, summed over tiles by the matmul itself.
   v = _input_transform(x, pads, _num_tiles(dy.shape[1:3], wg.m), wg)
   du = lax.dot_general(v, _output_transform_adjoint(dy, wg), (((1,), (1,)), ((0,), (0,))))
-  g = wg.g.astype(du.dtype)
-  t = g.shape[0]
-  dkernel = jnp.einsum('ak,abio,bl->klio', g, du.reshape(t, t, *du.shape[1:]), g)
-  return dx, dkernel
+  return dx, _kernel_transform_adjoint(du, wg)
 
 
 _winograd_conv.defvjp(_winograd_conv_fwd, _winograd_conv_bwd)
