@@ -88,7 +88,9 @@ CASES = [
     (1, 5, 5, 16, 3, 3, 1, 'VALID', (1, 2)),  # Dilation per dimension.
     (1, 7, 7, 16, 4, 3, (2, 1), ((1, 1), (3, 0)), 1),  # Strides per dimension, padding > 2.
     (2, 7, 7, 16, 4, 2, 1, 'SAME', 1),  # Even kernel.
-    (2, 8, 9, 3, 4, 3, 1, 'SAME', 1),  # Few input channels like conv1_1 (falls back to xla).
+    (2, 8, 9, 3, 4, 3, 1, 'SAME', 1),  # Few input channels like conv1_1 (XLA, im2col dkernel).
+    (1, 9, 8, 3, 4, 3, 2, 'SAME', 1),  # Few channels, strided.
+    (1, 9, 9, 5, 4, 3, 1, ((2, 1), (2, 2)), 2),  # Few channels, dilated, asymmetric padding.
     (1, 6, 6, 16, 4, 3, 2, 'VALID', 1),
 ]
 
@@ -181,9 +183,11 @@ def test_dispatch():
   assert 'conv_general_dilated' in winograd(k3, impl='xla')
   assert 'conv_general_dilated' not in winograd(k3, impl='cpu_fast', strides=2)
   assert 'conv_general_dilated' not in winograd(k1, impl='cpu_fast')
-  few_channels = _primitive_names(lambda a, b: conv.conv2d(a, b, impl='cpu_fast'),
-                                  jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4)))
-  assert 'conv_general_dilated' in few_channels
+  few = lambda a, b: conv.conv2d(a, b, impl='cpu_fast')
+  few_args = jnp.ones((1, 8, 8, 3)), jnp.ones((3, 3, 3, 4))
+  # XLA's convolution inside a custom VJP (only the kernel gradient is replaced).
+  assert 'custom_vjp_call' in _primitive_names(few, *few_args)
+  assert 'conv_general_dilated' in str(jax.make_jaxpr(few)(*few_args))
 
 
 @pytest.mark.parametrize('impl', ('xla', 'cpu_fast', 'winograd6'))
