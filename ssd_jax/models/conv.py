@@ -12,7 +12,8 @@ Cout]`` matmuls in the Winograd domain mapped back by the kernel transform's adj
 match ``lax.conv_general_dilated`` to ~1e-5 relative in float32; the transforms are computed in
 at least float32, so bfloat16 inputs lose no extra precision. Every other case (strides,
 dilation, other kernel sizes, padding beyond 2) becomes one matmul per kernel tap, and inputs
-with fewer than 16 channels use ``lax.conv_general_dilated``. ``impl='winograd6'`` uses
+with fewer than 16 channels use ``lax.conv_general_dilated`` with an im2col-matmul kernel
+gradient. ``impl='winograd6'`` uses
 F(6x6, 3x3) instead (8x8 tiles, 64 matmuls, 1.78 multiplies per output, ~2x the float32
 rounding error): fewer multiplies but larger transforms, which on CPU are memory-bound.
 
@@ -352,9 +353,10 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
     dilation: kernel (atrous) dilation, int or (dh, dw).
     impl: 'xla' (``lax.conv_general_dilated``), 'cpu_fast' (Winograd F(4x4, 3x3) with a custom
       backward pass for stride-1 undilated 3x3 convolutions with padding 0..2, per-tap
-      matmuls for the rest; 'xla' whenever Cin < 16), 'winograd6' ('cpu_fast' with F(6x6, 3x3)
-      tiles, for measuring on other CPUs: on a 2-core AVX-512 Xeon the SSD300 train step ran
-      no faster) or 'auto' ('cpu_fast' when the default backend is CPU, else 'xla').
+      matmuls for the rest; XLA's convolution with an im2col kernel gradient whenever
+      Cin < 16), 'winograd6' ('cpu_fast' with F(6x6, 3x3) tiles, for measuring on other CPUs:
+      on a 2-core AVX-512 Xeon the SSD300 train step ran no faster) or 'auto' ('cpu_fast'
+      when the default backend is CPU, else 'xla').
 
   Returns:
     [N, Ho, Wo, Cout] output, dtype of ``x`` and ``kernel`` promoted.

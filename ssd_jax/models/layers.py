@@ -44,7 +44,8 @@ def conv(features: int, kernel_size: int, *, name: str, stride: int = 1, padding
     dtype: computation dtype (params stay float32).
     kernel_init: kernel initializer; biases start at zero.
     impl: convolution implementation, one of :data:`CONV_IMPLS`: ``"xla"``, ``"cpu_fast"``
-      (Winograd, 4x faster backward on XLA:CPU) or ``"auto"`` (``"cpu_fast"`` on CPU only).
+      (Winograd, 4x faster backward on XLA:CPU), ``"winograd6"`` (its F(6x6, 3x3) variant) or
+      ``"auto"`` (``"cpu_fast"`` on CPU only).
   """
   if impl not in CONV_IMPLS:
     raise ValueError(f"unknown conv impl {impl!r}; valid: {CONV_IMPLS}")
