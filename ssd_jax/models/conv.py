@@ -34,8 +34,8 @@ IMPLS = ('xla', 'cpu_fast', 'winograd6', 'auto')
 _DIMENSION_NUMBERS = ('NHWC', 'HWIO', 'NHWC')
 
 class _Winograd(NamedTuple):
-  """Winograd F(m, 3): for an (m + 2)-sample input d and a 3-tap filter g, the m outputs of the
-  correlation y[i] = sum_k d[i + k] g[k] are y = at @ [(g_mat @ g) * (bt @ d)]."""
+  """Winograd F(m, 3): for an (m + 2)-sample input d and a 3-tap filter f, the m outputs of the
+  correlation y[i] = sum_k d[i + k] f[k] are y = at @ [(g @ f) * (bt @ d)]."""
   m: int
   bt: np.ndarray  # [m + 2, m + 2]
   g: np.ndarray  # [m + 2, 3]
@@ -44,8 +44,8 @@ class _Winograd(NamedTuple):
 
 # Both from Lavin & Gray (2016). F(4, 3): interpolation points 0, +-1, +-2, inf; 36 matmuls per
 # layer, 2.25 multiplies per output. F(6, 3): points 0, +-1, +-2, +-1/2, inf; 64 matmuls over
-# 4/9 as many tiles, 1.78 multiplies per output, but larger transforms and coefficients (float32
-# error ~1e-5 relative instead of ~1e-6).
+# 4/9 as many tiles, 1.78 multiplies per output, but larger transforms and coefficients (about
+# twice the float32 rounding error).
 _F4 = _Winograd(
     m=4,
     bt=np.array([[4, 0, -5, 0, 1, 0],
