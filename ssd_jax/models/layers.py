@@ -82,14 +82,16 @@ def _pool_taps(xp: Array, window: int, stride: int, out_hw: tuple[int, int]) -> 
           for i in range(window) for j in range(window)]
 
 
-def _pool_forward(x: Array, window: int, stride: int, pads) -> tuple[Array, Array]:
+def _pool_forward(x: Array, window: int, stride: int,
+                  pads) -> tuple[Array, Array, list[Array]]:
+  """The pooled output, the -inf padded input and its taps (see `_pool_taps`)."""
   xp = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
   out_hw = tuple((xp.shape[d] - window) // stride + 1 for d in (1, 2))
   taps = _pool_taps(xp, window, stride, out_hw)
   y = taps[0]
   for tap in taps[1:]:
     y = jnp.maximum(y, tap)
-  return y, xp
+  return y, xp, taps
 
 
 # Elementwise taps instead of ``lax.reduce_window``: its gradient, XLA's select-and-scatter, ran
@@ -101,15 +103,15 @@ def _max_pool(x: Array, window: int, stride: int, pads) -> Array:
 
 
 def _max_pool_fwd(x, window, stride, pads):
-  return _max_pool(x, window, stride, pads), x
+  return _pool_forward(x, window, stride, pads)[0], x
 
 
 def _max_pool_bwd(window, stride, pads, x, dy):
-  y, xp = _pool_forward(x, window, stride, pads)
+  y, xp, taps = _pool_forward(x, window, stride, pads)
   taken = jnp.zeros(y.shape, bool)
   dxp = jnp.zeros(xp.shape, dy.dtype)
   zero = jnp.zeros((), dy.dtype)
-  for index, tap in enumerate(_pool_taps(xp, window, stride, y.shape[1:3])):
+  for index, tap in enumerate(taps):
     first = (tap == y) & ~taken
     taken = taken | first
     i, j = divmod(index, window)
