@@ -13,9 +13,9 @@ match ``lax.conv_general_dilated`` to ~1e-5 relative in float32; the transforms 
 at least float32, so bfloat16 inputs lose no extra precision. Every other case (strides,
 dilation, other kernel sizes, padding beyond 2) becomes one matmul per kernel tap, and inputs
 with fewer than 16 channels use ``lax.conv_general_dilated`` with an im2col-matmul kernel
-gradient. ``impl='winograd6'`` uses
-F(6x6, 3x3) instead (8x8 tiles, 64 matmuls, 1.78 multiplies per output, ~2x the float32
-rounding error): fewer multiplies but larger transforms, which on CPU are memory-bound.
+gradient. ``impl='winograd6'`` uses F(6x6, 3x3) instead (8x8 tiles, 64 matmuls, 1.78
+multiplies per output, ~2x the float32 rounding error): fewer multiplies but larger
+transforms, which on CPU are memory-bound.
 
 Layout: inputs NHWC, kernels HWIO ``[kh, kw, in, out]``, outputs NHWC (as ``flax.linen.Conv``).
 """
@@ -406,7 +406,7 @@ class Conv(nn.Module):
     param_dtype: parameter dtype.
     kernel_init: kernel initializer.
     bias_init: bias initializer.
-    impl: 'xla', 'cpu_fast' or 'auto' (see :func:`conv2d`).
+    impl: 'xla', 'cpu_fast', 'winograd6' or 'auto' (see :func:`conv2d`).
   """
   features: int
   kernel_size: Union[int, Sequence[int]]
