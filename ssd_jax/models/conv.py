@@ -222,8 +222,10 @@ def _winograd_conv(x: jax.Array, kernel: jax.Array, pads, tile: int) -> jax.Arra
 
 
 def _winograd_conv_fwd(x, kernel, pads, tile):
-  # Save only the inputs: recomputing the input transform in the backward pass is cheaper than
-  # keeping a 2-3x larger Winograd-domain copy of every activation alive.
+  # Save only the inputs: inside one jitted train step XLA merges the backward's input transform
+  # with this one (a common subexpression), so saving the Winograd-domain input explicitly ran
+  # the same (SSD300 step 1.00x, bit-identical, benchmarks/RESULTS.md), and outside jit the
+  # recomputation spares memory.
   return _winograd_forward(x, kernel, pads, WINOGRAD[tile]), (x, kernel)
 
 
