@@ -190,6 +190,28 @@ def test_dispatch():
   assert 'conv_general_dilated' in str(jax.make_jaxpr(few)(*few_args))
 
 
+@pytest.mark.parametrize('avx512', (True, False))
+@pytest.mark.parametrize('cin, cout, thin', [(16, 8, True), (8 * 16, 16, True),
+                                             (128, 128, False)])
+def test_auto_takes_thin_input_gradients_from_xla_on_avx512(monkeypatch, avx512, cin, cout, thin):
+  monkeypatch.setattr(conv, '_has_avx512', lambda: avx512)
+  kx, kk, kd = jax.random.split(jax.random.PRNGKey(cin + cout), 3)
+  x = jax.random.normal(kx, (2, 7, 6, cin))
+  kernel = jax.random.normal(kk, (3, 3, cin, cout)) / np.sqrt(9 * cin)
+  pads = ((2, 1), (0, 2))  # Asymmetric: the input gradient pads by 2 - lo, 2 - hi.
+  fn = lambda a, b: conv.conv2d(a, b, padding=pads, impl='auto')
+  dy = jax.random.normal(kd, (2, 8, 6, cout))
+  grads = lambda x, k, dy: jax.vjp(fn, x, k)[1](dy)
+  # The forward pass is Winograd either way; only the input gradient changes hands.
+  assert 'custom_vjp_call' in _primitive_names(fn, x, kernel)
+  uses_xla = 'conv_general_dilated' in str(jax.make_jaxpr(grads)(x, kernel, dy))
+  assert uses_xla == (avx512 and thin)
+  dx, dkernel = jax.jit(grads)(x, kernel, dy)
+  dx_np, dkernel_np = conv_vjp_np(x, kernel, dy, (1, 1), pads, (1, 1))
+  _close(dx, dx_np, 1e-5)
+  _close(dkernel, dkernel_np, 1e-5)
+
+
 @pytest.mark.parametrize('impl', ('xla', 'cpu_fast', 'winograd6'))
 def test_bfloat16(impl):
   kx, kk, kd = jax.random.split(jax.random.PRNGKey(5), 3)

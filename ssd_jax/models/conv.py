@@ -13,9 +13,10 @@ match ``lax.conv_general_dilated`` to ~1e-5 relative in float32; the transforms 
 at least float32, so bfloat16 inputs lose no extra precision. Every other case (strides,
 dilation, other kernel sizes, padding beyond 2) becomes one matmul per kernel tap, and inputs
 with fewer than 16 channels use ``lax.conv_general_dilated`` with an im2col-matmul kernel
-gradient. ``impl='winograd6'`` uses F(6x6, 3x3) instead (8x8 tiles, 64 matmuls, 1.78
-multiplies per output, ~2x the float32 rounding error): fewer multiplies but larger
-transforms, which on CPU are memory-bound.
+gradient. On AVX-512 CPUs ``impl='auto'`` takes the input gradient of thin (< 128 channel)
+Winograd layers from XLA's convolution, which was faster there. ``impl='winograd6'`` uses
+F(6x6, 3x3) instead (8x8 tiles, 64 matmuls, 1.78 multiplies per output, ~2x the float32
+rounding error): fewer multiplies but larger transforms, which on CPU are memory-bound.
 
 Layout: inputs NHWC, kernels HWIO ``[kh, kw, in, out]``, outputs NHWC (as ``flax.linen.Conv``).
 """
@@ -216,12 +217,18 @@ def _winograd_forward(x: jax.Array, kernel: jax.Array, pads, wg: _Winograd) -> j
   return _output_transform(m_, n, out_hw, wg)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
-def _winograd_conv(x: jax.Array, kernel: jax.Array, pads, tile: int) -> jax.Array:
+def _xla_conv(x: jax.Array, kernel: jax.Array, strides, pads, dilation) -> jax.Array:
+  return lax.conv_general_dilated(x, kernel, strides, pads, rhs_dilation=dilation,
+                                  dimension_numbers=_DIMENSION_NUMBERS)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _winograd_conv(x: jax.Array, kernel: jax.Array, pads, tile: int, xla_dx: bool) -> jax.Array:
+  """Winograd F(tile x tile, 3x3) convolution; ``xla_dx`` takes the input gradient from XLA."""
   return _winograd_forward(x, kernel, pads, WINOGRAD[tile])
 
 
-def _winograd_conv_fwd(x, kernel, pads, tile):
+def _winograd_conv_fwd(x, kernel, pads, tile, xla_dx):
   # Save only the inputs: inside one jitted train step XLA merges the backward's input transform
   # with this one (a common subexpression), so saving the Winograd-domain input explicitly ran
   # the same (SSD300 step 1.00x, bit-identical, benchmarks/RESULTS.md), and outside jit the
@@ -229,12 +236,15 @@ def _winograd_conv_fwd(x, kernel, pads, tile):
   return _winograd_forward(x, kernel, pads, WINOGRAD[tile]), (x, kernel)
 
 
-def _winograd_conv_bwd(pads, tile, res, dy):
+def _winograd_conv_bwd(pads, tile, xla_dx, res, dy):
   x, kernel = res
   wg = WINOGRAD[tile]
-  # dx is the correlation of dy, padded by (2 - lo, 2 - hi), with the flipped, transposed kernel.
+  # dx is the correlation of dy, padded by (2 - lo, 2 - hi), with the flipped, transposed kernel:
+  # a forward convolution, which XLA:CPU runs well (only its kernel gradient is slow).
   flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-  dx = _winograd_forward(dy, flipped, tuple((2 - lo, 2 - hi) for lo, hi in pads), wg)
+  dx_pads = tuple((2 - lo, 2 - hi) for lo, hi in pads)
+  dx = (_xla_conv(dy, flipped, (1, 1), dx_pads, (1, 1)) if xla_dx
+        else _winograd_forward(dy, flipped, dx_pads, wg))
   # dkernel: adjoint of kernel transform and the matmul, summed over tiles by the matmul itself.
   v = _input_transform(x, pads, _num_tiles(dy.shape[1:3], wg.m), wg)
   du = lax.dot_general(v, _output_transform_adjoint(dy, wg), (((1,), (1,)), ((0,), (0,))))
@@ -248,11 +258,6 @@ _winograd_conv.defvjp(_winograd_conv_fwd, _winograd_conv_bwd)
 # convolution (SSD's conv1_1 sees 3 RGB channels and needs no input gradient); only the kernel
 # gradient is replaced (`_few_channel_conv`).
 _MIN_MATMUL_CHANNELS = 16
-
-
-def _xla_conv(x: jax.Array, kernel: jax.Array, strides, pads, dilation) -> jax.Array:
-  return lax.conv_general_dilated(x, kernel, strides, pads, rhs_dilation=dilation,
-                                  dimension_numbers=_DIMENSION_NUMBERS)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -284,6 +289,25 @@ def _few_channel_conv_bwd(strides, pads, dilation, res, dy):
 
 
 _few_channel_conv.defvjp(_few_channel_conv_fwd, _few_channel_conv_bwd)
+
+
+# On AVX-512 CPUs 'auto' takes the input gradient of thin Winograd layers (fewer than this many
+# input or output channels: SSD's conv1_2, conv2_1 and multibox heads) from XLA's convolution,
+# which there beat the Winograd one (2-core Xeon, batch 8: conv1_2 326 against 451 ms, conv2_1
+# 154 against 188, conv4_3's heads 12-36 against 32-47; SSD300 train step 1.02-1.04x, see
+# benchmarks/RESULTS.md). At 128 channels and more the Winograd one was as fast or faster, and on
+# AVX2 CPUs, where multiplies cost twice as much, the change was not measured.
+_XLA_DX_BELOW_CHANNELS = 128
+
+
+@functools.cache
+def _has_avx512() -> bool:
+  """Whether the CPU (Linux ``/proc/cpuinfo``) has AVX-512 Foundation; False where unknown."""
+  try:
+    with open('/proc/cpuinfo') as f:
+      return any(line.startswith('flags') and 'avx512f' in line.split() for line in f)
+  except OSError:
+    return False
 
 
 def _use_winograd(kernel_hw, strides, dilation, pads) -> bool:
@@ -358,7 +382,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
       matmuls for the rest; XLA's convolution with an im2col kernel gradient whenever
       Cin < 16), 'winograd6' ('cpu_fast' with F(6x6, 3x3) tiles, for measuring on other CPUs:
       on a 2-core AVX-512 Xeon the SSD300 train step ran no faster) or 'auto' ('cpu_fast'
-      when the default backend is CPU, else 'xla').
+      when the default backend is CPU, else 'xla'; on AVX-512 CPUs with XLA's convolution for
+      the input gradient of Winograd layers with fewer than 128 input or output channels).
 
   Returns:
     [N, Ho, Wo, Cout] output, dtype of ``x`` and ``kernel`` promoted.
@@ -374,7 +399,8 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
   strides, dilation = _pair(strides, 'strides'), _pair(dilation, 'dilation')
   kernel_hw = tuple(kernel.shape[:2])
   pads = _explicit_padding(padding, tuple(x.shape[1:3]), kernel_hw, strides, dilation)
-  if impl == 'auto':
+  auto = impl == 'auto'
+  if auto:
     impl = 'cpu_fast' if jax.default_backend() == 'cpu' else 'xla'
   if impl != 'xla' and x.shape[-1] < _MIN_MATMUL_CHANNELS:
     x, kernel = _same_varying_axes(x, kernel)
@@ -383,8 +409,9 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
     tile = 6 if impl == 'winograd6' else 4
     dtype = jnp.result_type(x, kernel)
     compute = jnp.promote_types(dtype, jnp.float32)
+    xla_dx = auto and min(kernel.shape[2:]) < _XLA_DX_BELOW_CHANNELS and _has_avx512()
     x, kernel = _same_varying_axes(x, kernel)
-    y = _winograd_conv(x.astype(compute), kernel.astype(compute), pads, tile)
+    y = _winograd_conv(x.astype(compute), kernel.astype(compute), pads, tile, xla_dx)
     return y.astype(dtype)
   if impl != 'xla':
     return _tap_matmul_conv(x, kernel, strides, pads, dilation)
