@@ -168,28 +168,38 @@ def _input_transform(x: jax.Array, pads: tuple[tuple[int, int], tuple[int, int]]
 
 def _output_transform(m_: jax.Array, batch: int, out_hw: tuple[int, int],
                       wg: _Winograd) -> jax.Array:
-  """A^T M A of every tile, [t * t, N * th * tw, K] -> [N, Ho, Wo, K] (inverse of the tiling)."""
+  """A^T M A of every tile, [t * t, N * th * tw, K] -> [N, Ho, Wo, K] (inverse of the tiling).
+
+  One kron(A^T, A^T) [m * m, t * t] @ [t * t, tiles * K] matmul, then a transpose into NHWC
+  that XLA fuses with what consumes the output (bias, ReLU, the next layer's padding). Two
+  separable passes (rows, then columns; fewer multiplies) wrote an intermediate larger than the
+  output as strided concatenates: 1.25-2.4x slower per layer on a 2-core Xeon, and the train
+  step ran 1.02-1.04x faster with this and the adjoint as matmuls (benchmarks/RESULTS.md).
+  The input transform stays separable: as a matmul it needs the overlapping tiles copied out
+  first, which was 2x slower.
+  """
   m = wg.m
   (th, tw), t = _num_tiles(out_hw, m), m + 2
   k = m_.shape[-1]
-  m_ = m_.reshape(t, t, batch, th, tw, k)
-  z = jnp.stack([_lincomb(wg.at[p], list(m_)) for p in range(m)], axis=3)  # [t, N, th, m, tw, K]
-  y = jnp.stack([_lincomb(wg.at[q], list(z)) for q in range(m)], axis=-2)  # [N, th, m, tw, m, K]
-  return y.reshape(batch, th * m, tw * m, k)[:, :out_hw[0], :out_hw[1]]
+  aa = np.kron(wg.at, wg.at).astype(m_.dtype)
+  y = (aa @ m_.reshape(t * t, -1)).reshape(m, m, batch, th, tw, k)  # [p, q, N, th, tw, K]
+  y = y.transpose(2, 3, 0, 4, 1, 5).reshape(batch, th * m, tw * m, k)
+  return y[:, :out_hw[0], :out_hw[1]]
 
 
 def _output_transform_adjoint(dy: jax.Array, wg: _Winograd) -> jax.Array:
-  """Adjoint of `_output_transform`: [N, Ho, Wo, K] -> [t * t, N * th * tw, K]."""
+  """Adjoint of `_output_transform`: [N, Ho, Wo, K] -> [t * t, N * th * tw, K].
+
+  The tiles of dy (zero-extended to whole tiles) in tile-position-major order, then the
+  transposed kron(A^T, A^T) as one matmul.
+  """
   n, ho, wo, k = dy.shape
   m = wg.m
   (th, tw), t = _num_tiles((ho, wo), m), m + 2
   dy = jnp.pad(dy, ((0, 0), (0, m * th - ho), (0, m * tw - wo), (0, 0)))
-  dy = dy.reshape(n, th, m, tw, m, k)
-  cols = [dy[:, :, :, :, q] for q in range(m)]
-  z = jnp.stack([_lincomb(wg.at[:, beta], cols) for beta in range(t)])  # [t, N, th, m, tw, K]
-  rows = [z[:, :, :, p] for p in range(m)]
-  dm = jnp.stack([_lincomb(wg.at[:, alpha], rows) for alpha in range(t)])  # [t, t, N, th, tw, K]
-  return dm.reshape(t * t, n * th * tw, k)
+  tiles = dy.reshape(n, th, m, tw, m, k).transpose(2, 4, 0, 1, 3, 5).reshape(m * m, -1)
+  aa = np.kron(wg.at, wg.at).astype(dy.dtype)
+  return (aa.T @ tiles).reshape(t * t, n * th * tw, k)
 
 
 def _kernel_transform(kernel: jax.Array, wg: _Winograd) -> jax.Array:
