@@ -305,8 +305,9 @@ _few_channel_conv.defvjp(_few_channel_conv_fwd, _few_channel_conv_bwd)
 # input or output channels: SSD's conv1_2, conv2_1 and multibox heads) from XLA's convolution,
 # which there beat the Winograd one (2-core Xeon, batch 8: conv1_2 326 against 451 ms, conv2_1
 # 154 against 188, conv4_3's heads 12-36 against 32-47; SSD300 train step 1.02-1.04x, see
-# benchmarks/RESULTS.md). At 128 channels and more the Winograd one was as fast or faster, and on
-# AVX2 CPUs, where multiplies cost twice as much, the change was not measured.
+# benchmarks/RESULTS.md). At 128 channels and more the Winograd one was as fast or faster. On a
+# 2-core AMD Zen 4 (AVX-512 without AMX) both ran the step alike (0.96-1.02x in three A/B runs);
+# on AVX2 CPUs, where multiplies cost twice as much, the change was not measured.
 _XLA_DX_BELOW_CHANNELS = 128
 
 
