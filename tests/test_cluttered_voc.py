@@ -3,7 +3,6 @@ writes it (experiments/make_voc_folder.py)."""
 
 import os
 import subprocess
-import sys
 from xml.etree import ElementTree
 
 import numpy as np
@@ -12,7 +11,7 @@ import pytest
 
 from ssd_jax import data
 from ssd_jax.data import cluttered_voc
-from tests import fixtures
+from tests import fixtures, forkserver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NUM_SCENES = 12
@@ -166,9 +165,9 @@ def test_the_script_writes_a_folder_and_refuses_a_non_empty_one(tmp_path):
   full = tmp_path / "full"
   full.mkdir()
   (full / "mine.txt").write_text("keep me")
-  command = [sys.executable, "-m", "experiments.make_voc_folder", "--num_trainval", "4",
+  command = [*forkserver.command("experiments.make_voc_folder"), "--num_trainval", "4",
              "--num_test", "2", "--out"]
-  # Both at once: each process spends most of its time importing TensorFlow.
+  # Both at once (each waits on its own start-up and file writes).
   runs = [subprocess.Popen(command + [str(out)], cwd=ROOT, env=fixtures.subprocess_env(),
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
           for out in (tmp_path / "new", full)]

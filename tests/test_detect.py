@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 
 import jax
 import ml_collections
@@ -16,7 +15,7 @@ import pytest
 import tensorflow as tf
 
 from ssd_jax import detect, experiment, inference
-from tests import fixtures, tiny_train_config
+from tests import fixtures, forkserver, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_NAMES = ["circle", "square", "triangle", "cross"]  # the tiny config's synthetic shapes
@@ -76,7 +75,7 @@ def _reference_detections(workdir, paths, score_threshold):
 def test_command_line_writes_pixel_boxes_and_drawings(workdir, images, tmp_path):
   out_dir = tmp_path / "out"
   run = subprocess.run(
-      [sys.executable, "-m", "experiments.detect", "--config=tests/tiny_train_config.py",
+      [*forkserver.command("experiments.detect"), "--config=tests/tiny_train_config.py",
        f"--workdir={workdir}", f"--input={images}", f"--output={out_dir}",
        f"--score_threshold={THRESHOLD}", "--batch_size=2"],
       cwd=ROOT, env=fixtures.subprocess_env(), capture_output=True, text=True, timeout=300)

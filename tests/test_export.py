@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from ssd_jax import experiment, export, overrides
 from ssd_jax.data import augment
-from tests import fixtures, tiny_train_config
+from tests import fixtures, forkserver, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLASS_NAMES = ["circle", "square", "triangle", "cross"]  # the tiny config's synthetic shapes
@@ -162,7 +162,7 @@ def test_auto_convolutions_are_chosen_per_platform(run):
 
 def test_command_line_exports_a_step_and_bad_requests_are_clear_errors(run, workdir, tmp_path):
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.export", "--config=tests/tiny_train_config.py",
+      [*forkserver.command("experiments.export"), "--config=tests/tiny_train_config.py",
        f"--workdir={workdir}", "--platforms=cpu", "--format=stablehlo",
        f"--output={tmp_path / 'hlo'}", "--step=2"],
       cwd=ROOT, capture_output=True, text=True, timeout=300, env=fixtures.subprocess_env())

@@ -6,14 +6,13 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
 
 from ssd_jax import experiment, train, train_step
-from tests import fixtures
+from tests import fixtures, forkserver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 O = fixtures.FixtureObject
@@ -36,7 +35,7 @@ TINY = (*FAST, "--config.model.name=ssd_tiny")
 
 def run(module: str, *flags: str, env=None) -> subprocess.CompletedProcess:
   """``python -m module *flags``; the result's ``log`` is its stdout and stderr."""
-  result = subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT, capture_output=True,
+  result = subprocess.run([*forkserver.command(module), *flags], cwd=ROOT, capture_output=True,
                           text=True, timeout=600, env=fixtures.subprocess_env(**(env or {})))
   result.log = result.stdout + result.stderr
   return result

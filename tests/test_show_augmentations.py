@@ -3,7 +3,6 @@ and the PNG of ``experiments/show_augmentations.py``."""
 
 import os
 import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
@@ -11,6 +10,7 @@ import pytest
 
 from ssd_jax import data, visualize
 from ssd_jax.data import augment
+from tests import forkserver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE_SIZE, OUT_SIZE = 32, 24
@@ -104,7 +104,7 @@ def test_invalid_arguments_raise(kwargs, match):
 
 def test_command_line_writes_the_grid(tmp_path):
   output = tmp_path / "grid.png"
-  cmd = [sys.executable, "-m", "experiments.show_augmentations", "--num=4", "--per_row=2",
+  cmd = [*forkserver.command("experiments.show_augmentations"), "--num=4", "--per_row=2",
          f"--output={output}", "--config.data.num_train_examples=8"]
   result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stdout + result.stderr

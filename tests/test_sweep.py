@@ -4,7 +4,6 @@ import csv
 import json
 import os
 import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +16,7 @@ from experiments.configs import (ablation_priors, ablation_resolution, ablation_
                                  ablation_table3)
 from ssd_jax import priors as priors_lib
 from ssd_jax import experiment, overrides, sweep
-from tests import fixtures, tiny_train_config
+from tests import fixtures, forkserver, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # ssd_tiny's source maps and their sides on the 128x128 input (models/tiny.py).
@@ -116,7 +115,7 @@ def test_cli_sweep_of_one_run_with_two_seeds_writes_the_results_and_a_rerun_skip
   workdir = tmp_path / "sweep"
   settings = ["num_train_steps=2", "model.conv_impl='xla'", "eval.num_images_to_draw=0"]
   result = subprocess.run(
-      [sys.executable, "-m", "experiments.sweep", f"--config={config_file}",
+      [*forkserver.command("experiments.sweep"), f"--config={config_file}",
        f"--workdir={workdir}", "--only=no_flip", "--seeds=2", "--stack",
        *(f"--set={o}" for o in settings)],
       cwd=ROOT, env=fixtures.subprocess_env(), capture_output=True, text=True, timeout=600,

@@ -4,7 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import tensorflow as tf
 from experiments.configs import ablation_table2
 from ssd_jax import experiment, overrides, photometric, train, train_step
 from ssd_jax.data import label_map as label_map_lib
-from tests import fixtures, tiny_train_config
+from tests import fixtures, forkserver, tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +24,7 @@ def tiny_config(**changes):
 
 def _run_main(workdir, *flags, env=None):
   """``experiments/main.py`` in a subprocess; ``flags`` start with ``--config=...``."""
-  cmd = [sys.executable, "-m", "experiments.main", f"--workdir={workdir}", *flags]
+  cmd = [*forkserver.command("experiments.main"), f"--workdir={workdir}", *flags]
   return subprocess.Popen(cmd, cwd=ROOT, env=fixtures.subprocess_env(**(env or {})),
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
