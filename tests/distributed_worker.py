@@ -58,6 +58,7 @@ def main(argv: list[str]) -> None:
   parser.add_argument("--num_processes", type=int, default=2)
   parser.add_argument("--process_id", type=int, default=0)
   args = parser.parse_args(argv)
+  jax.config.update("jax_platforms", "cpu")  # gloo collectives; no accelerator is probed
   np.savez(args.out, **run_multihost(args.workdir, args.coordinator, args.num_processes,
                                      args.process_id, args.num_steps))
 

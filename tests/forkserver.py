@@ -15,9 +15,10 @@ imported all of that once, like ``multiprocessing``'s forkserver:
   and thread joins are those of a fresh process.
 - The fork is a fresh process's equal only where the two would import the same way, so the
   client runs the plain ``python -m`` instead (``os.execv``) when its environment or working
-  directory differs from the server's (environment variables are read at import: JAX's config,
-  the device count in ``XLA_FLAGS``), or when no server answers. Only ``PYTEST_CURRENT_TEST``,
-  which pytest sets anew for each test, may differ.
+  directory differs from the server's (environment variables are read at import, e.g. JAX's
+  config), or when no server answers. Only variables read later may differ (``_LATE_ENV``):
+  ``XLA_FLAGS`` is parsed when the child sets up its JAX backend, so e.g. the device count of
+  ``--xla_force_host_platform_device_count`` holds.
 
 The server imports only library code (``ssd_jax`` and ``experiments.cli``), never an entry
 point: those define their absl flags when the child runs them. It initializes no JAX backend,
@@ -42,8 +43,11 @@ import time
 from typing import Optional
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Set by pytest for each test (the test's id); read by nothing at import.
-_PER_TEST_ENV = ("PYTEST_CURRENT_TEST",)
+# What may differ from the server's environment: variables nothing reads at import. pytest sets
+# the first for each test; XLA parses the second when the child creates its JAX backend; GNU
+# readline, once loaded, exports the terminal's size into the C environment, which a plain
+# Popen passes on and an ``env=`` built from ``os.environ`` does not.
+_LATE_ENV = ("PYTEST_CURRENT_TEST", "XLA_FLAGS", "COLUMNS", "LINES")
 _FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1,
                       signal.SIGUSR2)
 _server: Optional[subprocess.Popen] = None
@@ -74,7 +78,7 @@ def _stop(server: subprocess.Popen, folder: str) -> None:
 
 
 def _comparable(env: dict[str, str]) -> dict[str, str]:
-  return {k: v for k, v in env.items() if k not in _PER_TEST_ENV}
+  return {k: v for k, v in env.items() if k not in _LATE_ENV}
 
 
 def _preload() -> None:
@@ -134,7 +138,11 @@ def _serve(path: str) -> Optional[dict]:
         for target, fd in enumerate(fds):
           os.dup2(fd, target)
           os.close(fd)
-        os.environ.update({k: v for k, v in request["env"].items() if k in _PER_TEST_ENV})
+        for key in _LATE_ENV:
+          if key in request["env"]:
+            os.environ[key] = request["env"][key]
+          else:
+            os.environ.pop(key, None)
         return request
       for fd in fds:  # Only the child holds them: pipes reach EOF when it and its client end.
         os.close(fd)

@@ -1,7 +1,7 @@
 """What ``tests/test_forkserver.py`` runs through ``forkserver.command``: prints how it was started
 (as JSON) and ends as told.
 
-  python -m tests.forkserver_probe [--exit=N | --raise | --wait]
+  python -m tests.forkserver_probe [--devices] [--exit=N | --raise | --wait]
 """
 
 import json
@@ -9,11 +9,15 @@ import os
 import sys
 import time
 
+import jax
+
 if __name__ == "__main__":
   print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "pid": os.getpid(),
                     "preloaded": "ssd_jax.train" in sys.modules,
                     "test": os.environ.get("PYTEST_CURRENT_TEST"),
-                    "stdin": sys.stdin.read()}), flush=True)
+                    "stdin": sys.stdin.read(),
+                    "devices": jax.device_count() if "--devices" in sys.argv else None}),
+        flush=True)
   if "--raise" in sys.argv:
     raise RuntimeError("the probe raised")
   if "--wait" in sys.argv:

@@ -10,7 +10,6 @@ passes.
 import os
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -19,6 +18,7 @@ from ssd_jax import experiment
 from ssd_jax.data import pipeline, registry
 from tests import distributed_worker
 from tests import fixtures
+from tests import forkserver
 from tests import tiny_train_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -40,11 +40,11 @@ def _run_workers(tmp_path, runs: dict[str, list[str]]) -> None:
   # The workers inherit the test processes' XLA flags (fixtures.subprocess_env): compile time
   # is most of a worker's CPU time, and the flags change nothing tested here.
   procs, logs = {}, {}
-  env = fixtures.subprocess_env(JAX_PLATFORMS="cpu")
+  env = fixtures.subprocess_env()
   for name, args in runs.items():
     logs[name] = tmp_path / f"{name}.log"
     with open(logs[name], "w") as log:
-      procs[name] = subprocess.Popen([sys.executable, "-m", "tests.distributed_worker", *args],
+      procs[name] = subprocess.Popen([*forkserver.command("tests.distributed_worker"), *args],
                                      cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
   deadline = time.monotonic() + TIMEOUT_S
   try:

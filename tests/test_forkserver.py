@@ -37,6 +37,14 @@ def test_a_run_is_forked_from_the_preloaded_server_and_looks_like_python_m():
   assert seen["test"] == os.environ["PYTEST_CURRENT_TEST"]  # this test's, not the first one's
 
 
+def test_the_child_reads_its_own_xla_flags():
+  """XLA parses ``XLA_FLAGS`` when the child sets up its backend, so the flags may differ."""
+  flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=3"
+  result, seen = _probe("--devices", env={**os.environ, "XLA_FLAGS": flags})
+  assert result.returncode == 0 and seen["preloaded"] and seen["devices"] == 3
+  assert _probe("--devices")[1]["devices"] == 1
+
+
 def test_exit_codes_and_exceptions_are_those_of_python_m():
   result, _ = _probe("--exit=3")
   assert result.returncode == 3

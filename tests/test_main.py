@@ -214,9 +214,10 @@ def test_many_devices_train_and_evaluate_like_one(tmp_path):
            "--config.data.num_eval_examples=20", "--config.data.num_val_examples=10",
            "--config.optimizer.name=sgd")
   eight = tmp_path / "eight"
-  ok(main("synthetic", eight, *flags,
-          env={"XLA_FLAGS": fixtures.with_test_xla_flags(
-              "--xla_force_host_platform_device_count=8")}))
+  result = main("synthetic", eight, *flags, env={"XLA_FLAGS": fixtures.with_test_xla_flags(
+      "--xla_force_host_platform_device_count=8")})
+  ok(result)
+  assert "CpuDevice(id=7)]" in result.log  # main.py logs its devices
   on_eight = read_json(eight / "metrics.json")
   assert on_eight["num_images"] == 20 and on_eight["val_num_images"] == 10
 
