@@ -11,6 +11,11 @@ from ssd_jax import boxes, matching, priors
 from tests import reference_ssd as ref
 from tests.conftest import random_boxes
 
+# The functions under test, jitted as the train step runs them: one compilation per call
+# signature, where calling them op by op compiles one program per jnp operation (~470 here).
+match_priors = jax.jit(matching.match_priors, static_argnames="mode")
+encode_targets = jax.jit(matching.encode_targets, static_argnames="mode")
+
 
 def _small_priors() -> np.ndarray:
   spec = priors.from_linear_scales((6, 3, 1), 0.2, 0.9, (2,), image_size=60)
@@ -35,7 +40,7 @@ def test_every_real_ground_truth_gets_a_prior_even_below_threshold(mode):
   p = _small_priors()
   gt = np.array([[0.40, 0.40, 0.47, 0.52], [0.41, 0.41, 0.48, 0.50], [0, 0, 0, 0]], np.float32)
   labels = np.array([1, 2, 0], np.int32)
-  got = np.asarray(matching.match_priors(gt, labels, p, iou_threshold=0.99, mode=mode))
+  got = np.asarray(match_priors(gt, labels, p, iou_threshold=0.99, mode=mode))
   assert set(got[got >= 0]) == {0, 1}  # two near-identical small boxes, one prior each
   np.testing.assert_array_equal(got, ref.match_reference(gt, labels, p, 0.99, mode))
 
@@ -44,8 +49,8 @@ def test_per_gt_later_ground_truth_wins_a_shared_prior_but_bipartite_gives_both(
   p = np.array([[0.5, 0.5, 0.4, 0.4], [0.5, 0.5, 0.1, 0.1]], np.float32)  # big, tiny
   gt = np.array([[0.3, 0.3, 0.7, 0.7], [0.32, 0.32, 0.68, 0.68]], np.float32)  # both best: big
   labels = np.array([1, 2], np.int32)
-  np.testing.assert_array_equal(matching.match_priors(gt, labels, p, 0.9, "per_gt"), [1, -1])
-  np.testing.assert_array_equal(matching.match_priors(gt, labels, p, 0.9, "bipartite"), [0, 1])
+  np.testing.assert_array_equal(match_priors(gt, labels, p, 0.9, "per_gt"), [1, -1])
+  np.testing.assert_array_equal(match_priors(gt, labels, p, 0.9, "bipartite"), [0, 1])
 
 
 def test_threshold_is_inclusive_and_ties_take_lowest_index():
@@ -53,7 +58,7 @@ def test_threshold_is_inclusive_and_ties_take_lowest_index():
   # gt 0 = prior 0 exactly; prior 1 ([0.4, 0.2, 0.6, 0.3]) has IoU exactly 0.5 with gt 1.
   gt = np.array([[0.4, 0.4, 0.6, 0.6], [0.4, 0.2, 0.6, 0.4], [0.4, 0.2, 0.6, 0.4]], np.float32)
   labels = np.array([1, 2, 3], np.int32)
-  got = np.asarray(matching.match_priors(gt, labels, p, 0.5, "per_gt"))
+  got = np.asarray(match_priors(gt, labels, p, 0.5, "per_gt"))
   # gt 2 (identical to gt 1) is later and forces its best prior; the tie at threshold -> 0.5 ok.
   np.testing.assert_array_equal(got, ref.match_reference(gt, labels, p, 0.5, "per_gt"))
 
@@ -61,7 +66,7 @@ def test_threshold_is_inclusive_and_ties_take_lowest_index():
 @pytest.mark.parametrize("mode", ["per_gt", "bipartite"])
 def test_empty_image_is_all_background(mode):
   p = _small_priors()
-  loc, cls = matching.encode_targets(np.zeros((5, 4), np.float32), np.zeros(5, np.int32), p,
+  loc, cls = encode_targets(np.zeros((5, 4), np.float32), np.zeros(5, np.int32), p,
                                      mode=mode)
   assert (np.asarray(cls) == 0).all() and (np.asarray(loc) == 0).all()
 
@@ -69,7 +74,7 @@ def test_empty_image_is_all_background(mode):
 def test_degenerate_ground_truth_is_never_matched_and_targets_are_finite():
   p = _small_priors()
   gt = np.array([[0.5, 0.5, 0.5, 0.5], [0.6, 0.6, 0.2, 0.2]], np.float32)  # point, inverted
-  loc, cls = matching.encode_targets(gt, np.array([1, 2], np.int32), p)
+  loc, cls = encode_targets(gt, np.array([1, 2], np.int32), p)
   assert (np.asarray(cls) == 0).all() and np.isfinite(np.asarray(loc)).all()
 
 
@@ -96,7 +101,7 @@ def test_one_compilation_for_any_number_of_real_boxes():
   @jax.jit
   def targets(gt, labels):
     traces.append(1)
-    return matching.encode_targets(gt, labels, p)
+    return encode_targets(gt, labels, p)
 
   for n in range(5):
     labels = np.zeros(4, np.int32)
@@ -108,8 +113,8 @@ def test_one_compilation_for_any_number_of_real_boxes():
 def test_ssd300_decoded_targets_recover_ground_truth():
   p = priors.generate(priors.SSD300_VOC)
   gt = np.array([[0.1, 0.2, 0.45, 0.7], [0.5, 0.55, 0.95, 0.9]], np.float32)
-  loc, cls = matching.encode_targets(gt, np.array([7, 3], np.int32), p)
-  idx = np.asarray(matching.match_priors(gt, np.array([7, 3], np.int32), p))
+  loc, cls = encode_targets(gt, np.array([7, 3], np.int32), p)
+  idx = np.asarray(match_priors(gt, np.array([7, 3], np.int32), p))
   pos = idx >= 0
   assert pos.sum() > 2
   np.testing.assert_allclose(np.asarray(boxes.decode(loc, p))[pos], gt[idx[pos]], atol=1e-5)
@@ -161,15 +166,15 @@ def test_crowd_hand_computed(mode):
       [0.0, 0.0, 0.0, 0.0]], np.float32)
   labels = np.array([1, 2, 3, 4, 1, 3, 0], np.int32)
   crowd = np.array([False, False, True, True, True, True, False])
-  index = matching.match_priors(gt, labels, p, 0.5, mode, crowd=crowd)
+  index = match_priors(gt, labels, p, 0.5, mode, crowd=crowd)
   np.testing.assert_array_equal(index, [matching.IGNORE_INDEX, 0, -1, 1])
   np.testing.assert_array_equal(index, ref.match_reference(gt, labels, p, 0.5, mode, crowd))
-  loc, cls = matching.encode_targets(gt, labels, p, mode=mode, crowd=crowd)
+  loc, cls = encode_targets(gt, labels, p, mode=mode, crowd=crowd)
   np.testing.assert_array_equal(cls, [matching.IGNORE_CLASS, 1, 0, 2])
   assert (np.asarray(loc)[[0, 2]] == 0).all()
   # Without the flags the same boxes are objects: gt 2 takes P0, gt 4 P2 and gt 5 P3 from gt 1
   # (per_gt also gives P1 to the later gt 3).
-  np.testing.assert_array_equal(matching.encode_targets(gt, labels, p, mode=mode)[1],
+  np.testing.assert_array_equal(encode_targets(gt, labels, p, mode=mode)[1],
                                 [3, 4, 1, 3] if mode == "per_gt" else [3, 1, 1, 3])
 
 
@@ -178,8 +183,8 @@ def test_no_crowd_flags_change_nothing(mode, rng):
   p = _small_priors()
   gt = random_boxes(rng, 6)
   labels = rng.integers(0, 4, size=6).astype(np.int32)
-  plain = matching.encode_targets(gt, labels, p, mode=mode)
-  flagged = matching.encode_targets(gt, labels, p, mode=mode, crowd=np.zeros(6, bool))
+  plain = encode_targets(gt, labels, p, mode=mode)
+  flagged = encode_targets(gt, labels, p, mode=mode, crowd=np.zeros(6, bool))
   for a, b in zip(plain, flagged):
     np.testing.assert_array_equal(a, b)
 
@@ -196,4 +201,4 @@ def test_bad_arguments(kwargs, match):
               priors=_small_priors())
   args.update(kwargs)
   with pytest.raises(ValueError, match=match):
-    matching.match_priors(**args)
+    match_priors(**args)
