@@ -120,7 +120,7 @@ def test_forward_and_gradients_match_numpy_and_lax(impl, case):
   lax_fn = lambda x, kernel: lax.conv_general_dilated(
       x, kernel, pair(strides), pads, rhs_dilation=pair(dilation),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
-  y_lax, lax_vjp = jax.vjp(lax_fn, x, kernel)
+  y_lax, lax_vjp = jax.vjp(jax.jit(lax_fn), x, kernel)
   for actual, expected in zip((y, dx, dkernel), (y_lax, *lax_vjp(dy))):
     _close(actual, expected, 1e-5)
 
@@ -133,7 +133,7 @@ def test_winograd_matches_at_vgg_like_scale():
   dy = jax.random.normal(kd, (1, 10, 10, 32))
   out = {}
   for impl in ('xla', 'cpu_fast', 'winograd6'):
-    y, vjp = jax.vjp(lambda x, k, impl=impl: conv.conv2d(x, k, impl=impl), x, kernel)
+    y, vjp = jax.vjp(jax.jit(lambda x, k, impl=impl: conv.conv2d(x, k, impl=impl)), x, kernel)
     out[impl] = (y, *vjp(dy))
   for impl in ('cpu_fast', 'winograd6'):
     for actual, expected in zip(out[impl], out['xla']):
@@ -161,12 +161,12 @@ def test_hand_computed_box_filter():
                        [27, 45, 54, 39],
                        [51, 81, 90, 63],
                        [42, 66, 72, 50]], np.float32)
+  conv2d = jax.jit(conv.conv2d, static_argnames='impl')
   for impl in IMPLS:
-    np.testing.assert_allclose(conv.conv2d(x, kernel, impl=impl)[0, :, :, 0], expected,
-                               atol=1e-4)
+    np.testing.assert_allclose(conv2d(x, kernel, impl=impl)[0, :, :, 0], expected, atol=1e-4)
   # Same with 16 channels (sum over channels), which takes the Winograd path.
   for impl in ('cpu_fast', 'winograd6'):
-    y = conv.conv2d(jnp.tile(x, (1, 1, 1, 16)), jnp.ones((3, 3, 16, 1)), impl=impl)
+    y = conv2d(jnp.tile(x, (1, 1, 1, 16)), jnp.ones((3, 3, 16, 1)), impl=impl)
     np.testing.assert_allclose(y[0, :, :, 0], 16 * expected, rtol=1e-5)
 
 
@@ -217,7 +217,7 @@ def test_bfloat16(impl):
   kx, kk, kd = jax.random.split(jax.random.PRNGKey(5), 3)
   x = jax.random.normal(kx, (2, 6, 7, 16)).astype(jnp.bfloat16)
   kernel = (jax.random.normal(kk, (3, 3, 16, 8)) / 12).astype(jnp.bfloat16)
-  y, vjp = jax.vjp(lambda a, b: conv.conv2d(a, b, impl=impl), x, kernel)
+  y, vjp = jax.vjp(jax.jit(lambda a, b: conv.conv2d(a, b, impl=impl)), x, kernel)
   dy = jax.random.normal(kd, y.shape).astype(jnp.bfloat16)
   dx, dkernel = vjp(dy)
   assert y.dtype == dx.dtype == dkernel.dtype == jnp.bfloat16
@@ -237,22 +237,22 @@ def test_bfloat16(impl):
 def test_module_is_a_drop_in_for_flax_conv(kwargs):
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 13, 13, 16))
   reference = nn.Conv(**kwargs)
-  ref_params = reference.init(jax.random.PRNGKey(1), x)
-  y_ref = reference.apply(ref_params, x)
+  ref_params = jax.jit(reference.init)(jax.random.PRNGKey(1), x)
+  y_ref = jax.jit(reference.apply)(ref_params, x)
   for impl in IMPLS:
     module = conv.Conv(**kwargs, impl=impl)
-    params = module.init(jax.random.PRNGKey(1), x)
+    params = jax.jit(module.init)(jax.random.PRNGKey(1), x)
     assert jax.tree.structure(params) == jax.tree.structure(ref_params)
     jax.tree.map(np.testing.assert_array_equal, params, ref_params)
-    _close(module.apply(ref_params, x), y_ref, 1e-5)
+    _close(jax.jit(module.apply)(ref_params, x), y_ref, 1e-5)
 
 
 def test_module_dtype():
   x = jnp.ones((1, 6, 6, 16))
   module = conv.Conv(features=4, kernel_size=3, dtype=jnp.bfloat16, impl='cpu_fast')
-  params = module.init(jax.random.PRNGKey(0), x)
+  params = jax.jit(module.init)(jax.random.PRNGKey(0), x)
   assert params['params']['kernel'].dtype == jnp.float32
-  assert module.apply(params, x).dtype == jnp.bfloat16
+  assert jax.jit(module.apply)(params, x).dtype == jnp.bfloat16
 
 
 def test_bad_arguments():
