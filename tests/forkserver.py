@@ -172,10 +172,12 @@ def _client(path: str, module: str, args: list[str]) -> None:
     try:
       conn.connect(path)
       break
-    except (FileNotFoundError, ConnectionRefusedError):
+    except FileNotFoundError:  # The server has not started listening yet.
       if time.monotonic() > deadline:
         os.execv(sys.executable, plain)
       time.sleep(0.02)
+    except ConnectionRefusedError:  # It listened, then ended.
+      os.execv(sys.executable, plain)
   request = {"module": module, "args": args, "env": dict(os.environ), "cwd": os.getcwd()}
   socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [0, 1, 2])
   replies = conn.makefile("r")
