@@ -117,14 +117,10 @@ def _serve(path: str) -> Optional[dict]:
       while message and not message.endswith(b"\n"):
         chunk = conn.recv(1 << 16)
         message = message + chunk if chunk else b""
-      if not message:  # The client died while sending.
-        conn.close()
-        for fd in fds:
-          os.close(fd)
-        continue
-      request = json.loads(message)
-      if _comparable(request["env"]) != env or request["cwd"] != cwd:
-        _send(conn, {"fallback": True})
+      request = json.loads(message) if message else None  # None: it died while sending.
+      if request is None or _comparable(request["env"]) != env or request["cwd"] != cwd:
+        if request is not None:
+          _send(conn, {"fallback": True})
         conn.close()
         for fd in fds:
           os.close(fd)

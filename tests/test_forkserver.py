@@ -62,17 +62,20 @@ def test_another_environment_or_folder_runs_a_fresh_interpreter(tmp_path):
   assert seen["cwd"] == os.path.realpath(tmp_path)
 
 
-def test_signals_reach_the_child_and_a_killed_client_takes_its_child_along():
+def _waiting_probe() -> tuple[subprocess.Popen, int]:
+  """A probe that waits, and the pid of the forked child that runs it."""
   run = subprocess.Popen([*forkserver.command(PROBE), "--wait"], cwd=ROOT, text=True,
                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-  child = json.loads(run.stdout.readline())["pid"]
+  return run, json.loads(run.stdout.readline())["pid"]
+
+
+def test_signals_reach_the_child_and_a_killed_client_takes_its_child_along():
+  run, child = _waiting_probe()
   assert child != run.pid
   run.send_signal(signal.SIGTERM)
   assert run.wait(timeout=60) == -signal.SIGTERM
 
-  run = subprocess.Popen([*forkserver.command(PROBE), "--wait"], cwd=ROOT, text=True,
-                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
-  child = json.loads(run.stdout.readline())["pid"]
+  run, child = _waiting_probe()
   run.kill()
   run.wait(timeout=60)
   deadline = time.monotonic() + 30
