@@ -190,6 +190,13 @@ def test_config_rejects_bad_values(field, value):
     augment.AugmentConfig(**{field: value})
 
 
+def test_config_takes_lists_as_tuples_and_is_hashable():
+  """A ConfigDict override may give lists; the config keys the pipeline's traced augmentations."""
+  cfg = augment.AugmentConfig(min_ious=[0.1, 0.5], scale_range=[0.3, 1.0])
+  assert cfg.min_ious == (0.1, 0.5) and cfg.scale_range == (0.3, 1.0)
+  assert hash(cfg) == hash(augment.AugmentConfig(min_ious=(0.1, 0.5), scale_range=(0.3, 1.0)))
+
+
 def test_config_none_turns_everything_off():
   cfg = augment.AugmentConfig.none()
   assert not (cfg.photometric or cfg.expand or cfg.crop or cfg.flip)

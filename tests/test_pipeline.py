@@ -184,11 +184,22 @@ def test_default_process_is_jax_process():
   assert batches[0]["image"].shape[0] == 4
 
 
-def test_too_many_boxes_warns_once(caplog):
+def test_too_many_boxes_warns_once_per_pipeline(caplog):
+  """Once per pipeline, also for a second one of the same arguments (which reuses the first's
+  traced augmentation), and the same batches from both."""
   with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
-    train_batches(CountingSource(10), 5, augment=None, max_boxes=2)
+    first = train_batches(CountingSource(10), 5, augment=None, max_boxes=2)
+    warnings = [r for r in caplog.records if "max_boxes=2" in r.getMessage()]
+    assert len(warnings) == 1
+    hits = pipeline._train_preprocess_fn.cache_info().hits  # pylint: disable=protected-access
+    second = train_batches(CountingSource(10), 5, augment=None, max_boxes=2)
+    assert pipeline._train_preprocess_fn.cache_info().hits == hits + 1  # pylint: disable=protected-access
   warnings = [r for r in caplog.records if "max_boxes=2" in r.getMessage()]
-  assert len(warnings) == 1
+  assert len(warnings) == 2
+  for a, b in zip(first, second):
+    assert a.keys() == b.keys()
+    for key in a:
+      np.testing.assert_array_equal(a[key], b[key], err_msg=key)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -224,6 +235,17 @@ def eval_batches(source, **kwargs):
   kwargs = {"image_size": SIZE, "batch_size": 4, "max_boxes": 4, "process_index": 0,
             "process_count": 1, **kwargs}
   return list(pipeline.eval_iterator(source, **kwargs))
+
+
+def test_eval_with_too_many_boxes_keeps_the_first_and_warns_once(caplog):
+  source = CountingSource(10)  # Image i has i % 5 objects.
+  with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+    batches = eval_batches(source, max_boxes=2)
+  warnings = [r.getMessage() for r in caplog.records if "max_boxes=2" in r.getMessage()]
+  assert len(warnings) == 1 and "evaluation" in warnings[0]
+  labels = np.concatenate([b["labels"] for b in batches])[:10]
+  np.testing.assert_array_equal(labels, [source.objects(i)[1][:2].tolist() + [0] * (2 - min(
+      i % 5, 2)) for i in range(10)])
 
 
 def test_eval_pads_the_last_batch_and_keeps_ground_truth():

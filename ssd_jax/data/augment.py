@@ -108,6 +108,11 @@ class AugmentConfig:
   min_box_size: float = 1e-3
 
   def __post_init__(self):
+    # Sequences as tuples (a ConfigDict override may give lists): the config is hashable, a key
+    # of the pipeline's cache of traced augmentations.
+    for field in dataclasses.fields(self):
+      if isinstance(getattr(self, field.name), list):
+        object.__setattr__(self, field.name, tuple(getattr(self, field.name)))
     for name in ("distort_prob", "channel_swap_prob", "expand_prob", "flip_prob"):
       if not 0.0 <= getattr(self, name) <= 1.0:
         raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {getattr(self, name)}")

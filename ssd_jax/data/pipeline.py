@@ -39,7 +39,7 @@ import dataclasses
 import functools
 import itertools
 import logging
-from typing import Any, Iterator, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
@@ -92,7 +92,7 @@ def _derived_seed(*values: int) -> int:
   return int(np.random.SeedSequence(values).generate_state(1)[0] >> 1)
 
 
-def pad_objects(example: augment_lib.Example, max_boxes: int, warn_once: "_WarnOnce",
+def pad_objects(example: augment_lib.Example, max_boxes: int,
                 keys: Sequence[str] = tuple(_OBJECT_PAD_VALUES)) -> dict:
   """Pads (or truncates) the per-object fields ``keys`` of an example to ``max_boxes`` rows.
 
@@ -100,7 +100,6 @@ def pad_objects(example: augment_lib.Example, max_boxes: int, warn_once: "_WarnO
     example: with ``boxes`` ``[N, 4]`` and the other ``keys`` (of ``labels``, ``difficult``,
       ``crowd``, ``area``) ``[N]``.
     max_boxes: rows of the output.
-    warn_once: logs the first truncation.
     keys: the object fields to pad, all of them by default.
 
   Returns:
@@ -110,17 +109,23 @@ def pad_objects(example: augment_lib.Example, max_boxes: int, warn_once: "_WarnO
   missing = [key for key in keys if key not in example]
   if missing:
     raise ValueError(f"example lacks the object fields {missing} (keys: {sorted(example)})")
-  num = tf.shape(example["boxes"])[0]
-  warned = tf.cond(num > max_boxes, lambda: warn_once(num), lambda: tf.constant(False))
   out = dict(example)
   for key in keys:
     pad_value = _OBJECT_PAD_VALUES[key]
     values = example[key][:max_boxes]
     paddings = [[0, max_boxes - tf.shape(values)[0]]] + [[0, 0]] * (values.shape.rank - 1)
     padded = tf.pad(values, paddings, constant_values=tf.constant(pad_value, values.dtype))
-    with tf.control_dependencies([warned]):  # Makes sure the warning op runs.
-      out[key] = tf.ensure_shape(padded, [max_boxes] + values.shape[1:].as_list())
+    out[key] = tf.ensure_shape(padded, [max_boxes] + values.shape[1:].as_list())
   return out
+
+
+def _warn_if_truncated(example: dict, num_objects: tf.Tensor, warn_once: "_WarnOnce") -> dict:
+  """``example`` (tensors) made to depend on ``warn_once``'s op, run for ``num_objects`` (the
+  objects before :func:`pad_objects`) above its ``max_boxes``."""
+  warned = tf.cond(num_objects > warn_once.max_boxes, lambda: warn_once(num_objects),
+                   lambda: tf.constant(False))
+  with tf.control_dependencies([warned]):  # Makes sure the warning op runs.
+    return {key: tf.identity(value) for key, value in example.items()}
 
 
 @dataclasses.dataclass
@@ -150,6 +155,33 @@ def _augment_config(augment: AugmentArg) -> augment_lib.AugmentConfig:
   if isinstance(augment, augment_lib.AugmentConfig):
     return augment
   return augment_lib.AugmentConfig(**dict(augment))
+
+
+@functools.lru_cache(maxsize=8)
+def _train_preprocess_fn(train_preprocess: Callable, image_size: int,
+                         config: augment_lib.AugmentConfig, max_boxes: int) -> Callable:
+  """``(seed base, position, example) -> (padded example, objects before padding)``, the map
+  function of the training pipelines of these arguments.
+
+  One tf.function per process and arguments (``train_preprocess`` is an argument so that a
+  benchmark can swap it), so that pipelines started with the same arguments in one process (the
+  blocks of one run, the runs of a sweep, of ``train.train_stacked`` or of a notebook) trace the
+  augmentation's graph once: building the tiny config's pipeline again took 1.0-1.2 CPU-s
+  with its own trace, 0.5-0.6 with this one. The graph code uses tf.cond explicitly:
+  autograph would only re-parse its source, which takes seconds. The truncation warning stays
+  per pipeline (:func:`_warn_if_truncated`, outside).
+  """
+  keys = ("image", *_TRAIN_OBJECT_KEYS) + (("photometric", "footprint") if config.photometric
+                                           else ())
+
+  @tf.function(autograph=False)
+  def preprocess(seed_base, position, example):
+    example = train_preprocess(example, tf.stack([seed_base, position]), image_size, config)
+    num_objects = tf.shape(example["boxes"])[0]
+    example = pad_objects(example, max_boxes, _TRAIN_OBJECT_KEYS)
+    return {key: example[key] for key in keys}, num_objects
+
+  return preprocess
 
 
 def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, seed: int,
@@ -191,17 +223,12 @@ def train_iterator(source, *, image_size: int, batch_size: int, max_boxes: int, 
     raise ValueError(f"shard {shard} of the source has no examples ({source.num_examples} in all)")
   example_seed_base = tf.constant(_derived_seed(seed, process_index, 1), tf.int64)
   warn_once = _WarnOnce(max_boxes, "training")
-  keys = ("image", *_TRAIN_OBJECT_KEYS) + (("photometric", "footprint") if config.photometric
-                                           else ())
+  augment_fn = _train_preprocess_fn(augment_lib.train_preprocess, image_size, config, max_boxes)
 
-  # A tf.function is traced once and reused by the map of every block. The graph code uses
-  # tf.cond explicitly: autograph would only re-parse its source, which takes seconds.
-  @tf.function(autograph=False)
+  @tf.autograph.experimental.do_not_convert
   def preprocess(position, example):
-    seed_pair = tf.stack([example_seed_base, position])
-    example = augment_lib.train_preprocess(example, seed_pair, image_size, config)
-    example = pad_objects(example, max_boxes, warn_once, _TRAIN_OBJECT_KEYS)
-    return {key: example[key] for key in keys}
+    example, num_objects = augment_fn(example_seed_base, position, example)
+    return _warn_if_truncated(example, num_objects, warn_once)
 
   def pipeline(positioned: tf.data.Dataset) -> Iterator[Batch]:
     ds = positioned.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -290,11 +317,13 @@ def eval_dataset(source, *, image_size: int, batch_size: int, max_boxes: int,
 
   @tf.autograph.experimental.do_not_convert
   def preprocess(example):
-    example = pad_objects(augment_lib.eval_preprocess(example, image_size), max_boxes, warn_once)
+    example = augment_lib.eval_preprocess(example, image_size)
+    num_objects = tf.shape(example["boxes"])[0]
+    example = pad_objects(example, max_boxes)
     example = {key: example[key] for key in ("image", "orig_size", "image_id",
                                              *_OBJECT_PAD_VALUES)}
     example["mask"] = tf.constant(True)
-    return example
+    return _warn_if_truncated(example, num_objects, warn_once)
 
   ds = source.as_dataset(shuffle=False, shard=shard)
   ds = ds.map(preprocess, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
