@@ -191,9 +191,10 @@ def test_too_many_boxes_warns_once_per_pipeline(caplog):
     first = train_batches(CountingSource(10), 5, augment=None, max_boxes=2)
     warnings = [r for r in caplog.records if "max_boxes=2" in r.getMessage()]
     assert len(warnings) == 1
-    hits = pipeline._train_preprocess_fn.cache_info().hits  # pylint: disable=protected-access
+    cache_info = pipeline._train_preprocess_fn.cache_info  # pylint: disable=protected-access
+    hits = cache_info().hits
     second = train_batches(CountingSource(10), 5, augment=None, max_boxes=2)
-    assert pipeline._train_preprocess_fn.cache_info().hits == hits + 1  # pylint: disable=protected-access
+    assert cache_info().hits == hits + 1
   warnings = [r for r in caplog.records if "max_boxes=2" in r.getMessage()]
   assert len(warnings) == 2
   for a, b in zip(first, second):
