@@ -2,16 +2,17 @@
 
   python -m benchmarks.bench_model [--models ssd300_vgg16,ssd_tiny] [--batch 8] [--iters 5]
       [--dtype float32|bfloat16] [--conv_impl auto|xla|cpu_fast|winograd6]
-      [--out benchmarks/results/bench_model.json]
+      [--functions forward --functions detect ...] [--out benchmarks/results/bench_model.json]
 
 Per model, three jitted functions on a batch of random images with 1..8 random boxes each:
   forward  ``model.apply`` (normalization, backbone, heads);
   train    targets (``matching.encode_targets``, vmapped), ``losses.multibox_loss``, gradient and
            an optax SGD-momentum update (the paper's optimizer);
   detect   forward + ``postprocess.decode_detections`` (softmax, per-class NMS, top 200).
-Reported: images/s (median over ``--iters`` calls), compile seconds (``lower().compile()``) and
-the peak resident memory of the process. With several models each runs in its own subprocess so
-that the peak memory belongs to one model.
+``--functions`` measures a subset (only those are compiled). Reported: images/s (median over
+``--iters`` calls), compile seconds (``lower().compile()``) and the peak resident memory of the
+process. With several models each runs in its own subprocess so that the peak memory belongs
+to one model.
 """
 
 import json
@@ -37,10 +38,17 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computa
 _CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", list(models.CONV_IMPLS),
                                "Convolution implementation (see ssd_jax.models.conv).")
 _CLASSES = flags.DEFINE_integer("num_classes", 20, "Object classes (logits have one more).")
+_FUNCTIONS = ("forward", "train", "detect")
+_MEASURE = flags.DEFINE_multi_enum("functions", list(_FUNCTIONS), _FUNCTIONS,
+                                   "Functions to compile and time (repeat the flag for several).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_model.json", "JSON output.")
 
 _MAX_BOXES = 8
-_FUNCTIONS = ("forward", "train", "detect")
+
+
+def _measured() -> list[str]:
+  """The ``--functions`` asked for, in table order."""
+  return [f for f in _FUNCTIONS if f in _MEASURE.value]
 
 
 def _inputs(rng: np.random.Generator, batch: int, size: int, num_classes: int):
@@ -88,7 +96,8 @@ def bench_one(name: str) -> dict:
             "conv_impl": _CONV_IMPL.value,
             "image_size": model.image_size, "num_priors": int(prior_boxes.shape[0]),
             "num_params": sum(int(x.size) for x in jax.tree.leaves(params))}
-  for fn_name, (fn, args) in calls.items():
+  for fn_name in _measured():
+    fn, args = calls[fn_name]
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     result[f"{fn_name}_compile_s"] = time.perf_counter() - start
@@ -106,7 +115,7 @@ def _run_isolated(name: str) -> dict:
     out = os.path.join(tmp, "result.json")
     cmd = [sys.executable, "-m", "benchmarks.bench_model", f"--models={name}",
            f"--batch={_BATCH.value}", f"--iters={_ITERS.value}", f"--dtype={_DTYPE.value}",
-           f"--conv_impl={_CONV_IMPL.value}",
+           f"--conv_impl={_CONV_IMPL.value}", *(f"--functions={f}" for f in _measured()),
            f"--num_classes={_CLASSES.value}", f"--out={out}"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(out) as f:
@@ -122,15 +131,16 @@ def main(_):
   else:
     results = [_run_isolated(name) for name in _MODELS.value]
 
+  measured = _measured()
   header = (f"{'model':14s} {'batch':>5s} {'dtype':>8s} " + " ".join(
-      f"{f + ' img/s':>13s}" for f in _FUNCTIONS) + " " + " ".join(
-          f"{f[:5] + ' comp s':>12s}" for f in _FUNCTIONS) + f" {'peak MiB':>9s}")
+      f"{f + ' img/s':>13s}" for f in measured) + " " + " ".join(
+          f"{f[:5] + ' comp s':>12s}" for f in measured) + f" {'peak MiB':>9s}")
   print(f"backend {jax.default_backend()}, {os.cpu_count()} cores")
   print(header)
   for r in results:
     print(f"{r['model']:14s} {r['batch']:5d} {r['dtype']:>8s} " + " ".join(
-        f"{r[f + '_images_per_s']:13.2f}" for f in _FUNCTIONS) + " " + " ".join(
-            f"{r[f + '_compile_s']:12.1f}" for f in _FUNCTIONS) + f" {r['peak_rss_mib']:9.0f}")
+        f"{r[f + '_images_per_s']:13.2f}" for f in measured) + " " + " ".join(
+            f"{r[f + '_compile_s']:12.1f}" for f in measured) + f" {r['peak_rss_mib']:9.0f}")
   common.write_json(_OUT.value, {"benchmark": "bench_model", "results": results})
 
 

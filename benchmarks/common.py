@@ -31,14 +31,16 @@ def _first_cpu_info() -> dict[str, str]:
 
 
 def machine() -> dict[str, Any]:
-  """What the figures were measured on: CPU model and vector extensions, cores, JAX backend."""
+  """What the figures were measured on: CPU model and vector extensions, cores, JAX backend and
+  its device model (e.g. 'NVIDIA H200')."""
   info = _first_cpu_info()
   cpu = info.get("model name") or platform.processor() or platform.machine()
   flags = info.get("flags", "").split()
   return {"cpu": cpu, "cores": os.cpu_count(),
           "vector_extensions": sorted(f for f in flags if f.startswith(_VECTOR_FLAG_PREFIXES)),
           "backend": jax.default_backend(),
-          "devices": [str(d) for d in jax.devices()], "jax": jax.__version__,
+          "devices": [str(d) for d in jax.devices()],
+          "device_kind": jax.devices()[0].device_kind, "jax": jax.__version__,
           "python": platform.python_version()}
 
 

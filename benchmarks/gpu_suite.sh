@@ -6,15 +6,18 @@
 #   the input pipeline on VOC-sized JPEGs: examples/s, and per CPU core  (bench_pipeline)
 #   the photometric distortion the train step applies, 300 px, batch 64  (bench_photometric)
 # Each part runs in its own process (its own compile, its own peak memory) under a time limit;
-# a part that fails is recorded as failed and the rest still run. Budget: about 8 minutes on one
-# GPU. Usage:
+# a part that fails is recorded as failed and the rest still run, and the JSON is rewritten after
+# each part (a run cut short keeps what finished), with each part's wall time. About 8 minutes
+# on one H200, mostly process starts and compiles. Usage:
 #   bash benchmarks/gpu_suite.sh [OUT.json]
 # SUITE_MODELS="ssd_tiny ssd_tiny" SUITE_STEPS=2 bash benchmarks/gpu_suite.sh /tmp/smoke.json
 # runs the same parts with the small model in both roles (a smoke test of the suite on a CPU).
 # The parts are named by role (ssd300_*, ssd512_*) whatever SUITE_MODELS says.
+# SUITE_PYTHON=python3 runs them with an interpreter that already has the stack (e.g. a GPU
+# image's Python with JAX's CUDA plugin, where nothing can be installed) instead of ./.venv.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-python="$(bash "$root/experiments/ensure_venv.sh")"
+python="${SUITE_PYTHON:-$(bash "$root/experiments/ensure_venv.sh")}"
 cd "$root"
 out="${1:-benchmarks/results/gpu_suite.json}"
 read -r model300 model512 <<< "${SUITE_MODELS:-ssd300_vgg16 ssd512_vgg16}"
@@ -28,37 +31,17 @@ fi
 parts="$(mktemp -d)"
 trap 'rm -rf "$parts"' EXIT
 
-part() {  # part NAME MODULE FLAGS...: one benchmark process, its JSON in $parts/NAME.json
-  local name="$1" module="$2"
-  shift 2
-  echo "gpu_suite: $name" >&2
-  if ! timeout "$limit" "$python" -m "$module" "$@" --out="$parts/$name.json" >&2; then
-    echo "{\"failed\": \"$module $* (exit or timeout after ${limit} s)\"}" > "$parts/$name.json"
-  fi
-}
-
-for dtype in float32 bfloat16; do
-  for batch in 32 64; do
-    part "ssd300_train_${dtype}_b${batch}" benchmarks.bench_train --models="$model300" \
-        --batch="$batch" --dtype="$dtype" --measure=step --steps="$steps" --warmup_steps=3
-  done
-done
-part ssd300_detect_b64 benchmarks.bench_model --models="$model300" --batch=64 \
-    --iters="$steps"
-part ssd512_train_bfloat16_b32 benchmarks.bench_train --models="$model512" --batch=32 \
-    --dtype=bfloat16 --measure=step --steps="$steps" --warmup_steps=3
-part photometric_b64 benchmarks.bench_photometric --sizes=300 --batch=64 --iters="$steps"
-part pipeline_voc benchmarks.bench_pipeline --cases=voc --images=200 --train_models= \
-    --batches="$steps" --warmup_batches=5
-
-"$python" - "$parts" "$out" <<'EOF'
-import json, os, sys
-from benchmarks import common
-parts, out = sys.argv[1:]
-runs = {}
+combine() {  # the parts so far -> $out, rewritten after each part so a run cut short keeps them
+  "$python" - "$parts" "$out" "$@" <<'EOF'
+import json, os, sys, time
+parts, out, *show = sys.argv[1:]
+runs, seconds = {}, {}
 for name in sorted(os.listdir(parts)):
   with open(os.path.join(parts, name)) as f:
-    runs[name[:-len(".json")]] = json.load(f)
+    if name.endswith(".json"):
+      runs[name[:-len(".json")]] = json.load(f)
+    else:  # NAME.seconds: the part's wall time, its process start and compiles included
+      seconds[name[:-len(".seconds")]] = float(f.read())
 summary = {}
 for name, run in runs.items():
   if "failed" in run:
@@ -73,6 +56,41 @@ for name, run in runs.items():
     case = run["pipeline"][0]
     summary[name] = {"examples_per_s": case["examples_per_s"], "cores": run["machine"]["cores"],
                      "examples_per_s_per_core": case["examples_per_s_per_core"]}
-common.write_json(out, {"benchmark": "gpu_suite", "summary": summary, "parts": runs})
-print(json.dumps(summary, indent=2))
+  if name in seconds and isinstance(summary[name], dict):
+    summary[name]["part_s"] = seconds[name]
+# The machine as the parts recorded it (this process does not start a JAX backend).
+machine = next((run["machine"] for run in runs.values() if "machine" in run), None)
+os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
+with open(out, "w") as f:
+  json.dump({"machine": machine, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+             "benchmark": "gpu_suite", "summary": summary, "parts": runs}, f, indent=2)
+if show:
+  print(json.dumps(summary, indent=2))
 EOF
+}
+
+part() {  # part NAME MODULE FLAGS...: one benchmark process, its JSON in $parts/NAME.json
+  local name="$1" module="$2" start="$SECONDS"
+  shift 2
+  echo "gpu_suite: $name" >&2
+  if ! timeout "$limit" "$python" -m "$module" "$@" --out="$parts/$name.json" >&2; then
+    echo "{\"failed\": \"$module $* (exit or timeout after ${limit} s)\"}" > "$parts/$name.json"
+  fi
+  echo "$((SECONDS - start))" > "$parts/$name.seconds"
+  combine > /dev/null
+}
+
+for dtype in float32 bfloat16; do
+  for batch in 32 64; do
+    part "ssd300_train_${dtype}_b${batch}" benchmarks.bench_train --models="$model300" \
+        --batch="$batch" --dtype="$dtype" --measure=step --steps="$steps" --warmup_steps=3
+  done
+done
+part ssd300_detect_b64 benchmarks.bench_model --models="$model300" --batch=64 \
+    --functions=forward --functions=detect --iters="$steps"
+part ssd512_train_bfloat16_b32 benchmarks.bench_train --models="$model512" --batch=32 \
+    --dtype=bfloat16 --measure=step --steps="$steps" --warmup_steps=3
+part photometric_b64 benchmarks.bench_photometric --sizes=300 --batch=64 --iters="$steps"
+part pipeline_voc benchmarks.bench_pipeline --cases=voc --images=200 --train_models= \
+    --batches="$steps" --warmup_batches=5
+combine --print
