@@ -2,7 +2,8 @@
 
   python -m benchmarks.bench_model [--models ssd300_vgg16,ssd_tiny] [--batch 8] [--iters 5]
       [--dtype float32|bfloat16] [--conv_impl auto|xla|cpu_fast|winograd6]
-      [--functions forward --functions detect ...] [--out benchmarks/results/bench_model.json]
+      [--functions forward --functions detect ...] [--hlo_dir DIR] [--profile_dir DIR]
+      [--out benchmarks/results/bench_model.json]
 
 Per model, three jitted functions on a batch of random images with 1..8 random boxes each:
   forward  ``model.apply`` (normalization, backbone, heads);
@@ -12,7 +13,10 @@ Per model, three jitted functions on a batch of random images with 1..8 random b
 ``--functions`` measures a subset (only those are compiled). Reported: images/s (median over
 ``--iters`` calls), compile seconds (``lower().compile()``) and the peak resident memory of the
 process. With several models each runs in its own subprocess so that the peak memory belongs
-to one model.
+to one model. ``--hlo_dir`` writes each compiled function's optimized HLO there
+(``MODEL_FUNCTION_DTYPE_bBATCH.hlo.txt``), ``--profile_dir`` a ``jax.profiler`` trace of its
+timed calls (a folder of that name): where the time goes, readable after the run (a traced
+run's figures carry the profiler's cost).
 """
 
 import json
@@ -41,6 +45,8 @@ _CLASSES = flags.DEFINE_integer("num_classes", 20, "Object classes (logits have 
 _FUNCTIONS = ("forward", "train", "detect")
 _MEASURE = flags.DEFINE_multi_enum("functions", list(_FUNCTIONS), _FUNCTIONS,
                                    "Functions to compile and time (repeat the flag for several).")
+_HLO_DIR = flags.DEFINE_string("hlo_dir", "", "Folder for the optimized HLO of each function.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Folder for profiler traces of the calls.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_model.json", "JSON output.")
 
 _MAX_BOXES = 8
@@ -101,8 +107,11 @@ def bench_one(name: str) -> dict:
     start = time.perf_counter()
     compiled = jax.jit(fn).lower(*args).compile()
     result[f"{fn_name}_compile_s"] = time.perf_counter() - start
+    tag = f"{name}_{fn_name}_{_DTYPE.value}_b{_BATCH.value}"
+    common.dump_hlo(compiled, _HLO_DIR.value, tag)
     # Train steps are timed from the same state: the cost does not depend on the values.
-    t = common.time_fn(lambda: jax.block_until_ready(compiled(*args)), _ITERS.value)
+    with common.trace(_PROFILE_DIR.value, tag):
+      t = common.time_fn(lambda: jax.block_until_ready(compiled(*args)), _ITERS.value)
     result[f"{fn_name}_images_per_s"] = _BATCH.value / t["median_s"]
     result[f"{fn_name}_ms_per_batch"] = t["median_s"] * 1e3
   result["peak_rss_mib"] = common.peak_rss_mib()
@@ -116,7 +125,8 @@ def _run_isolated(name: str) -> dict:
     cmd = [sys.executable, "-m", "benchmarks.bench_model", f"--models={name}",
            f"--batch={_BATCH.value}", f"--iters={_ITERS.value}", f"--dtype={_DTYPE.value}",
            f"--conv_impl={_CONV_IMPL.value}", *(f"--functions={f}" for f in _measured()),
-           f"--num_classes={_CLASSES.value}", f"--out={out}"]
+           f"--num_classes={_CLASSES.value}", f"--hlo_dir={_HLO_DIR.value}",
+           f"--profile_dir={_PROFILE_DIR.value}", f"--out={out}"]
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     with open(out) as f:
       return json.load(f)["results"][0]

@@ -4,7 +4,7 @@ r"""Training throughput on the default JAX backend, built as ``train.train_and_e
       [--dtype=float32|bfloat16] [--steps=20] [--warmup_steps=3] [--measure=end_to_end,step]
       [--data=config,voc_folder] [--voc_images=300] [--repeats=1]
       [--config=experiments/configs/synthetic.py] [--config.<field>=<value> ...]
-      [--out=benchmarks/results/bench_train.json]
+      [--hlo_dir=DIR] [--profile_dir=DIR] [--out=benchmarks/results/bench_train.json]
 
 Per model, the experiment config (default: the synthetic experiment) with the model name, the
 batch size, the dtype and, for the synthetic source, the image size of the data set to the
@@ -26,6 +26,11 @@ input pipeline (or on CPU, its competition for the cores) holds training back. B
 pipeline buffers while the step compiles make the first steps look faster than steady state
 when input is the bottleneck: use enough ``--warmup_steps`` and ``--steps``. With several
 models each runs in its own subprocess, so that the peak memory belongs to one model.
+
+``--hlo_dir`` writes the compiled step's optimized HLO there
+(``MODEL_DTYPE_bBATCH_DATA.hlo.txt``), ``--profile_dir`` a ``jax.profiler`` trace of each
+measurement's timed steps (a folder of that name + ``_end_to_end`` / ``_step``): where the
+step's time goes, readable after the run (a traced run's figures carry the profiler's cost).
 
 ``--batch=0`` takes a per-model default: 32 for ``ssd_tiny``, for the VGG16 models 32 on an
 accelerator and 8 on CPU. Further ``--config.*`` overrides change what is measured, e.g.
@@ -66,6 +71,8 @@ _DATA = flags.DEFINE_list("data", ["config"], "Data of each run: 'config' (the c
 _VOC_IMAGES = flags.DEFINE_integer("voc_images", 300, "Training images of the voc_folder case.")
 _VOC_ROOT = flags.DEFINE_string("voc_root", "", "Internal: the voc_folder case's folder.")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs of every (model, data) pair, interleaved.")
+_HLO_DIR = flags.DEFINE_string("hlo_dir", "", "Folder for the compiled step's optimized HLO.")
+_PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Folder for profiler traces of the steps.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_train.json", "JSON output.")
 _DATA_CASES = ("config", "voc_folder")
 
@@ -123,6 +130,8 @@ def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
   start = time.perf_counter()
   step_fn = step.lower(state, first).compile()
   compile_s = time.perf_counter() - start
+  tag = f"{config.model.name}_{config.model.dtype}_b{config.batch_size}_{config.data.source}"
+  common.dump_hlo(step_fn, _HLO_DIR.value, tag)
   result = {
       "model": config.model.name, "batch": config.batch_size, "dtype": config.model.dtype,
       "conv_impl": config.model.conv_impl, "image_size": model.image_size,
@@ -140,9 +149,10 @@ def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
       batches.close()  # Stops the pipeline, so that it does not compete for the CPU.
       batch_fn = lambda: first
     state = _run_steps(step_fn, state, batch_fn, warmup_steps, fetch_every)
-    start = time.perf_counter()
-    state = _run_steps(step_fn, state, batch_fn, steps, fetch_every)
-    seconds = time.perf_counter() - start
+    with common.trace(_PROFILE_DIR.value, f"{tag}_{name}"):
+      start = time.perf_counter()
+      state = _run_steps(step_fn, state, batch_fn, steps, fetch_every)
+      seconds = time.perf_counter() - start
     result[f"{name}_images_per_s"] = steps * config.batch_size / seconds
     result[f"{name}_ms_per_step"] = seconds / steps * 1e3
   if int(jax.device_get(state.first_bad_step)) >= 0:

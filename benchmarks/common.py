@@ -1,11 +1,12 @@
 """Shared helpers of the benchmark scripts: timing, machine description, JSON output."""
 
+import contextlib
 import json
 import os
 import platform
 import resource
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import jax
 import numpy as np
@@ -78,3 +79,27 @@ def write_json(path: str, payload: dict[str, Any]) -> None:
   with open(path, "w") as f:
     json.dump(payload, f, indent=2)
   print(f"wrote {path}")
+
+
+def dump_hlo(compiled: Any, directory: str, name: str) -> None:
+  """Writes a compiled function's optimized HLO to ``directory/name.hlo.txt`` ('' = off).
+
+  It is what the backend runs after fusion and layout assignment; on a GPU each cuDNN or cuBLAS
+  call with the algorithm the autotuner chose, so a figure can be explained after the device is
+  gone.
+  """
+  if directory:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{name}.hlo.txt"), "w") as f:
+      f.write(compiled.as_text())
+
+
+@contextlib.contextmanager
+def trace(directory: str, name: str) -> Iterator[None]:
+  """A ``jax.profiler`` trace of the block in ``directory/name`` ('' = off), for TensorBoard's
+  profile plugin or XProf: the time of each kernel or XLA:CPU op."""
+  if not directory:
+    yield
+    return
+  with jax.profiler.trace(os.path.join(directory, name)):
+    yield

@@ -15,6 +15,8 @@
 # The parts are named by role (ssd300_*, ssd512_*) whatever SUITE_MODELS says.
 # SUITE_PYTHON=python3 runs them with an interpreter that already has the stack (e.g. a GPU
 # image's Python with JAX's CUDA plugin, where nothing can be installed) instead of ./.venv.
+# SUITE_HLO_DIR=DIR also writes the optimized HLO of every train step and of detect there (the
+# cuDNN calls and algorithms the autotuner chose: what explains a figure once the GPU is gone).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="${SUITE_PYTHON:-$(bash "$root/experiments/ensure_venv.sh")}"
@@ -23,6 +25,7 @@ out="${1:-benchmarks/results/gpu_suite.json}"
 read -r model300 model512 <<< "${SUITE_MODELS:-ssd300_vgg16 ssd512_vgg16}"
 steps="${SUITE_STEPS:-20}"
 limit="${SUITE_PART_TIMEOUT_S:-150}"
+hlo=(${SUITE_HLO_DIR:+"--hlo_dir=$SUITE_HLO_DIR"})
 backend="$("$python" -c 'import jax; print(jax.default_backend())' 2>/dev/null)"
 if [[ "$backend" == "cpu" ]] && command -v nvidia-smi > /dev/null; then
   echo "gpu_suite: this host has an NVIDIA GPU but JAX runs on the CPU: install JAX's CUDA" \
@@ -83,13 +86,14 @@ part() {  # part NAME MODULE FLAGS...: one benchmark process, its JSON in $parts
 for dtype in float32 bfloat16; do
   for batch in 32 64; do
     part "ssd300_train_${dtype}_b${batch}" benchmarks.bench_train --models="$model300" \
-        --batch="$batch" --dtype="$dtype" --measure=step --steps="$steps" --warmup_steps=3
+        --batch="$batch" --dtype="$dtype" --measure=step --steps="$steps" --warmup_steps=3 \
+        "${hlo[@]}"
   done
 done
 part ssd300_detect_b64 benchmarks.bench_model --models="$model300" --batch=64 \
-    --functions=forward --functions=detect --iters="$steps"
+    --functions=forward --functions=detect --iters="$steps" "${hlo[@]}"
 part ssd512_train_bfloat16_b32 benchmarks.bench_train --models="$model512" --batch=32 \
-    --dtype=bfloat16 --measure=step --steps="$steps" --warmup_steps=3
+    --dtype=bfloat16 --measure=step --steps="$steps" --warmup_steps=3 "${hlo[@]}"
 part photometric_b64 benchmarks.bench_photometric --sizes=300 --batch=64 --iters="$steps"
 part pipeline_voc benchmarks.bench_pipeline --cases=voc --images=200 --train_models= \
     --batches="$steps" --warmup_batches=5
