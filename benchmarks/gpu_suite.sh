@@ -64,9 +64,10 @@ for name, run in runs.items():
 # The machine as the parts recorded it (this process does not start a JAX backend).
 machine = next((run["machine"] for run in runs.values() if "machine" in run), None)
 os.makedirs(os.path.dirname(out) or ".", exist_ok=True)
-with open(out, "w") as f:
+with open(out + ".tmp", "w") as f:  # then renamed: a run killed while writing keeps the last one
   json.dump({"machine": machine, "time": time.strftime("%Y-%m-%d %H:%M:%S"),
              "benchmark": "gpu_suite", "summary": summary, "parts": runs}, f, indent=2)
+os.replace(out + ".tmp", out)
 if show:
   print(json.dumps(summary, indent=2))
 EOF
