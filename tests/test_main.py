@@ -183,14 +183,18 @@ def test_tfds_configs_on_mock_data(config, flags, tmp_path):
 
 
 @pytest.mark.parametrize("config,flags", [
-    ("ablation_table2", ()),
+    ("ablation_table2", ("--config.model.dtype=bfloat16",)),  # and the bfloat16 path
     ("ablation_table3", ("--config.priors.layers=('p4', 'p5', 'p6', 'p7')",)),
     ("ablation_priors", ("--config.priors.kmeans={'seed': 1}",)),
     ("ablation_resolution", ("--config.model.image_size=96",))])
 def test_synthetic_sweep_configs(config, flags, tmp_path):
   """Each sweep's base config with one of its runs' knobs."""
-  ok(main(config, tmp_path / "run", *SYNTHETIC, *flags))
+  result = main(config, tmp_path / "run", *SYNTHETIC, *flags)
+  ok(result)
   assert (tmp_path / "run" / "checkpoints_best").exists()  # they have a validation split
+  metrics = read_json(tmp_path / "run" / "metrics.json")
+  assert np.isfinite(metrics["voc07_map"]) and np.isfinite(metrics["val_voc07_map"])
+  assert ("expect it slower than float32" in result.log) == ("dtype=bfloat16" in " ".join(flags))
   spec = read_json(tmp_path / "run" / "priors.json")["spec"]
   if config == "ablation_table3":
     assert spec["layer_names"] == ["p4", "p5", "p6", "p7"]
