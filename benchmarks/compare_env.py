@@ -33,7 +33,7 @@ from benchmarks import common
 _VARIANTS = flags.DEFINE_multi_string(
     "variant", None, "NAME:VAR=VALUE[;VAR=VALUE...]: an environment to run the command in; the "
     "first is the baseline of the ratios.", required=True)
-_REPEATS = flags.DEFINE_integer("repeats", 3, "Runs of the command per variant.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Runs of the command per variant.", lower_bound=1)
 _KEEP_GOING = flags.DEFINE_bool(
     "keep_going", False, "A variant whose run fails (e.g. an XLA flag this version does not "
     "know) is dropped, with its error in the output, instead of ending the comparison.")
