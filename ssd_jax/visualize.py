@@ -3,6 +3,7 @@ grids of training augmentations (``experiments/show_augmentations.py``)."""
 
 from typing import Any, Optional, Sequence
 
+import jax
 import matplotlib
 
 matplotlib.use("Agg")
@@ -110,6 +111,11 @@ def _panel(example: dict[str, Any]) -> Panel:
           "labels": np.asarray(example["labels"], np.int32)}
 
 
+# One compiled program for every sample (all are image_size): op by op, each sample's distortion
+# dispatched ~50 small programs.
+_distort = jax.jit(photometric.distort)
+
+
 def augmentation_panels(source: sources.Source, augment: augment_lib.AugmentConfig,
                         image_size: int, num: int, per_row: int, seed: int = 0) -> list[Panel]:
   """Source examples and their training augmentations, row-major.
@@ -149,8 +155,8 @@ def augmentation_panels(source: sources.Source, augment: augment_lib.AugmentConf
       out = augment_lib.train_preprocess(example, tf.constant([seed, k], tf.int64), image_size,
                                          augment)
       if "photometric" in out:  # What the train step does to the batch.
-        distorted = photometric.distort(*(out[k].numpy()[None]
-                                          for k in ("image", "photometric", "footprint")))
+        distorted = _distort(*(out[k].numpy()[None]
+                               for k in ("image", "photometric", "footprint")))
         out = {**out, "image": np.asarray(distorted[0], np.uint8)}
       panels.append(_panel(out))
   return panels
