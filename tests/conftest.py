@@ -50,3 +50,12 @@ def random_boxes(rng: np.random.Generator, n: int, degenerate_fraction: float = 
 @pytest.fixture
 def rng() -> np.random.Generator:
   return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def trained_workdir(tmp_path_factory) -> str:
+  """A run of ``tests/tiny_train_config.py`` trained 4 steps (checkpoints 2 and 4, no evaluation,
+  no ``checkpoints_best``), once per test process for the modules that read it (detect,
+  export). Read only: a test that changes a run copies it first."""
+  from tests import tiny_train_config  # pylint: disable=g-import-not-at-top
+  return tiny_train_config.trained_run(str(tmp_path_factory.mktemp("trained_run")))

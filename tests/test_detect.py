@@ -22,10 +22,11 @@ CLASS_NAMES = ["circle", "square", "triangle", "cross"]  # the tiny config's syn
 THRESHOLD = 0.1  # low: the 4-step model is not confident, and the checks need detections
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """A run of the tiny config, trained 4 steps: checkpoints 2 and 4, no checkpoints_best."""
-  return tiny_train_config.trained_run(str(tmp_path_factory.mktemp("run")))
+@pytest.fixture
+def workdir(trained_workdir):
+  """The tiny config's run of 4 steps (tests/conftest.py): checkpoints 2 and 4, no
+  checkpoints_best."""
+  return trained_workdir
 
 
 @pytest.fixture(scope="module")

@@ -66,15 +66,15 @@ def _client(code: str, blocked: tuple[str, ...], *args) -> None:
   assert result.returncode == 0, result.stderr[-3000:]
 
 
-@pytest.fixture(scope="module")
-def workdir(tmp_path_factory):
-  """A run of the tiny config trained 4 steps (checkpoints 2 and 4)."""
-  return tiny_train_config.trained_run(str(tmp_path_factory.mktemp("run")))
+@pytest.fixture
+def workdir(trained_workdir):
+  """The tiny config's run of 4 steps (tests/conftest.py): checkpoints 2 and 4."""
+  return trained_workdir
 
 
 @pytest.fixture(scope="module")
-def run(workdir):
-  return experiment.load_trained_run(tiny_train_config.get_config(), workdir)
+def run(trained_workdir):
+  return experiment.load_trained_run(tiny_train_config.get_config(), trained_workdir)
 
 
 def _images(batch: int, height: int, width: int, seed: int) -> np.ndarray:
