@@ -365,9 +365,22 @@ def create_learning_rate_fn(config: Config) -> optax.Schedule:
   return lambda step: jnp.where(step < warmup, ramp(step), main(step))
 
 
+def frozen_layers(config: Config) -> tuple[str, ...]:
+  """``config.freeze_layers``: layers kept at their loaded values (Caffe SSD's ``freeze_layers``:
+  no gradient, no update, no weight decay). Freezing keeps what was loaded, so it needs
+  ``pretrained_backbone`` or ``init_from``: frozen random layers would never learn."""
+  layers = tuple(config.get("freeze_layers", ()))
+  if layers and not (config.get("pretrained_backbone") or config.get("init_from")):
+    raise ValueError(f"config.freeze_layers={layers} keeps those layers at their initial values, "
+                     "but nothing is loaded into them: set config.pretrained_backbone (or "
+                     "config.init_from), or --config.freeze_layers=() to train every layer")
+  return layers
+
+
 def create_optimizer(config: Config, lr_fn: optax.Schedule) -> optax.GradientTransformation:
   """SGD with momentum (the paper) or Adam(W); L2 weight decay on kernels only (as Caffe's
-  ``decay_mult: 0`` on biases); optional global-norm gradient clipping."""
+  ``decay_mult: 0`` on biases); optional global-norm gradient clipping; the layers of
+  :func:`frozen_layers` left unchanged (and without optimizer state)."""
   opt = config.optimizer
   parts = []
   if opt.get("grad_clip_norm"):
@@ -381,7 +394,12 @@ def create_optimizer(config: Config, lr_fn: optax.Schedule) -> optax.GradientTra
     parts.append(optax.adamw(lr_fn, weight_decay=opt.weight_decay, mask=kernels_only))
   else:
     raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {opt.name!r}")
-  return optax.chain(*parts)
+  tx, frozen = optax.chain(*parts), frozen_layers(config)
+  if not frozen:
+    return tx
+  labels = lambda params: jax.tree_util.tree_map(
+      lambda f: "frozen" if f else "trained", train_step.frozen_mask(params, frozen))
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
 
 def create_mesh() -> jax.sharding.Mesh:
@@ -396,7 +414,7 @@ def create_train_step(config: Config, model: models.SSD, tx: optax.GradientTrans
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
                      f"{mesh.devices.size} devices")
   return train_step.make_train_step(model, tx, priors_lib.generate(model.prior_spec), lr_fn,
-                                    _targets_and_loss(config), mesh)
+                                    _targets_and_loss(config), mesh, frozen_layers(config))
 
 
 def _targets_and_loss(config: Config) -> train_step.TargetsAndLoss:
@@ -450,7 +468,8 @@ def create_stacked_train_step(trainings: Sequence["Training"], mesh: jax.shardin
   runs = train_step.stack(runs)  # float32 leaves with a leading run axis
   shared = len({c.seed for c in configs}) == 1
   step = train_step.make_stacked_train_step(first.model, first.tx, first.lr_fn,
-                                            _targets_and_loss(first.config), mesh, shared)
+                                            _targets_and_loss(first.config), mesh, shared,
+                                            frozen_layers(first.config))
   return (lambda states, batch: step(states, batch, runs)), shared
 
 

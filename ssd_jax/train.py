@@ -139,6 +139,9 @@ def _start_run(training: experiment.Training, workdir: str, mode: str,
     prior_layout.save_or_check(training.priors, workdir)
   logging.info("Classes (%d): %s", data.label_map.num_classes, list(data.label_map.class_names))
   _log_priors(training.priors)
+  if config.get("freeze_layers"):
+    logging.info("Frozen at their loaded values (no gradient, no update): %s",
+                 list(config.freeze_layers))
   if config.get("num_epochs"):
     logging.info("%g epochs of %d images in batches of %d: %d steps (evaluation every %d, "
                  "checkpoint every %d).", config.num_epochs, data.train.num_examples,

@@ -18,6 +18,7 @@ import functools
 from typing import Any, Callable, Sequence
 
 import flax
+import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -75,9 +76,26 @@ def run_settings(priors: np.ndarray, settings: TargetsAndLoss,
                      lr_scale=lr_scale)
 
 
+def frozen_mask(params: Any, layers: Sequence[str]) -> Any:
+  """A bool pytree like ``params``: True for the leaves of the named ``layers`` (a name matches
+  a module anywhere on a leaf's path: ``'conv1_1'`` is ``backbone/conv1_1/{kernel,bias}``).
+
+  Raises:
+    ValueError: a name that is no module of ``params`` (a typo would otherwise train it).
+  """
+  flat = flax.traverse_util.flatten_dict(params)
+  modules = {name for path in flat for name in path[:-1]}
+  unknown = [name for name in layers if name not in modules]
+  if unknown:
+    raise ValueError(f"freeze_layers: {unknown} are not layers of the model; its layers: "
+                     f"{sorted(modules)}")
+  return flax.traverse_util.unflatten_dict(
+      {path: any(name in layers for name in path[:-1]) for path in flat})
+
+
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSettings, *,
                model: models.SSD, tx: optax.GradientTransformation, lr_fn: optax.Schedule,
-               variances: tuple[float, float], mode: str
+               variances: tuple[float, float], mode: str, frozen_layers: Sequence[str] = ()
                ) -> tuple[TrainState, dict[str, jnp.ndarray]]:
   """One optimizer step on this device's part of the batch; collectives over ``'data'``.
 
@@ -85,7 +103,8 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSetting
   ``labels`` ``[b, G]`` (0 = padding) and ``crowd`` ``[b, G]`` (crowd boxes are ignored: no prior
   is positive or negative because of one); with ``photometric`` ``[b, K]`` and ``footprint``
   ``[b, 4]``, the images are distorted first (:func:`ssd_jax.photometric.distort`).
-  ``variances`` and ``mode``: ``TargetsAndLoss``'s.
+  ``variances`` and ``mode``: ``TargetsAndLoss``'s. ``frozen_layers`` (:func:`frozen_mask`) get a
+  zero gradient; ``tx`` must leave them unchanged (``experiment.create_optimizer`` does).
   """
   targets_fn = functools.partial(matching.encode_targets, priors=run.priors,
                                  iou_threshold=run.iou_threshold, variances=variances, mode=mode)
@@ -95,7 +114,13 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSetting
   if "photometric" in batch:
     images = photometric.distort(images, batch["photometric"], batch["footprint"])
 
+  frozen = frozen_mask(state.params, frozen_layers)
+
   def loss_fn(params):
+    # Constants to autodiff: no backward pass is built for the frozen layers (nor the input
+    # gradient of the first layer after them), which is what freezing saves.
+    params = jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params,
+                                    frozen)
     loc, logits = model.apply({"params": params}, images, train=True)
     return losses.multibox_loss(loc, logits, loc_t, cls_t, neg_pos_ratio=run.neg_pos_ratio,
                                 alpha=run.alpha, axis_name="data")
@@ -127,18 +152,20 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSetting
 
 def make_train_step(model: models.SSD, tx: optax.GradientTransformation, priors: np.ndarray,
                     lr_fn: optax.Schedule, settings: TargetsAndLoss,
-                    mesh: jax.sharding.Mesh) -> Callable:
+                    mesh: jax.sharding.Mesh, frozen_layers: Sequence[str] = ()) -> Callable:
   """``(state, batch) -> (state, metrics)``: jitted, state replicated and donated, batch sharded
   on ``'data'``."""
   step = functools.partial(train_step, run=run_settings(priors, settings), model=model, tx=tx,
-                           lr_fn=lr_fn, variances=settings.variances, mode=settings.mode)
+                           lr_fn=lr_fn, variances=settings.variances, mode=settings.mode,
+                           frozen_layers=tuple(frozen_layers))
   sharded = jax.shard_map(step, mesh=mesh, in_specs=(P(), P("data")), out_specs=(P(), P()))
   return jax.jit(sharded, donate_argnums=0)
 
 
 def make_stacked_train_step(model: models.SSD, tx: optax.GradientTransformation,
                             lr_fn: optax.Schedule, settings: TargetsAndLoss,
-                            mesh: jax.sharding.Mesh, shared_batch: bool) -> Callable:
+                            mesh: jax.sharding.Mesh, shared_batch: bool,
+                            frozen_layers: Sequence[str] = ()) -> Callable:
   """``(states, batch, runs) -> (states, metrics)`` for R runs trained together.
 
   ``states``: :class:`TrainState` with a leading run axis ``[R, ...]`` (:func:`stack`), replicated
@@ -148,7 +175,8 @@ def make_stacked_train_step(model: models.SSD, tx: optax.GradientTransformation,
   Metrics come back ``[R]``.
   """
   step = functools.partial(train_step, model=model, tx=tx, lr_fn=lr_fn,
-                           variances=settings.variances, mode=settings.mode)
+                           variances=settings.variances, mode=settings.mode,
+                           frozen_layers=tuple(frozen_layers))
   stacked = jax.vmap(step, in_axes=(0, None if shared_batch else 0, 0))
   batch_spec = P("data") if shared_batch else P(None, "data")
   sharded = jax.shard_map(stacked, mesh=mesh, in_specs=(P(), batch_spec, P()),

@@ -45,6 +45,8 @@ def test_configs_share_the_resize_knobs_and_build(name, variant):
                                                                    model.image_size, 3)))[0])
   assert loc.shape == (1, model.prior_spec.num_priors, 4) and logits.shape[-1] == 21
   lr_fn = experiment.create_learning_rate_fn(c)
+  if c.freeze_layers:  # the paper configs: frozen ImageNet layers, as their users pass them
+    c.pretrained_backbone = "vgg16.npz"
   experiment.create_optimizer(c, lr_fn)
   # (A cosine schedule has barely started to decay there.)
   assert float(lr_fn(c.optimizer.warmup_steps + 1)) == pytest.approx(c.optimizer.lr, rel=1e-3)

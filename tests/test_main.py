@@ -30,7 +30,9 @@ FAST = ("--config.num_train_steps=2", "--config.batch_size=2", "--config.eval.ev
         "--config.data.max_boxes=8")
 # The synthetic configs with a few evaluation and validation images.
 SYNTHETIC = (*FAST, "--config.data.num_eval_examples=4", "--config.data.num_val_examples=2")
-TINY = (*FAST, "--config.model.name=ssd_tiny")
+# The small model in place of a config's own; the paper configs' frozen VGG16 blocks
+# (config.freeze_layers) are not its layers, and there are no weights to freeze here.
+TINY = (*FAST, "--config.model.name=ssd_tiny", "--config.freeze_layers=()")
 
 
 def run(module: str, *flags: str, env=None) -> subprocess.CompletedProcess:
@@ -261,9 +263,9 @@ def _torchvision_vgg16(rng) -> dict[str, np.ndarray]:
 
 
 def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
-  """ssd300_voc0712 with its real model and ``pretrained_backbone``: at step 0 (lr 0) the
-  backbone holds the torchvision weights (fc6/fc7 subsampled, kernels OIHW -> HWIO), and every
-  other parameter is the run's own initialization."""
+  """ssd300_voc0712 with its real model, its frozen blocks and ``pretrained_backbone``: at step 0
+  (lr 0) the backbone holds the torchvision weights (fc6/fc7 subsampled, kernels OIHW -> HWIO),
+  and every other parameter is the run's own initialization."""
   from experiments.configs import ssd300_voc0712  # pylint: disable=g-import-not-at-top
 
   sd = _torchvision_vgg16(np.random.default_rng(0))
@@ -272,10 +274,14 @@ def test_paper_recipe_starts_from_the_imagenet_weights(devkit, tmp_path):
   workdir = tmp_path / "run"
   # One step of the real model (only compilation takes time) and no evaluation (the config's
   # evaluation runs in the tests above).
-  ok(main("ssd300_voc0712", workdir, f"--config.data.root={devkit.voc_root}", *FAST,
-          "--config.num_train_steps=1", "--config.batch_size=1", "--config.optimizer.lr=0.0",
-          "--config.data.eval_split=trainval", f"--config.pretrained_backbone={weights}",
-          "--mode=train"))
+  result = main("ssd300_voc0712", workdir, f"--config.data.root={devkit.voc_root}", *FAST,
+                "--config.num_train_steps=1", "--config.batch_size=1", "--config.optimizer.lr=0.0",
+                "--config.data.eval_split=trainval", f"--config.pretrained_backbone={weights}",
+                "--mode=train")
+  ok(result)
+  # Caffe's recipe: the first two VGG16 blocks stay at the ImageNet weights (test_train_step.py).
+  assert ("Frozen at their loaded values (no gradient, no update): ['conv1_1', 'conv1_2', "
+          "'conv2_1', 'conv2_2']") in result.log
   restored = fixtures.checkpoint_params(workdir, 1)
   hwio = lambda w: np.transpose(w, (2, 3, 1, 0))
   for name, i in VGG_CONVS.items():

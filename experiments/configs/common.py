@@ -12,6 +12,12 @@ set (not None), replace their ``*_steps`` fields (``ssd_jax.experiment.in_steps`
 import ml_collections
 
 
+# Caffe SSD's recipes fine-tune ImageNet VGG16 with its first two blocks frozen (freeze_layers in
+# ssd_pascal.py and ssd_coco.py): they keep the ImageNet weights, and the step skips their
+# backward pass, its most expensive part on a CPU (conv1_2's alone is a fifth of the step).
+VGG16_FROZEN_LAYERS = ("conv1_1", "conv1_2", "conv2_1", "conv2_2")
+
+
 def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
@@ -38,6 +44,9 @@ def base_config() -> ml_collections.ConfigDict:
   # Another run's workdir to start from (same model; ssd_jax.warm_start): its backbone, extra
   # layers and box heads, and the class-head channels of the classes both runs have.
   c.init_from = ""
+  # Layers kept at the values loaded by either of the two above: no gradient, no update, no
+  # weight decay (Caffe SSD's freeze_layers; the paper configs: VGG16_FROZEN_LAYERS).
+  c.freeze_layers = ()
 
   c.data = ml_collections.ConfigDict()
   c.data.source = "synthetic"

@@ -1,7 +1,8 @@
 r"""SSD300 on COCO 2017 (train2017 -> val2017) with the Caffe COCO priors (published: 25.1 AP).
 
   python -m experiments.main --config=experiments/configs/ssd300_coco.py \
-      --config.data.tfds_data_dir=/data/tensorflow_datasets --workdir=runs/ssd300_coco
+      --config.data.tfds_data_dir=/data/tensorflow_datasets --workdir=runs/ssd300_coco \
+      --config.pretrained_backbone=/data/vgg16.npz
 
 Reads tfds ``coco/2017`` (prepare it with ``tfds build coco/2017``); for COCO JSON files use
 ``--config.data.source=coco_json`` with ``data.annotation_file``/``data.image_dir`` and the
@@ -17,6 +18,7 @@ def get_config() -> ml_collections.ConfigDict:
   c = common.base_config()
   c.model.name = "ssd300_vgg16"
   c.model.prior_preset = "SSD300_COCO"
+  c.freeze_layers = common.VGG16_FROZEN_LAYERS
   c.num_train_steps = 400_000
   c.optimizer.decay_steps = (280_000, 360_000)
   c.data.source = "tfds"

@@ -5,9 +5,10 @@ r"""SSD300 on PASCAL VOC07+12 trainval, evaluated on VOC07 test: the paper's rec
       --config.pretrained_backbone=/data/vgg16.npz
 
 SGD momentum 0.9, weight decay 5e-4, batch 32, lr 1e-3 (linear warm-up), x0.1 at 80k and 100k,
-120k steps; Caffe's augmentation; SSD300_VOC priors. Reads a VOC devkit directory; for tfds-built
-VOC use ``--config.data.source=tfds``. Published: 74.3 mAP (77.2 with the zoom-out augmentation,
-which this recipe includes).
+120k steps; Caffe's augmentation; SSD300_VOC priors; conv1_1 .. conv2_2 frozen at the ImageNet
+weights, as in Caffe's recipe (``common.VGG16_FROZEN_LAYERS``). Reads a VOC devkit directory; for
+tfds-built VOC use ``--config.data.source=tfds``. Published: 74.3 mAP (77.2 with the zoom-out
+augmentation, which this recipe includes).
 
 Like the paper, the run reports VOC07 test at its final step: there is no validation split, so no
 ``checkpoints_best/`` (choosing a checkpoint by its test mAP would overstate it). To select on
@@ -37,5 +38,6 @@ def data_voc_directory(c: ml_collections.ConfigDict) -> None:
 def get_config() -> ml_collections.ConfigDict:
   c = common.base_config()
   c.model.name = "ssd300_vgg16"
+  c.freeze_layers = common.VGG16_FROZEN_LAYERS
   data_voc_directory(c)
   return c
