@@ -2,7 +2,7 @@
 
   pip install torch==2.14.1 torchvision==0.29.1   # optional extra, only for this script
   python -m benchmarks.compare_torchvision [--batch 8] [--iters 3] [--repeats 3] [--threads 2]
-      [--conv_impl auto|xla|cpu_fast|winograd6] [--dtype float32|bfloat16]
+      [--conv_impl auto|xla|cpu_fast|winograd6] [--dtype float32|bfloat16] [--freeze]
       [--torch_site /path/to/site-packages]
       [--out benchmarks/results/compare_torchvision.json]
 
@@ -25,6 +25,10 @@ images/s (each repeat's median call) and of the per-repeat ratio.
 ``--dtype bfloat16``: ours with ``model.dtype=bfloat16`` (bf16 activations and matmuls, float32
 params and loss), torchvision's calls under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what
 each offers for CPUs with AMX or AVX512-BF16.
+``--freeze``: both train steps with VGG16's first two blocks frozen (conv1_1 .. conv2_2), as the
+paper configs train them (``config.freeze_layers``, Caffe's recipe): ours through
+``train_step.stop_frozen_gradients`` and ``train_step.freeze``, torchvision's by
+``requires_grad_(False)`` on ``backbone.features[:10]``, so that autograd skips them too.
 ``--threads N`` pins the process to N cores (``os.sched_setaffinity``, before JAX starts, so
 XLA's thread pool sees N cores) and sets ``torch.set_num_threads(N)``; default: all cores.
 """
@@ -43,6 +47,7 @@ _CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", ["auto", "xla", "cpu_fast", 
                                "Our convolution implementation (ssd_jax.models.conv).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Computation dtype of both (torchvision: autocast).")
+_FREEZE = flags.DEFINE_bool("freeze", False, "Train steps with conv1_1 .. conv2_2 frozen.")
 _TORCH_SITE = flags.DEFINE_string("torch_site", None, "Extra site-packages holding torch.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/compare_torchvision.json", "JSON output.")
 
@@ -71,7 +76,10 @@ def torchvision_functions(torch, torchvision, images, boxes, labels, counts) -> 
   targets = [{"boxes": torch.from_numpy(boxes[i, :n] * 300.0),
               "labels": torch.from_numpy(labels[i, :n].astype(np.int64))}
              for i, n in enumerate(counts)]
-  optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+  if _FREEZE.value:  # conv1_1, ReLU, conv1_2, ReLU, pool, conv2_1, ReLU, conv2_2, ReLU, pool
+    model.backbone.features[:10].requires_grad_(False)
+  optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
+                              momentum=0.9)
   normalized = model.transform(image_list)[0].tensors
   bf16 = _DTYPE.value == "bfloat16"
   autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
@@ -103,14 +111,18 @@ def our_functions(images, boxes, labels) -> dict:
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
 
-  from ssd_jax import losses, matching, models, postprocess, priors  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from ssd_jax import losses, matching, models, postprocess, priors, train_step
 
   model = models.create_model("ssd300_vgg16", _NUM_CLASSES, dtype=jnp.dtype(_DTYPE.value),
                               conv_impl=_CONV_IMPL.value)
   prior_boxes = jnp.asarray(priors.generate(model.prior_spec))
   images, boxes, labels = (jax.device_put(a) for a in (images, boxes, labels))
   params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
-  tx = optax.sgd(1e-3, momentum=0.9)
+  from experiments.configs import common as configs  # pylint: disable=g-import-not-at-top
+  layers = configs.VGG16_FROZEN_LAYERS if _FREEZE.value else ()
+  frozen = train_step.frozen_mask(params, layers)
+  tx = train_step.freeze(optax.sgd(1e-3, momentum=0.9), layers)
   opt_state = tx.init(params)
 
   @jax.jit
@@ -121,8 +133,12 @@ def our_functions(images, boxes, labels) -> dict:
   def train(params, opt_state, images, boxes, labels):
     loc_t, cls_t = jax.vmap(
         lambda b, l: matching.encode_targets(b, l, prior_boxes))(boxes, labels)
-    loss_fn = lambda p: losses.multibox_loss(
-        *model.apply({"params": p}, images, train=True), loc_t, cls_t)[0]
+
+    def loss_fn(p):
+      p = train_step.stop_frozen_gradients(p, frozen)
+      return losses.multibox_loss(*model.apply({"params": p}, images, train=True), loc_t,
+                                  cls_t)[0]
+
     grads = jax.grad(loss_fn)(params)
     updates, opt_state = tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
@@ -185,7 +201,7 @@ def main(_):
   results = compare(functions, batch, _ITERS.value, _REPEATS.value)
 
   print(f"batch {batch}, 300x300, {threads} threads, {_DTYPE.value}, conv_impl "
-        f"{_CONV_IMPL.value}; images/s, "
+        f"{_CONV_IMPL.value}{', conv1_1 .. conv2_2 frozen' if _FREEZE.value else ''}; images/s, "
         f"median [range] of {_REPEATS.value} interleaved repeats (first call s)")
   print(f"{'':8s} {'torchvision':>26s} {'ssd_jax':>26s} {'ratio ours/tv':>20s}")
   cell = lambda v: f"{v['median']:.2f} [{v['range'][0]:.2f}-{v['range'][1]:.2f}]"
@@ -195,7 +211,8 @@ def main(_):
           f"({r['ours_first_call_s']:5.1f}) {cell(r['ratio']):>20s}")
   common.write_json(_OUT.value, {
       "benchmark": "compare_torchvision", "batch": batch, "threads": threads,
-      "conv_impl": _CONV_IMPL.value, "dtype": _DTYPE.value, "iters": _ITERS.value,
+      "conv_impl": _CONV_IMPL.value, "dtype": _DTYPE.value, "freeze": _FREEZE.value,
+      "iters": _ITERS.value,
       "repeats": _REPEATS.value,
       "torch": torch.__version__, "torchvision": torchvision.__version__, "results": results,
       "peak_rss_mib": common.peak_rss_mib()})

@@ -394,12 +394,7 @@ def create_optimizer(config: Config, lr_fn: optax.Schedule) -> optax.GradientTra
     parts.append(optax.adamw(lr_fn, weight_decay=opt.weight_decay, mask=kernels_only))
   else:
     raise ValueError(f"config.optimizer.name must be 'sgd' or 'adamw', got {opt.name!r}")
-  tx, frozen = optax.chain(*parts), frozen_layers(config)
-  if not frozen:
-    return tx
-  labels = lambda params: jax.tree_util.tree_map(
-      lambda f: "frozen" if f else "trained", train_step.frozen_mask(params, frozen))
-  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+  return train_step.freeze(optax.chain(*parts), frozen_layers(config))
 
 
 def create_mesh() -> jax.sharding.Mesh:

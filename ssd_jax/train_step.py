@@ -93,6 +93,25 @@ def frozen_mask(params: Any, layers: Sequence[str]) -> Any:
       {path: any(name in layers for name in path[:-1]) for path in flat})
 
 
+def stop_frozen_gradients(params: Any, frozen: Any) -> Any:
+  """``params`` with the leaves where the bool tree ``frozen`` (:func:`frozen_mask`) is True made
+  constants to autodiff: JAX then builds no backward pass for those layers (nor the input
+  gradient of the first layer after them), which is what freezing saves."""
+  return jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params,
+                                frozen)
+
+
+def freeze(tx: optax.GradientTransformation,
+           layers: Sequence[str]) -> optax.GradientTransformation:
+  """``tx`` on every parameter but those of ``layers`` (:func:`frozen_mask`), which it leaves
+  unchanged and keeps no state for (no momentum, no weight decay)."""
+  if not layers:
+    return tx
+  labels = lambda params: jax.tree_util.tree_map(lambda f: "frozen" if f else "trained",
+                                                 frozen_mask(params, layers))
+  return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
+
+
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSettings, *,
                model: models.SSD, tx: optax.GradientTransformation, lr_fn: optax.Schedule,
                variances: tuple[float, float], mode: str, frozen_layers: Sequence[str] = ()
@@ -117,10 +136,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSetting
   frozen = frozen_mask(state.params, frozen_layers)
 
   def loss_fn(params):
-    # Constants to autodiff: no backward pass is built for the frozen layers (nor the input
-    # gradient of the first layer after them), which is what freezing saves.
-    params = jax.tree_util.tree_map(lambda p, f: jax.lax.stop_gradient(p) if f else p, params,
-                                    frozen)
+    params = stop_frozen_gradients(params, frozen)
     loc, logits = model.apply({"params": params}, images, train=True)
     return losses.multibox_loss(loc, logits, loc_t, cls_t, neg_pos_ratio=run.neg_pos_ratio,
                                 alpha=run.alpha, axis_name="data")
