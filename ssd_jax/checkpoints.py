@@ -29,12 +29,16 @@ def managers(workdir: str, config: ml_collections.ConfigDict, with_best: bool
              ) -> tuple[ocp.CheckpointManager, Optional[ocp.CheckpointManager]]:
   """The last ``checkpoint.keep`` states, and (``with_best``: a validation split exists) the best
   one by ``val_<checkpoint.best_metric>``, saved with ``metrics={SCORE: value}``."""
+  # The handler named up front, not on the first save: a manager that has not saved yet (a
+  # resumed run) reads the checkpoint's metadata only through it.
   last = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), LAST),
+                               item_handlers=ocp.StandardCheckpointHandler(),
                                options=ocp.CheckpointManagerOptions(
                                    max_to_keep=config.checkpoint.keep))
   if not with_best:
     return last, None
   best = ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), BEST),
+                               item_handlers=ocp.StandardCheckpointHandler(),
                                options=ocp.CheckpointManagerOptions(
                                    max_to_keep=1, best_fn=_score, best_mode="max"))
   return last, best
@@ -42,11 +46,30 @@ def managers(workdir: str, config: ml_collections.ConfigDict, with_best: bool
 
 def restore_latest(manager: ocp.CheckpointManager,
                    state: train_step.TrainState) -> train_step.TrainState:
+  """The newest checkpoint of ``manager`` restored into the structure of ``state``, or ``state``
+  itself when there is none.
+
+  Raises:
+    ValueError: the checkpoint holds another train state than this config's: a parameter of
+      another shape (named), or an optimizer state of another structure (``optimizer.name``,
+      ``grad_clip_norm``, ``freeze_layers``; orbax's own error, chained, names the difference).
+  """
   step = manager.latest_step()
   if step is None:
     return state
   logging.info("Resuming from %s/%d", manager.directory, step)
-  return manager.restore(step, args=ocp.args.StandardRestore(state))
+  _check_shapes(state.params, manager.item_metadata(step).tree["params"],
+                f"{manager.directory}/{step}")
+  try:
+    return manager.restore(step, args=ocp.args.StandardRestore(state))
+  except ValueError as e:
+    # Orbax says which leaf differs, not why; the usual cause is a changed config.
+    raise ValueError(
+        f"Cannot resume from {manager.directory}/{step}: the optimizer state stored there does "
+        "not fit this config's (optimizer.name, optimizer.grad_clip_norm and freeze_layers "
+        "shape it). A run resumes with the config it "
+        "was trained with; to train other settings from its weights, start a new workdir with "
+        f"--config.init_from={os.path.dirname(str(manager.directory))}.") from e
 
 
 def abstract_params(model: models.SSD, mesh: jax.sharding.Mesh) -> Any:
