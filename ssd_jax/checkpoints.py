@@ -67,8 +67,8 @@ def restore_latest(manager: ocp.CheckpointManager,
     raise ValueError(
         f"Cannot resume from {manager.directory}/{step}: the optimizer state stored there does "
         "not fit this config's (optimizer.name, optimizer.grad_clip_norm and freeze_layers "
-        "shape it). A run resumes with the config it "
-        "was trained with; to train other settings from its weights, start a new workdir with "
+        "shape it). A run resumes with the config it was trained with; to train other settings "
+        "from its weights, start a new workdir with "
         f"--config.init_from={os.path.dirname(str(manager.directory))}.") from e
 
 
