@@ -8,7 +8,6 @@ import resource
 import time
 from typing import Any, Callable, Iterator, Sequence
 
-import jax
 import numpy as np
 
 
@@ -34,6 +33,9 @@ def _first_cpu_info() -> dict[str, str]:
 def machine() -> dict[str, Any]:
   """What the figures were measured on: CPU model and vector extensions, cores, JAX backend and
   its device model (e.g. 'NVIDIA H200')."""
+  # JAX is imported where it is used, so that a process timing another framework
+  # (compare_torchvision's torchvision worker) runs without it.
+  import jax  # pylint: disable=g-import-not-at-top
   info = _first_cpu_info()
   cpu = info.get("model name") or platform.processor() or platform.machine()
   flags = info.get("flags", "").split()
@@ -101,5 +103,6 @@ def trace(directory: str, name: str) -> Iterator[None]:
   if not directory:
     yield
     return
+  import jax  # pylint: disable=g-import-not-at-top
   with jax.profiler.trace(os.path.join(directory, name)):
     yield

@@ -22,6 +22,11 @@ The comparison runs ``--repeats`` times, interleaved (per function: ours then to
 order swapped every repeat, so that the machine's drift hits both alike), ``--iters`` timed calls
 each after a first one; reported: the median and range over the repeats of each framework's
 images/s (each repeat's median call) and of the per-repeat ratio.
+Each framework runs in a worker process of its own (spawned, long-lived, called in turn by this
+one), so that neither's allocator state, thread pools or caches reach the other's timings: in
+one process, our train step right after torchvision's took up to 1.4x as long, with ~3 s more
+kernel time (page faults), for at least two steps (``common.time_fn``'s untimed first call
+absorbed most of it; benchmarks/RESULTS.md compares the two layouts).
 ``--dtype bfloat16``: ours with ``model.dtype=bfloat16`` (bf16 activations and matmuls, float32
 params and loss), torchvision's calls under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what
 each offers for CPUs with AMX or AVX512-BF16.
@@ -33,11 +38,16 @@ paper configs train them (``config.freeze_layers``, Caffe's recipe): ours throug
 XLA's thread pool sees N cores) and sets ``torch.set_num_threads(N)``; default: all cores.
 """
 
+import importlib.util
+import multiprocessing
 import os
 import sys
+from typing import Callable
 
 from absl import app, flags
 import numpy as np
+
+from benchmarks import common
 
 _BATCH = flags.DEFINE_integer("batch", 8, "Images per batch.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per function and repeat.")
@@ -67,8 +77,10 @@ def _random_targets(rng, batch):
   return boxes.astype(np.float32), labels.astype(np.int32), counts
 
 
-def torchvision_functions(torch, torchvision, images, boxes, labels, counts) -> dict:
+def torchvision_functions(images, boxes, labels, counts, dtype: str, freeze: bool) -> dict:
   """torchvision's ``_FUNCTIONS`` on the batch, as callables that return when done."""
+  import torch  # pylint: disable=g-import-not-at-top
+  import torchvision  # pylint: disable=g-import-not-at-top
   model = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None,
                                                     num_classes=_NUM_CLASSES + 1)
   x = torch.from_numpy(images.transpose(0, 3, 1, 2) / 255.0).float()
@@ -76,12 +88,12 @@ def torchvision_functions(torch, torchvision, images, boxes, labels, counts) -> 
   targets = [{"boxes": torch.from_numpy(boxes[i, :n] * 300.0),
               "labels": torch.from_numpy(labels[i, :n].astype(np.int64))}
              for i, n in enumerate(counts)]
-  if _FREEZE.value:  # conv1_1, ReLU, conv1_2, ReLU, pool, conv2_1, ReLU, conv2_2, ReLU, pool
+  if freeze:  # conv1_1, ReLU, conv1_2, ReLU, pool, conv2_1, ReLU, conv2_2, ReLU, pool
     model.backbone.features[:10].requires_grad_(False)
   optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
                               momentum=0.9)
   normalized = model.transform(image_list)[0].tensors
-  bf16 = _DTYPE.value == "bfloat16"
+  bf16 = dtype == "bfloat16"
   autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
   def forward():
@@ -105,7 +117,7 @@ def torchvision_functions(torch, torchvision, images, boxes, labels, counts) -> 
   return {"forward": forward, "train": train, "detect": detect}
 
 
-def our_functions(images, boxes, labels) -> dict:
+def our_functions(images, boxes, labels, dtype: str, conv_impl: str, freeze: bool) -> dict:
   """Our ``_FUNCTIONS`` on the batch, jitted, as callables that block until done."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -114,13 +126,13 @@ def our_functions(images, boxes, labels) -> dict:
   # pylint: disable-next=g-import-not-at-top
   from ssd_jax import losses, matching, models, postprocess, priors, train_step
 
-  model = models.create_model("ssd300_vgg16", _NUM_CLASSES, dtype=jnp.dtype(_DTYPE.value),
-                              conv_impl=_CONV_IMPL.value)
+  model = models.create_model("ssd300_vgg16", _NUM_CLASSES, dtype=jnp.dtype(dtype),
+                              conv_impl=conv_impl)
   prior_boxes = jnp.asarray(priors.generate(model.prior_spec))
   images, boxes, labels = (jax.device_put(a) for a in (images, boxes, labels))
   params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
   from experiments.configs import common as configs  # pylint: disable=g-import-not-at-top
-  layers = configs.VGG16_FROZEN_LAYERS if _FREEZE.value else ()
+  layers = configs.VGG16_FROZEN_LAYERS if freeze else ()
   frozen = train_step.frozen_mask(params, layers)
   tx = train_step.freeze(optax.sgd(1e-3, momentum=0.9), layers)
   opt_state = tx.init(params)
@@ -154,17 +166,49 @@ def our_functions(images, boxes, labels) -> dict:
   }
 
 
-def compare(functions: dict, batch: int, iters: int, repeats: int) -> dict:
-  """Interleaved timings of ``functions[framework][name]``: per name and framework the median
-  and range of images/s over the repeats and the first call's seconds, and the ratio's."""
-  from benchmarks import common  # pylint: disable=g-import-not-at-top  (imports JAX)
-  rates = {(f, n): [] for f in functions for n in _FUNCTIONS}
+def _batch(batch: int) -> tuple:
+  """The benchmark's inputs, the same in every process: images [B, 300, 300, 3] in 0..255,
+  boxes, labels and counts of ``_random_targets``."""
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (batch, 300, 300, 3)).astype(np.float32)
+  return (images, *_random_targets(rng, batch))
+
+
+def _worker(framework: str, settings: dict, conn) -> None:
+  """Serves one framework's ``_FUNCTIONS`` in a process of its own: sends its version once set
+  up, then answers each ``(name, iters)`` request with ``common.time_fn``'s timings, and None
+  with its peak RSS in MiB. The process inherits the parent's CPU affinity (``--threads``)."""
+  from benchmarks import common  # pylint: disable=g-import-not-at-top
+  images, boxes, labels, counts = _batch(settings["batch"])
+  if framework == "torchvision":
+    sys.path.extend([settings["torch_site"]] if settings["torch_site"] else [])
+    import torch  # pylint: disable=g-import-not-at-top
+    import torchvision  # pylint: disable=g-import-not-at-top
+    torch.set_num_threads(settings["threads"])
+    functions = torchvision_functions(images, boxes, labels, counts, settings["dtype"],
+                                      settings["freeze"])
+    conn.send({"torch": torch.__version__, "torchvision": torchvision.__version__})
+  else:
+    functions = our_functions(images, boxes, labels, settings["dtype"], settings["conv_impl"],
+                              settings["freeze"])
+    conn.send({})
+  for name, iters in iter(conn.recv, None):
+    conn.send(common.time_fn(functions[name], iters))
+  conn.send(common.peak_rss_mib())
+
+
+def compare(timers: dict[str, Callable[[str, int], dict]], batch: int, iters: int,
+            repeats: int) -> dict:
+  """Interleaved timings, ``timers[framework](name, iters)`` giving ``common.time_fn``'s: per
+  function name and framework the median and range of images/s over the repeats and the first
+  call's seconds, and the ratio's."""
+  rates = {(f, n): [] for f in timers for n in _FUNCTIONS}
   first_call_s = {}
   for repeat in range(repeats):
     for name in _FUNCTIONS:
-      order = list(functions) if repeat % 2 == 0 else list(functions)[::-1]
+      order = list(timers) if repeat % 2 == 0 else list(timers)[::-1]
       for framework in order:
-        timing = common.time_fn(functions[framework][name], iters)
+        timing = timers[framework](name, iters)
         first_call_s.setdefault((framework, name), timing["first_call_s"])
         rates[framework, name].append(batch / timing["median_s"])
   spread = lambda v: dict(zip(("median", "range"), common.median_range(v)))
@@ -172,7 +216,7 @@ def compare(functions: dict, batch: int, iters: int, repeats: int) -> dict:
   for name in _FUNCTIONS:
     ratios = [o / t for o, t in zip(rates["ours", name], rates["torchvision", name])]
     results[name] = {"ratio": spread(ratios), "ratios": ratios}
-    for framework in functions:
+    for framework in timers:
       results[name][f"{framework}_images_per_s"] = spread(rates[framework, name])
       results[name][f"{framework}_first_call_s"] = first_call_s[framework, name]
   return results
@@ -181,24 +225,34 @@ def compare(functions: dict, batch: int, iters: int, repeats: int) -> dict:
 def main(_):
   if _TORCH_SITE.value:
     sys.path.append(_TORCH_SITE.value)
-  try:
-    import torch  # pylint: disable=g-import-not-at-top
-    import torchvision  # pylint: disable=g-import-not-at-top
-  except ImportError:
+  if not all(importlib.util.find_spec(m) for m in ("torch", "torchvision")):
     sys.exit(_INSTALL_HINT)
   threads = _THREADS.value or len(os.sched_getaffinity(0))
-  torch.set_num_threads(threads)
-
-  from benchmarks import common  # pylint: disable=g-import-not-at-top  (imports JAX)
-
-  rng = np.random.default_rng(0)
   batch = _BATCH.value
-  images = rng.integers(0, 256, (batch, 300, 300, 3)).astype(np.float32)
-  boxes, labels, counts = _random_targets(rng, batch)
-  functions = {"ours": our_functions(images, boxes, labels),
-               "torchvision": torchvision_functions(torch, torchvision, images, boxes, labels,
-                                                    counts)}
-  results = compare(functions, batch, _ITERS.value, _REPEATS.value)
+  settings = {"batch": batch, "threads": threads, "dtype": _DTYPE.value,
+              "conv_impl": _CONV_IMPL.value, "freeze": _FREEZE.value,
+              "torch_site": _TORCH_SITE.value}
+  context = multiprocessing.get_context("spawn")  # a fresh interpreter, no state of this one
+  connections, workers, versions = {}, [], {}
+  for framework in ("ours", "torchvision"):
+    connections[framework], child = context.Pipe()
+    workers.append(context.Process(target=_worker, args=(framework, settings, child)))
+    workers[-1].start()
+  for connection in connections.values():
+    versions.update(connection.recv())
+
+  def timer(framework):
+    def time_call(name, iters):
+      connections[framework].send((name, iters))
+      return connections[framework].recv()
+    return time_call
+
+  results = compare({f: timer(f) for f in connections}, batch, _ITERS.value, _REPEATS.value)
+  peak_rss_mib = {}
+  for (framework, connection), worker in zip(connections.items(), workers):
+    connection.send(None)
+    peak_rss_mib[framework] = connection.recv()
+    worker.join()
 
   print(f"batch {batch}, 300x300, {threads} threads, {_DTYPE.value}, conv_impl "
         f"{_CONV_IMPL.value}{', conv1_1 .. conv2_2 frozen' if _FREEZE.value else ''}; images/s, "
@@ -214,8 +268,7 @@ def main(_):
       "conv_impl": _CONV_IMPL.value, "dtype": _DTYPE.value, "freeze": _FREEZE.value,
       "iters": _ITERS.value,
       "repeats": _REPEATS.value,
-      "torch": torch.__version__, "torchvision": torchvision.__version__, "results": results,
-      "peak_rss_mib": common.peak_rss_mib()})
+      **versions, "results": results, "peak_rss_mib": peak_rss_mib})
 
 
 if __name__ == "__main__":
