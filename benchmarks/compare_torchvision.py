@@ -178,7 +178,6 @@ def _worker(framework: str, settings: dict, conn) -> None:
   """Serves one framework's ``_FUNCTIONS`` in a process of its own: sends its version once set
   up, then answers each ``(name, iters)`` request with ``common.time_fn``'s timings, and None
   with its peak RSS in MiB. The process inherits the parent's CPU affinity (``--threads``)."""
-  from benchmarks import common  # pylint: disable=g-import-not-at-top
   images, boxes, labels, counts = _batch(settings["batch"])
   if framework == "torchvision":
     sys.path.extend([settings["torch_site"]] if settings["torch_site"] else [])
