@@ -2,10 +2,12 @@
 
 For every distinct VGG16-reduced layer shape of SSD300 (batch 8, 300x300 input) this times
 ``ssd_jax.models.conv.conv2d`` with each ``impl``, and optionally torch's ``F.conv2d`` (oneDNN)
-for comparison, interleaving the implementations within each repetition and taking the median
-(the machines are shared and noisy; compare ratios rather than absolute numbers). The backbone
-line weights each layer by how often it occurs in VGG16 and leaves out conv1_1's input gradient
-(the image needs none), as in a train step.
+for comparison, interleaving the implementations within each of ``--reps`` repetitions (the
+order rotated every repetition) after an untimed one that compiles. Reported: the median and
+range over the repetitions of each time and of each implementation's speed-up over the first of
+``--impls`` in the same repetition (the machines are shared and noisy: compare ratios rather
+than absolute numbers). The backbone line weights each layer by how often it occurs in VGG16 and
+leaves out conv1_1's input gradient (the image needs none), as in a train step.
 
 Usage (from the repository root):
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv/bin/python benchmarks/bench_conv.py \
@@ -16,13 +18,12 @@ Usage (from the repository root):
 huge pages; without it, first-touch page faults on the freshly allocated buffers of every call
 dominate memory-bound ops on these VMs (2-4x slower elementwise work, for every impl).
 ``--torch_site`` appends a site-packages directory holding torch (kept out of the project venv)
-to ``sys.path``. Results go to ``benchmarks/results/bench_conv.json``.
+to ``sys.path``. Results go to ``benchmarks/results/bench_conv.json``, with the CPU model and its
+vector extensions.
 """
 
 import argparse
-import json
 import os
-import statistics
 import sys
 import time
 
@@ -31,7 +32,12 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
-from ssd_jax.models.conv import IMPLS, conv2d  # pylint: disable=g-import-not-at-top
+# pylint: disable=g-import-not-at-top
+from benchmarks import common
+from ssd_jax.models.conv import IMPLS, conv2d
+# pylint: enable=g-import-not-at-top
+
+_KINDS = ('fwd', 'fwd_bwd')
 
 # name, input side, Cin, Cout, kernel side, dilation, padding, occurrences, needs input gradient.
 LAYERS = (
@@ -82,7 +88,9 @@ def torch_fns(torch, dilation, padding, needs_dx):
   return forward, forward_backward
 
 
-def bench_layer(layer, batch, reps, jax_impls, torch):
+def bench_layer(layer, batch, reps, jax_impls, torch) -> dict[str, dict[str, list[float]]]:
+  """Milliseconds per call of each impl (and torch), ``{impl: {'fwd': [...], 'fwd_bwd': [...]}}``
+  with one entry per timed repetition."""
   name, side, cin, cout, ksize, dilation, padding, _, needs_dx = layer
   rng = np.random.default_rng(0)
   x = rng.standard_normal((batch, side, side, cin), np.float32)
@@ -98,23 +106,43 @@ def bench_layer(layer, batch, reps, jax_impls, torch):
     args['torch'] = {'x': torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
                      'kernel': torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()),
                      'dy': torch.from_numpy(dy.transpose(0, 3, 1, 2).copy())}
-  times = {impl: ([], []) for impl in fns}
+  times = {impl: {kind: [] for kind in _KINDS} for impl in fns}
+  impls = list(fns)
   for rep in range(reps + 1):  # Repetition 0 compiles / warms up and is not timed.
-    for impl, (fwd, fwd_bwd) in fns.items():
-      for fn, out in zip((fwd, fwd_bwd), times[impl]):
+    for impl in impls[rep % len(impls):] + impls[:rep % len(impls)]:
+      for kind, fn in zip(_KINDS, fns[impl]):
         start = time.perf_counter()
         fn(args[impl])
         if rep:
-          out.append(time.perf_counter() - start)
-  fwd_flops = 2 * batch * side * side * cin * cout * ksize * ksize
-  fwd_bwd_flops = fwd_flops * (3 if needs_dx else 2)
+          times[impl][kind].append(1e3 * (time.perf_counter() - start))
+  return times
+
+
+def summarize(times: dict[str, dict[str, list[float]]], base: str, flops: dict[str, float]
+              ) -> dict[str, dict]:
+  """Per impl and kind ('fwd', 'fwd_bwd'): median ms (``KIND_ms``, with ``KIND_ms_range``),
+  GFLOP/s at the median and the speed-up over ``base`` (``KIND_speedup``: median and range of
+  the per-repetition ratio ``base ms / impl ms``)."""
   result = {}
-  for impl, (fwd_t, fwd_bwd_t) in times.items():
-    fwd_s, fwd_bwd_s = statistics.median(fwd_t), statistics.median(fwd_bwd_t)
-    result[impl] = {'fwd_ms': 1e3 * fwd_s, 'fwd_gflops': fwd_flops / fwd_s / 1e9,
-                    'fwd_bwd_ms': 1e3 * fwd_bwd_s,
-                    'fwd_bwd_gflops': fwd_bwd_flops / fwd_bwd_s / 1e9}
+  for impl, kinds in times.items():
+    row = {}
+    for kind, ms in kinds.items():
+      row[f'{kind}_ms'], row[f'{kind}_ms_range'] = common.median_range(ms)
+      row[f'{kind}_gflops'] = flops[kind] / row[f'{kind}_ms'] / 1e6
+      row[f'{kind}_speedup'] = common.spread([b / t for b, t in zip(times[base][kind], ms)])
+    result[impl] = row
   return result
+
+
+def layer_flops(layer, batch) -> dict[str, float]:
+  """Multiply-adds x 2 of the forward pass and of forward + backward (no dx for conv1_1)."""
+  _, side, cin, cout, ksize, _, _, _, needs_dx = layer
+  fwd = 2 * batch * side * side * cin * cout * ksize * ksize
+  return {'fwd': fwd, 'fwd_bwd': fwd * (3 if needs_dx else 2)}
+
+
+def _cell(median: float, low_high, fmt: str = '.1f') -> str:
+  return f'{median:{fmt}} [{low_high[0]:{fmt}}-{low_high[1]:{fmt}}]'
 
 
 def main():
@@ -128,6 +156,8 @@ def main():
   parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                     'results', 'bench_conv.json'))
   args = parser.parse_args()
+  if args.batch < 1 or args.reps < 1:
+    parser.error('--batch and --reps must be >= 1')
   if args.torch_site:
     sys.path.append(args.torch_site)
   try:
@@ -145,34 +175,38 @@ def main():
   if not jax_impls or set(jax_impls) - set(IMPLS):
     raise ValueError(f'--impls must name some of {IMPLS}, got {args.impls!r}')
   impls = jax_impls + (('torch',) if torch is not None else ())
-  print(f'batch {args.batch}, {args.reps} reps (median), jax {jax.__version__} on '
-        f'{jax.default_backend()}, torch {torch.__version__ if torch else "not found"}, '
+  print(f'batch {args.batch}, median [range] of {args.reps} interleaved reps, jax '
+        f'{jax.__version__} on {jax.default_backend()}, torch '
+        f'{torch.__version__ if torch else "not found"}, '
         f'GLIBC_TUNABLES={os.environ.get("GLIBC_TUNABLES", "")!r}')
-  print(f'{"layer":8s} {"impl":9s} {"fwd ms":>9s} {"GFLOP/s":>8s} {"fwd+bwd ms":>11s} '
+  print(f'{"layer":8s} {"impl":9s} {"fwd ms":>20s} {"GFLOP/s":>8s} {"fwd+bwd ms":>22s} '
         f'{"GFLOP/s":>8s}')
-  results = {}
-  for layer in layers:
-    results[layer[0]] = bench_layer(layer, args.batch, args.reps, jax_impls, torch)
-    for impl, r in results[layer[0]].items():
-      print(f'{layer[0]:8s} {impl:9s} {r["fwd_ms"]:9.1f} {r["fwd_gflops"]:8.1f} '
-            f'{r["fwd_bwd_ms"]:11.1f} {r["fwd_bwd_gflops"]:8.1f}', flush=True)
-
-  # Whole backbone: each layer's time times its number of occurrences in VGG16.
-  totals = {impl: {key: sum(results[l[0]][impl][key] * l[7] for l in layers)
-                   for key in ('fwd_ms', 'fwd_bwd_ms')} for impl in impls}
   base = jax_impls[0]
-  print(f'\nbackbone (layers above, weighted by occurrence), ms and ratio to {base}:')
+  raw, results = {}, {}
+  for layer in layers:
+    raw[layer[0]] = bench_layer(layer, args.batch, args.reps, jax_impls, torch)
+    results[layer[0]] = summarize(raw[layer[0]], base, layer_flops(layer, args.batch))
+    for impl, r in results[layer[0]].items():
+      print(f'{layer[0]:8s} {impl:9s} {_cell(r["fwd_ms"], r["fwd_ms_range"]):>20s} '
+            f'{r["fwd_gflops"]:8.1f} {_cell(r["fwd_bwd_ms"], r["fwd_bwd_ms_range"]):>22s} '
+            f'{r["fwd_bwd_gflops"]:8.1f}', flush=True)
+
+  # Whole backbone: per repetition, each layer's time times its number of occurrences in VGG16.
+  backbone = {impl: {kind: [sum(raw[l[0]][impl][kind][rep] * l[7] for l in layers)
+                            for rep in range(args.reps)] for kind in _KINDS} for impl in impls}
+  totals = summarize(backbone, base, {kind: sum(layer_flops(l, args.batch)[kind] * l[7]
+                                                for l in layers) for kind in _KINDS})
+  print(f'\nbackbone (layers above, weighted by occurrence), ms and speed-up over {base}:')
   for impl, t in totals.items():
-    print(f'  {impl:9s} fwd {t["fwd_ms"]:9.1f} ({totals[base]["fwd_ms"] / t["fwd_ms"]:.2f}x)'
-          f'  fwd+bwd {t["fwd_bwd_ms"]:9.1f} '
-          f'({totals[base]["fwd_bwd_ms"] / t["fwd_bwd_ms"]:.2f}x)')
-  os.makedirs(os.path.dirname(args.out), exist_ok=True)
-  with open(args.out, 'w') as f:
-    json.dump({'batch': args.batch, 'reps': args.reps, 'jax': jax.__version__,
-               'torch': torch.__version__ if torch else None,
-               'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''),
-               'layers': results, 'backbone': totals}, f, indent=2)
-  print(f'wrote {args.out}')
+    print(f'  {impl:9s} fwd {_cell(t["fwd_ms"], t["fwd_ms_range"]):>24s} '
+          f'({_cell(*t["fwd_speedup"].values(), ".2f")}x)  fwd+bwd '
+          f'{_cell(t["fwd_bwd_ms"], t["fwd_bwd_ms_range"]):>24s} '
+          f'({_cell(*t["fwd_bwd_speedup"].values(), ".2f")}x)')
+  common.write_json(args.out, {
+      'benchmark': 'bench_conv', 'batch': args.batch, 'reps': args.reps, 'base': base,
+      'torch': torch.__version__ if torch else None,
+      'glibc_tunables': os.environ.get('GLIBC_TUNABLES', ''), 'layers': results,
+      'backbone': totals, 'raw_ms': raw})
 
 
 if __name__ == '__main__':

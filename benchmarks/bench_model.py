@@ -2,8 +2,8 @@
 
   python -m benchmarks.bench_model [--models ssd300_vgg16,ssd_tiny] [--batch 8] [--iters 5]
       [--dtype float32|bfloat16] [--conv_impl auto|xla|cpu_fast|winograd6]
-      [--functions forward --functions detect ...] [--hlo_dir DIR] [--profile_dir DIR]
-      [--out benchmarks/results/bench_model.json]
+      [--functions forward --functions detect ...] [--repeats 1] [--hlo_dir DIR]
+      [--profile_dir DIR] [--out benchmarks/results/bench_model.json]
 
 Per model, three jitted functions on a batch of random images with 1..8 random boxes each:
   forward  ``model.apply`` (normalization, backbone, heads);
@@ -13,17 +13,17 @@ Per model, three jitted functions on a batch of random images with 1..8 random b
 ``--functions`` measures a subset (only those are compiled). Reported: images/s (median over
 ``--iters`` calls), compile seconds (``lower().compile()``) and the peak resident memory of the
 process. With several models each runs in its own subprocess so that the peak memory belongs
-to one model. ``--hlo_dir`` writes each compiled function's optimized HLO there
+to one model. ``--repeats N`` runs every model N times that way, interleaved (model after model,
+round after round), and gives the median and range over the runs of each figure
+(``FIGURE_range`` in the JSON, whose ``runs`` keeps every run). ``--hlo_dir`` writes each
+compiled function's optimized HLO there
 (``MODEL_FUNCTION_DTYPE_bBATCH.hlo.txt``), ``--profile_dir`` a ``jax.profiler`` trace of its
 timed calls (a folder of that name): where the time goes, readable after the run (a traced
 run's figures carry the profiler's cost).
 """
 
-import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 
 from absl import app, flags
@@ -45,6 +45,7 @@ _CLASSES = flags.DEFINE_integer("num_classes", 20, "Object classes (logits have 
 _FUNCTIONS = ("forward", "train", "detect")
 _MEASURE = flags.DEFINE_multi_enum("functions", list(_FUNCTIONS), _FUNCTIONS,
                                    "Functions to compile and time (repeat the flag for several).")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Runs of every model, interleaved.")
 _HLO_DIR = flags.DEFINE_string("hlo_dir", "", "Folder for the optimized HLO of each function.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Folder for profiler traces of the calls.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_model.json", "JSON output.")
@@ -119,39 +120,41 @@ def bench_one(name: str) -> dict:
 
 
 def _run_isolated(name: str) -> dict:
-  """Runs one model in a fresh interpreter (its own peak memory and compilation caches)."""
-  with tempfile.TemporaryDirectory() as tmp:
-    out = os.path.join(tmp, "result.json")
-    cmd = [sys.executable, "-m", "benchmarks.bench_model", f"--models={name}",
-           f"--batch={_BATCH.value}", f"--iters={_ITERS.value}", f"--dtype={_DTYPE.value}",
-           f"--conv_impl={_CONV_IMPL.value}", *(f"--functions={f}" for f in _measured()),
-           f"--num_classes={_CLASSES.value}", f"--hlo_dir={_HLO_DIR.value}",
-           f"--profile_dir={_PROFILE_DIR.value}", f"--out={out}"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-    with open(out) as f:
-      return json.load(f)["results"][0]
+  """Runs one model in a fresh interpreter with the same flags (its own peak memory and
+  compilation caches)."""
+  return common.run_isolated("benchmarks.bench_model",
+                             [*sys.argv[1:], f"--models={name}", "--repeats=1"])
 
 
 def main(_):
   unknown = [m for m in _MODELS.value if m not in models.MODEL_NAMES]
   if unknown:
     raise app.UsageError(f"unknown --models {unknown}; valid: {models.MODEL_NAMES}")
-  if len(_MODELS.value) == 1:
-    results = [bench_one(_MODELS.value[0])]
-  else:
-    results = [_run_isolated(name) for name in _MODELS.value]
-
+  if _REPEATS.value < 1:
+    raise app.UsageError("--repeats must be >= 1")
+  if len(_MODELS.value) == 1 and _REPEATS.value == 1:
+    runs = [bench_one(_MODELS.value[0])]
+  else:  # interleaved: machine noise spreads over every model alike
+    runs = [_run_isolated(name) for _ in range(_REPEATS.value) for name in _MODELS.value]
   measured = _measured()
+  results = common.summarize(runs, ("model",), (
+      *(f"{f}_{figure}" for f in measured
+        for figure in ("images_per_s", "ms_per_batch", "compile_s")), "peak_rss_mib"))
+
   header = (f"{'model':14s} {'batch':>5s} {'dtype':>8s} " + " ".join(
-      f"{f + ' img/s':>13s}" for f in measured) + " " + " ".join(
+      f"{f + ' img/s':>21s}" for f in measured) + " " + " ".join(
           f"{f[:5] + ' comp s':>12s}" for f in measured) + f" {'peak MiB':>9s}")
-  print(f"backend {jax.default_backend()}, {os.cpu_count()} cores")
+  print(f"backend {jax.default_backend()}, {os.cpu_count()} cores; median [range] of "
+        f"{_REPEATS.value} run(s), each the median of {_ITERS.value} calls")
   print(header)
   for r in results:
+    rates = [(r[f"{f}_images_per_s"], *r[f"{f}_images_per_s_range"]) for f in measured]
     print(f"{r['model']:14s} {r['batch']:5d} {r['dtype']:>8s} " + " ".join(
-        f"{r[f + '_images_per_s']:13.2f}" for f in measured) + " " + " ".join(
-            f"{r[f + '_compile_s']:12.1f}" for f in measured) + f" {r['peak_rss_mib']:9.0f}")
-  common.write_json(_OUT.value, {"benchmark": "bench_model", "results": results})
+        f"{f'{rate:.2f} [{lo:.2f}-{hi:.2f}]':>21s}" for rate, lo, hi in rates)
+          + " " + " ".join(f"{r[f + '_compile_s']:12.1f}" for f in measured)
+          + f" {r['peak_rss_mib']:9.0f}")
+  common.write_json(_OUT.value, {"benchmark": "bench_model", "repeats": _REPEATS.value,
+                                 "results": results, "runs": runs})
 
 
 if __name__ == "__main__":

@@ -45,11 +45,6 @@ def _timed(step_fn, state, batch_fn, steps: int) -> tuple[float, object]:
   return time.perf_counter() - start, state
 
 
-def _spread(values: list[float]) -> dict[str, float]:
-  median, (low, high) = common.median_range(values)
-  return {"median": median, "min": low, "max": high}
-
-
 def main(argv):
   del argv
   base = _CONFIG.value
@@ -95,8 +90,9 @@ def main(argv):
       s, stacked_state = _timed(stacked_step, stacked_state, together, _STEPS.value)
       per_way["stacked"].append(images / s)
     speedup = [b / a for a, b in zip(per_way["sequential"], per_way["stacked"])]
-    results[measure] = {**{f"{way}_images_per_s": _spread(v) for way, v in per_way.items()},
-                        "speedup": _spread(speedup), "raw": per_way}
+    results[measure] = {
+        **{f"{way}_images_per_s": common.spread(v) for way, v in per_way.items()},
+        "speedup": common.spread(speedup), "raw": per_way}
     print(f"{measure:10s} sequential {results[measure]['sequential_images_per_s']['median']:.1f} "
           f"img/s, stacked {results[measure]['stacked_images_per_s']['median']:.1f} img/s, "
           f"speed-up x{results[measure]['speedup']['median']:.2f} "

@@ -1,10 +1,13 @@
 """Matching + target encoding + multibox loss: jitted JAX vs the loop-based NumPy reference.
 
-  python -m benchmarks.bench_targets [--batch 32] [--max_boxes 50] [--mode per_gt]
+  python -m benchmarks.bench_targets [--batch 32] [--max_boxes 50] [--mode per_gt] [--iters 20]
+      [--ref_images 1] [--repeats 3] [--out benchmarks/results/bench_targets.json]
 
 Batch of ``--batch`` images, SSD300 priors (8732), each image with 1..``--max_boxes`` real boxes
 padded to ``--max_boxes``. The NumPy reference (tests/reference_ssd.py, one prior and one box at
-a time) is timed on ``--ref_images`` images and reported as images/s too.
+a time) is timed on ``--ref_images`` images and reported as images/s too. The two alternate
+``--repeats`` times (the order swapped every repeat); reported: the median and range over the
+repeats of each one's images/s (JAX: the median of ``--iters`` calls) and of the speed-up.
 """
 
 import time
@@ -24,6 +27,7 @@ _CLASSES = flags.DEFINE_integer("num_classes", 20, "Object classes (logits have 
 _MODE = flags.DEFINE_enum("mode", "per_gt", matching.MATCH_MODES, "Matching mode.")
 _ITERS = flags.DEFINE_integer("iters", 20, "Timed iterations.")
 _REF_IMAGES = flags.DEFINE_integer("ref_images", 1, "Images timed with the NumPy reference.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Alternating repeats of both timings.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_targets.json", "JSON output.")
 
 
@@ -49,32 +53,51 @@ def main(_):
     return losses.multibox_loss(loc_pred, logits, loc_t, cls_t)[0]
 
   args = [jax.device_put(x) for x in (gt, labels, loc_pred, logits)]
-  t = common.time_fn(lambda: step(*args).block_until_ready(), _ITERS.value)
-  jax_ips = _BATCH.value / t["median_s"]
-
-  n = _REF_IMAGES.value
   start = time.perf_counter()
-  for b in range(n):
-    idx = ref.match_reference(gt[b], labels[b], p, 0.5, _MODE.value)
-    cls_t = np.where(idx >= 0, labels[b][idx], 0)[None]
-    loc_t = np.zeros((1, len(p), 4))
-    for i in np.flatnonzero(idx >= 0):
-      loc_t[0, i] = ref.encode_one(gt[b, idx[i]], p[i])
-    ref.multibox_loss_reference(loc_pred[b:b + 1], logits[b:b + 1], loc_t, cls_t)
-  ref_ips = n / (time.perf_counter() - start)
+  step(*args).block_until_ready()
+  compile_s = time.perf_counter() - start
 
+  def jax_rate():
+    t = common.time_fn(lambda: step(*args).block_until_ready(), _ITERS.value)
+    return _BATCH.value / t["median_s"]
+
+  def reference_rate():
+    start = time.perf_counter()
+    for b in range(_REF_IMAGES.value):
+      idx = ref.match_reference(gt[b], labels[b], p, 0.5, _MODE.value)
+      cls_t = np.where(idx >= 0, labels[b][idx], 0)[None]
+      loc_t = np.zeros((1, len(p), 4))
+      for i in np.flatnonzero(idx >= 0):
+        loc_t[0, i] = ref.encode_one(gt[b, idx[i]], p[i])
+      ref.multibox_loss_reference(loc_pred[b:b + 1], logits[b:b + 1], loc_t, cls_t)
+    return _REF_IMAGES.value / (time.perf_counter() - start)
+
+  rates = {"jax": [], "numpy_reference": []}
+  timers = {"jax": jax_rate, "numpy_reference": reference_rate}
+  for repeat in range(_REPEATS.value):
+    for name in (list(timers) if repeat % 2 == 0 else list(timers)[::-1]):
+      rates[name].append(timers[name]())
+  speedup = common.spread([j / r for j, r in zip(rates["jax"], rates["numpy_reference"])])
+  jax_ips, ref_ips = (common.spread(rates[name]) for name in timers)
+  cell = lambda v, f: f"{v['median']:{f}} [{v['range'][0]:{f}}-{v['range'][1]:{f}}]"
   print(f"batch {_BATCH.value}, {len(p)} priors, {_MAX_BOXES.value} padded boxes, "
-        f"mode {_MODE.value}")
-  print(f"  jax (jit, {jax.default_backend()}): {jax_ips:10.1f} images/s  "
-        f"(median {t['median_s'] * 1e3:.1f} ms/batch, compile+first {t['first_call_s']:.2f} s)")
-  print(f"  numpy loop reference:  {ref_ips:10.3f} images/s  ({n} images)")
-  print(f"  speed-up: {jax_ips / ref_ips:.0f}x")
+        f"mode {_MODE.value}; images/s, median [range] of {_REPEATS.value} repeats")
+  print(f"  jax (jit, {jax.default_backend()}): {cell(jax_ips, '.1f')}  "
+        f"(median {_BATCH.value / jax_ips['median'] * 1e3:.1f} ms/batch, compile+first "
+        f"{compile_s:.2f} s)")
+  print(f"  numpy loop reference:  {cell(ref_ips, '.3f')}  ({_REF_IMAGES.value} images)")
+  print(f"  speed-up: {cell(speedup, '.0f')}x")
   common.write_json(_OUT.value, {
       "benchmark": "bench_targets", "batch": _BATCH.value, "num_priors": len(p),
-      "max_boxes": _MAX_BOXES.value, "mode": _MODE.value, "jax_images_per_s": jax_ips,
-      "jax_ms_per_batch": t["median_s"] * 1e3, "compile_s": t["first_call_s"],
-      "numpy_reference_images_per_s": ref_ips, "peak_rss_mib": common.peak_rss_mib()})
+      "max_boxes": _MAX_BOXES.value, "mode": _MODE.value, "iters": _ITERS.value,
+      "ref_images": _REF_IMAGES.value, "repeats": _REPEATS.value,
+      "jax_images_per_s": jax_ips, "jax_ms_per_batch": _BATCH.value / jax_ips["median"] * 1e3,
+      "compile_s": compile_s, "numpy_reference_images_per_s": ref_ips, "speedup": speedup,
+      "raw": rates, "peak_rss_mib": common.peak_rss_mib()})
 
 
 if __name__ == "__main__":
+  flags.register_validator("repeats", lambda n: n >= 1, "--repeats must be >= 1")
+  flags.register_validator("iters", lambda n: n >= 1, "--iters must be >= 1")
+  flags.register_validator("ref_images", lambda n: n >= 1, "--ref_images must be >= 1")
   app.run(main)

@@ -38,9 +38,7 @@ accelerator and 8 on CPU. Further ``--config.*`` overrides change what is measur
 """
 
 import copy
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -164,15 +162,10 @@ def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
 def _run_isolated(name: str, data: str, voc_root: str) -> dict:
   """Runs one (model, data) pair in a fresh interpreter with the same flags (its own peak
   memory)."""
-  with tempfile.TemporaryDirectory() as tmp:
-    out = os.path.join(tmp, "result.json")
-    # absl keeps the last value of a repeated flag: these override the caller's.
-    cmd = [sys.executable, "-m", "benchmarks.bench_train", *sys.argv[1:], f"--models={name}",
-           f"--data={data}", f"--voc_root={voc_root if data == 'voc_folder' else ''}",
-           "--repeats=1", f"--out={out}"]
-    subprocess.run(cmd, check=True, cwd=_ROOT, stdout=subprocess.DEVNULL)
-    with open(out) as f:
-      return json.load(f)["results"][0]
+  # absl keeps the last value of a repeated flag: these override the caller's.
+  return common.run_isolated("benchmarks.bench_train", [
+      *sys.argv[1:], f"--models={name}", f"--data={data}",
+      f"--voc_root={voc_root if data == 'voc_folder' else ''}", "--repeats=1"])
 
 
 def _stand_in_folder(tmp: str) -> str:
@@ -180,23 +173,6 @@ def _stand_in_folder(tmp: str) -> str:
   root = os.path.join(tmp, "voc_folder")
   cluttered_voc.write_voc_folder(root, num_trainval=_VOC_IMAGES.value, num_test=1)
   return root
-
-
-def _summary(results: list[dict]) -> list[dict]:
-  """One row per (model, data): the median and range of each figure over the repeats."""
-  rows = {}
-  for r in results:
-    rows.setdefault((r["model"], r["data"]), []).append(r)
-  out = []
-  for runs in rows.values():
-    row = dict(runs[0])
-    for key in ("end_to_end_images_per_s", "step_images_per_s", "first_batch_s", "compile_s",
-                "peak_rss_mib"):
-      if key in row:
-        row[key], row[f"{key}_range"] = common.median_range([r[key] for r in runs])
-    row["repeats"] = len(runs)
-    out.append(row)
-  return out
 
 
 def main(argv):
@@ -221,7 +197,9 @@ def main(argv):
     else:  # interleaved: machine noise spreads over every pair alike
       runs = [_run_isolated(name, data, voc_root) for _ in range(_REPEATS.value)
               for name, data in pairs]
-  results = _summary(runs)
+  results = common.summarize(runs, ("model", "data"), (
+      "end_to_end_images_per_s", "step_images_per_s", "first_batch_s", "compile_s",
+      "peak_rss_mib"))
 
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} "
         f"cores; images/s over {_STEPS.value} steps after {_WARMUP.value} warm-up steps; median "

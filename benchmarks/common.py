@@ -5,12 +5,16 @@ import json
 import os
 import platform
 import resource
+import subprocess
+import sys
+import tempfile
 import time
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The CPU flags that decide which kernels XLA and TensorFlow pick.
 _VECTOR_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4", "f16c")
 
@@ -69,6 +73,43 @@ def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 1) -> dict[str, flo
 def median_range(values: Sequence[float]) -> tuple[float, list[float]]:
   """The median and ``[min, max]`` of repeated measurements: what the benchmarks report."""
   return float(np.median(values)), [float(min(values)), float(max(values))]
+
+
+def spread(values: Sequence[float]) -> dict[str, Any]:
+  """``median_range`` as the JSON gives it: ``{"median": m, "range": [min, max]}``."""
+  median, low_high = median_range(values)
+  return {"median": median, "range": low_high}
+
+
+def summarize(runs: Sequence[dict[str, Any]], group: Sequence[str],
+              figures: Sequence[str]) -> list[dict[str, Any]]:
+  """Repeated runs -> one row per distinct value of the ``group`` fields (in order of first
+  appearance): the first run's fields, each of ``figures`` it has replaced by its median over
+  the group's runs with ``FIGURE_range`` ([min, max]) beside it, and ``repeats``."""
+  groups = {}
+  for run in runs:
+    groups.setdefault(tuple(run[key] for key in group), []).append(run)
+  rows = []
+  for same in groups.values():
+    row = dict(same[0])
+    for key in figures:
+      if key in row:
+        row[key], row[f"{key}_range"] = median_range([run[key] for run in same])
+    row["repeats"] = len(same)
+    rows.append(row)
+  return rows
+
+
+def run_isolated(module: str, args: Sequence[str]) -> dict[str, Any]:
+  """``python -m module *args --out=TMP`` in a fresh interpreter from the repository root (its
+  own compile caches and peak memory); returns the first entry of its JSON's ``results``."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = os.path.join(tmp, "result.json")
+    # absl keeps the last value of a repeated flag: --out (and flags in args) override earlier.
+    subprocess.run([sys.executable, "-m", module, *args, f"--out={out}"], check=True,
+                   cwd=_ROOT, stdout=subprocess.DEVNULL)
+    with open(out) as f:
+      return json.load(f)["results"][0]
 
 
 def peak_rss_mib() -> float:

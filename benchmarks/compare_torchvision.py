@@ -210,13 +210,12 @@ def compare(timers: dict[str, Callable[[str, int], dict]], batch: int, iters: in
         timing = timers[framework](name, iters)
         first_call_s.setdefault((framework, name), timing["first_call_s"])
         rates[framework, name].append(batch / timing["median_s"])
-  spread = lambda v: dict(zip(("median", "range"), common.median_range(v)))
   results = {}
   for name in _FUNCTIONS:
     ratios = [o / t for o, t in zip(rates["ours", name], rates["torchvision", name])]
-    results[name] = {"ratio": spread(ratios), "ratios": ratios}
+    results[name] = {"ratio": common.spread(ratios), "ratios": ratios}
     for framework in timers:
-      results[name][f"{framework}_images_per_s"] = spread(rates[framework, name])
+      results[name][f"{framework}_images_per_s"] = common.spread(rates[framework, name])
       results[name][f"{framework}_first_call_s"] = first_call_s[framework, name]
   return results
 

@@ -1,0 +1,25 @@
+"""benchmarks/bench_model.py: --repeats runs each model in fresh processes and summarizes."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_repeats_give_median_and_range_over_isolated_runs(tmp_path):
+  out = tmp_path / "bench_model.json"
+  subprocess.run([sys.executable, "-m", "benchmarks.bench_model", "--models=ssd_tiny",
+                  "--batch=1", "--iters=1", "--functions=forward", "--repeats=2", f"--out={out}"],
+                 check=True, cwd=ROOT, capture_output=True)
+  payload = json.loads(out.read_text())
+  assert payload["repeats"] == 2 and payload["machine"]["cpu"]
+  runs, (row,) = payload["runs"], payload["results"]
+  assert [r["model"] for r in runs] == ["ssd_tiny", "ssd_tiny"]
+  rates = [r["forward_images_per_s"] for r in runs]
+  assert row["repeats"] == 2 and row["forward_images_per_s_range"] == [min(rates), max(rates)]
+  assert row["forward_images_per_s"] == sum(rates) / 2
+  assert min(rates) > 0 and row["peak_rss_mib"] > 0
+  # Only the functions asked for were compiled and timed.
+  assert "train_images_per_s" not in row and "detect_compile_s" not in row

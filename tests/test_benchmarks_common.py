@@ -1,0 +1,36 @@
+"""benchmarks/common.py: the median-and-range summaries every benchmark reports."""
+
+import pytest
+
+from benchmarks import common
+
+
+def test_spread_is_median_and_min_max():
+  assert common.spread([3.0, 1.0, 2.0]) == {"median": 2.0, "range": [1.0, 3.0]}
+  assert common.spread([4.0, 1.0]) == {"median": 2.5, "range": [1.0, 4.0]}
+  assert common.spread([5.0]) == {"median": 5.0, "range": [5.0, 5.0]}
+
+
+def test_summarize_groups_runs_and_gives_median_range_of_each_figure():
+  runs = [{"model": "a", "data": "x", "rate": 1.0, "compile_s": 9.0, "batch": 8},
+          {"model": "b", "data": "x", "rate": 10.0, "compile_s": 1.0, "batch": 8},
+          {"model": "a", "data": "x", "rate": 3.0, "compile_s": 7.0, "batch": 8},
+          {"model": "a", "data": "y", "rate": 5.0, "batch": 8},
+          {"model": "a", "data": "x", "rate": 2.0, "compile_s": 8.0, "batch": 8}]
+  rows = common.summarize(runs, ("model", "data"), ("rate", "compile_s", "absent"))
+  # One row per (model, data), in order of first appearance.
+  assert [(r["model"], r["data"], r["repeats"]) for r in rows] == [
+      ("a", "x", 3), ("b", "x", 1), ("a", "y", 1)]
+  assert rows[0]["rate"] == 2.0 and rows[0]["rate_range"] == [1.0, 3.0]
+  assert rows[0]["compile_s"] == 8.0 and rows[0]["compile_s_range"] == [7.0, 9.0]
+  assert rows[1]["rate"] == 10.0 and rows[1]["rate_range"] == [10.0, 10.0]
+  # A figure the runs do not have is left out, not invented; other fields are the first run's.
+  assert "compile_s" not in rows[2] and "absent" not in rows[0] and "absent_range" not in rows[0]
+  assert rows[0]["batch"] == 8
+  # The runs themselves are not modified.
+  assert runs[0]["rate"] == 1.0 and "repeats" not in runs[0]
+
+
+def test_summarize_needs_the_group_fields():
+  with pytest.raises(KeyError):
+    common.summarize([{"rate": 1.0}], ("model",), ("rate",))
