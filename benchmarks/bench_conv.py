@@ -3,10 +3,10 @@
 For every distinct VGG16-reduced layer shape of SSD300 (batch 8, 300x300 input) this times
 ``ssd_jax.models.conv.conv2d`` with each ``impl``, and optionally torch's ``F.conv2d`` (oneDNN)
 for comparison, interleaving the implementations within each of ``--reps`` repetitions (the
-order rotated every repetition) after an untimed one that compiles. Reported: the median and
-range over the repetitions of each time and of each implementation's speed-up over the first of
-``--impls`` in the same repetition (the machines are shared and noisy: compare ratios rather
-than absolute numbers). The backbone line weights each layer by how often it occurs in VGG16 and
+order rotated every repetition), each timed call right after an untimed one. Reported: the
+median and range over the repetitions of each time and of each implementation's speed-up over
+the first of ``--impls`` in the same repetition (the machines are shared and noisy: compare
+ratios rather than absolute numbers). The backbone line weights each layer by how often it occurs in VGG16 and
 leaves out conv1_1's input gradient (the image needs none), as in a train step.
 
 Usage (from the repository root):
@@ -23,9 +23,9 @@ vector extensions.
 """
 
 import argparse
+import functools
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
@@ -108,13 +108,14 @@ def bench_layer(layer, batch, reps, jax_impls, torch) -> dict[str, dict[str, lis
                      'dy': torch.from_numpy(dy.transpose(0, 3, 1, 2).copy())}
   times = {impl: {kind: [] for kind in _KINDS} for impl in fns}
   impls = list(fns)
-  for rep in range(reps + 1):  # Repetition 0 compiles / warms up and is not timed.
+  for rep in range(reps):
     for impl in impls[rep % len(impls):] + impls[:rep % len(impls)]:
       for kind, fn in zip(_KINDS, fns[impl]):
-        start = time.perf_counter()
-        fn(args[impl])
-        if rep:
-          times[impl][kind].append(1e3 * (time.perf_counter() - start))
+        # time_fn calls once untimed first (the first time, that compiles): timed straight after
+        # another impl, a call paid for the memory that one had freed (after XLA's convolution
+        # backward up to 2x as long; benchmarks/RESULTS.md).
+        call = functools.partial(fn, args[impl])
+        times[impl][kind].append(1e3 * common.time_fn(call, 1)['median_s'])
   return times
 
 

@@ -1,7 +1,8 @@
 r"""Training throughput on the default JAX backend, built as ``train.train_and_evaluate`` does.
 
   python -m benchmarks.bench_train [--models=ssd_tiny,ssd300_vgg16] [--batch=0]
-      [--dtype=float32|bfloat16] [--steps=20] [--warmup_steps=3] [--measure=end_to_end,step]
+      [--dtype=float32|bfloat16] [--steps=20] [--warmup_steps=3] [--blocks=5]
+      [--measure=end_to_end,step]
       [--data=config,voc_folder] [--voc_images=300] [--repeats=1]
       [--config=experiments/configs/synthetic.py] [--config.<field>=<value> ...]
       [--hlo_dir=DIR] [--profile_dir=DIR] [--out=benchmarks/results/bench_train.json]
@@ -15,6 +16,10 @@ same ``ssd_jax.experiment`` functions. Measured:
               -> step, with the trainer's periodic metric fetch; images/s between the end of
               ``--warmup_steps`` steps and the end of ``--steps`` more.
   step        the step alone on one device-resident batch (no input pipeline, no transfer).
+The timed steps run in ``--blocks`` blocks, each ending once its last step has finished: besides
+the rate over all of them, ``MEASURE_images_per_s_blocks`` gives the median and range of the
+blocks' rates, a spread within one run that costs no extra compile (what a short GPU lease
+affords; ``--repeats`` gives the spread between processes).
 Data (``--data``): ``config`` is the config's own source; ``voc_folder`` the same config reading
 a user's small VOC folder instead, the stand-in of ``experiments/make_voc_folder.py``
 (``--voc_images`` cluttered 300-500 px JPEGs of quality 85, written to a temporary folder): is a
@@ -47,6 +52,7 @@ from absl import app, flags
 import jax
 import ml_collections
 from ml_collections import config_flags
+import numpy as np
 
 from benchmarks import common
 from experiments.configs import custom_voc_dir
@@ -62,6 +68,8 @@ _BATCH = flags.DEFINE_integer("batch", 0, "Global batch size; 0 = per-model defa
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
 _STEPS = flags.DEFINE_integer("steps", 20, "Timed steps.")
 _WARMUP = flags.DEFINE_integer("warmup_steps", 3, "Steps run before timing (after compiling).")
+_BLOCKS = flags.DEFINE_integer("blocks", 5, "Timed blocks the steps are split into (spread "
+                               "within a run).")
 _MEASURE = flags.DEFINE_multi_enum("measure", ["end_to_end", "step"], ["end_to_end", "step"],
                                    "What to time (repeat the flag for both).")
 _DATA = flags.DEFINE_list("data", ["config"], "Data of each run: 'config' (the config's "
@@ -114,7 +122,7 @@ def _run_steps(step_fn, state, batch_fn, num_steps: int, fetch_every: int):
 
 
 def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
-              measure: list[str]) -> dict:
+              measure: list[str], blocks: int = 1) -> dict:
   """Throughput of the trainer built from ``config`` (see the module docstring)."""
   mesh = experiment.create_mesh()
   training = experiment.create_training(config, mesh)
@@ -147,12 +155,17 @@ def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
       batches.close()  # Stops the pipeline, so that it does not compete for the CPU.
       batch_fn = lambda: first
     state = _run_steps(step_fn, state, batch_fn, warmup_steps, fetch_every)
+    sizes = [len(b) for b in np.array_split(np.arange(steps), min(blocks, steps))]
+    seconds = []
     with common.trace(_PROFILE_DIR.value, f"{tag}_{name}"):
-      start = time.perf_counter()
-      state = _run_steps(step_fn, state, batch_fn, steps, fetch_every)
-      seconds = time.perf_counter() - start
-    result[f"{name}_images_per_s"] = steps * config.batch_size / seconds
-    result[f"{name}_ms_per_step"] = seconds / steps * 1e3
+      for size in sizes:
+        start = time.perf_counter()
+        state = _run_steps(step_fn, state, batch_fn, size, fetch_every)
+        seconds.append(time.perf_counter() - start)
+    result[f"{name}_images_per_s"] = steps * config.batch_size / sum(seconds)
+    result[f"{name}_ms_per_step"] = sum(seconds) / steps * 1e3
+    result[f"{name}_images_per_s_blocks"] = common.spread(
+        [size * config.batch_size / s for size, s in zip(sizes, seconds)])
   if int(jax.device_get(state.first_bad_step)) >= 0:
     result["warning"] = "non-finite loss during the benchmark"
   result["peak_rss_mib"] = common.peak_rss_mib()
@@ -181,8 +194,8 @@ def main(argv):
   unknown = [m for m in _MODELS.value if m not in models.MODEL_NAMES]
   if unknown:
     raise app.UsageError(f"unknown --models {unknown}; valid: {models.MODEL_NAMES}")
-  if _STEPS.value < 1 or _BATCH.value < 0 or _WARMUP.value < 0:
-    raise app.UsageError("need --steps >= 1, --batch >= 0 and --warmup_steps >= 0")
+  if _STEPS.value < 1 or _BATCH.value < 0 or _WARMUP.value < 0 or _BLOCKS.value < 1:
+    raise app.UsageError("need --steps >= 1, --blocks >= 1, --batch >= 0 and --warmup_steps >= 0")
   unknown = [d for d in _DATA.value if d not in _DATA_CASES]
   if unknown or _REPEATS.value < 1:
     raise app.UsageError(f"need --data of {_DATA_CASES} (got {unknown}) and --repeats >= 1")
@@ -193,7 +206,7 @@ def main(argv):
       (name, data), = pairs
       config = model_config(_CONFIG.value, name, _BATCH.value or default_batch(name),
                             _DTYPE.value, voc_root if data == "voc_folder" else "")
-      runs = [bench_one(config, _STEPS.value, _WARMUP.value, _MEASURE.value)]
+      runs = [bench_one(config, _STEPS.value, _WARMUP.value, _MEASURE.value, _BLOCKS.value)]
     else:  # interleaved: machine noise spreads over every pair alike
       runs = [_run_isolated(name, data, voc_root) for _ in range(_REPEATS.value)
               for name, data in pairs]
@@ -201,15 +214,27 @@ def main(argv):
       "end_to_end_images_per_s", "step_images_per_s", "first_batch_s", "compile_s",
       "peak_rss_mib"))
 
+  within = _REPEATS.value == 1  # one run per row: its blocks' spread
+  if not within:  # a row's range is between runs; each run's blocks stay in "runs"
+    for row in results:
+      for measure in ("end_to_end", "step"):
+        row.pop(f"{measure}_images_per_s_blocks", None)
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} "
-        f"cores; images/s over {_STEPS.value} steps after {_WARMUP.value} warm-up steps; median "
-        f"[range] of {_REPEATS.value} run(s)")
+        f"cores; images/s over {_STEPS.value} steps after {_WARMUP.value} warm-up steps; " +
+        (f"[range] of {min(_BLOCKS.value, _STEPS.value)} blocks" if within else
+         f"median [range] of {_REPEATS.value} runs"))
   print(f"{'model':14s} {'data':>13s} {'px':>4s} {'batch':>5s} {'dtype':>8s} "
         f"{'end-to-end':>20s} {'step only':>20s} {'1st batch s':>11s} {'compile s':>9s} "
         f"{'peak MiB':>9s}")
+
+  def cell(row: dict, key: str) -> str:
+    if key not in row:
+      return f"{'-':>20s}"
+    low, high = row[f"{key}_blocks"]["range"] if within else row[f"{key}_range"]
+    return f"{row[key]:7.1f} [{low:.0f}-{high:.0f}]".rjust(20)
+
   for r in results:
-    ips = [f"{r[k]:7.1f} [{r[k + '_range'][0]:.0f}-{r[k + '_range'][1]:.0f}]".rjust(20)
-           if k in r else f"{'-':>20s}" for k in ("end_to_end_images_per_s", "step_images_per_s")]
+    ips = [cell(r, k) for k in ("end_to_end_images_per_s", "step_images_per_s")]
     print(f"{r['model']:14s} {r['data']:>13s} {r['image_size']:4d} {r['batch']:5d} "
           f"{r['dtype']:>8s} {ips[0]} {ips[1]} {r['first_batch_s']:11.2f} "
           f"{r['compile_s']:9.1f} {r['peak_rss_mib']:9.0f}")
