@@ -52,7 +52,6 @@ from absl import app, flags
 import jax
 import ml_collections
 from ml_collections import config_flags
-import numpy as np
 
 from benchmarks import common
 from experiments.configs import custom_voc_dir
@@ -154,14 +153,14 @@ def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
     else:
       batches.close()  # Stops the pipeline, so that it does not compete for the CPU.
       batch_fn = lambda: first
-    state = _run_steps(step_fn, state, batch_fn, warmup_steps, fetch_every)
-    sizes = [len(b) for b in np.array_split(np.arange(steps), min(blocks, steps))]
-    seconds = []
+
+    def run(num_steps: int, batch_fn=batch_fn) -> None:
+      nonlocal state  # the step donates its input: keep the newest
+      state = _run_steps(step_fn, state, batch_fn, num_steps, fetch_every)
+
+    run(warmup_steps)
     with common.trace(_PROFILE_DIR.value, f"{tag}_{name}"):
-      for size in sizes:
-        start = time.perf_counter()
-        state = _run_steps(step_fn, state, batch_fn, size, fetch_every)
-        seconds.append(time.perf_counter() - start)
+      sizes, seconds = common.timed_blocks(run, steps, blocks)
     result[f"{name}_images_per_s"] = steps * config.batch_size / sum(seconds)
     result[f"{name}_ms_per_step"] = sum(seconds) / steps * 1e3
     result[f"{name}_images_per_s_blocks"] = common.spread(

@@ -70,6 +70,19 @@ def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 1) -> dict[str, flo
   return {"first_call_s": first, "median_s": times[len(times) // 2], "min_s": times[0]}
 
 
+def timed_blocks(run: Callable[[int], Any], steps: int,
+                 blocks: int) -> tuple[list[int], list[float]]:
+  """Splits ``steps`` into ``min(blocks, steps)`` blocks of nearly equal size and times
+  ``run(size)`` (which must return once its steps are done) for each: (sizes, seconds)."""
+  sizes = [len(b) for b in np.array_split(np.arange(steps), min(blocks, steps))]
+  seconds = []
+  for size in sizes:
+    start = time.perf_counter()
+    run(size)
+    seconds.append(time.perf_counter() - start)
+  return sizes, seconds
+
+
 def median_range(values: Sequence[float]) -> tuple[float, list[float]]:
   """The median and ``[min, max]`` of repeated measurements: what the benchmarks report."""
   return float(np.median(values)), [float(min(values)), float(max(values))]

@@ -34,3 +34,16 @@ def test_summarize_groups_runs_and_gives_median_range_of_each_figure():
 def test_summarize_needs_the_group_fields():
   with pytest.raises(KeyError):
     common.summarize([{"rate": 1.0}], ("model",), ("rate",))
+
+
+def test_timed_blocks_splits_the_steps_and_times_each_block(monkeypatch):
+  clock = iter([0.0, 1.0, 1.0, 3.0, 3.0, 3.5])  # start and end of each of three blocks
+  monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
+  calls = []
+  sizes, seconds = common.timed_blocks(calls.append, steps=8, blocks=3)
+  assert sizes == calls == [3, 3, 2]  # every step once, nearly equal blocks in order
+  assert seconds == [1.0, 2.0, 0.5]
+  # Never more blocks than steps.
+  calls.clear()
+  monkeypatch.setattr(common.time, "perf_counter", lambda: 0.0)
+  assert common.timed_blocks(calls.append, steps=2, blocks=5)[0] == calls == [1, 1]
