@@ -6,8 +6,9 @@ for comparison, interleaving the implementations within each of ``--reps`` repet
 order rotated every repetition), each timed call right after an untimed one. Reported: the
 median and range over the repetitions of each time and of each implementation's speed-up over
 the first of ``--impls`` in the same repetition (the machines are shared and noisy: compare
-ratios rather than absolute numbers). The backbone line weights each layer by how often it occurs in VGG16 and
-leaves out conv1_1's input gradient (the image needs none), as in a train step.
+ratios rather than absolute numbers). The backbone line weights each layer by how often it
+occurs in VGG16 and leaves out conv1_1's input gradient (the image needs none), as in a train
+step.
 
 Usage (from the repository root):
   GLIBC_TUNABLES=glibc.malloc.hugetlb=1 .venv/bin/python benchmarks/bench_conv.py \
@@ -111,9 +112,9 @@ def bench_layer(layer, batch, reps, jax_impls, torch) -> dict[str, dict[str, lis
   for rep in range(reps):
     for impl in impls[rep % len(impls):] + impls[:rep % len(impls)]:
       for kind, fn in zip(_KINDS, fns[impl]):
-        # time_fn calls once untimed first (the first time, that compiles): timed straight after
-        # another impl, a call paid for the memory that one had freed (after XLA's convolution
-        # backward up to 2x as long; benchmarks/RESULTS.md).
+        # time_fn makes one untimed call first (in the first repetition, the one that compiles):
+        # a call timed straight after another impl's paid for the memory that one had freed (up
+        # to 2x as long after XLA's convolution backward; benchmarks/RESULTS.md).
         call = functools.partial(fn, args[impl])
         times[impl][kind].append(1e3 * common.time_fn(call, 1)['median_s'])
   return times
@@ -200,9 +201,9 @@ def main():
   print(f'\nbackbone (layers above, weighted by occurrence), ms and speed-up over {base}:')
   for impl, t in totals.items():
     print(f'  {impl:9s} fwd {_cell(t["fwd_ms"], t["fwd_ms_range"]):>24s} '
-          f'({_cell(*t["fwd_speedup"].values(), ".2f")}x)  fwd+bwd '
+          f'({_cell(t["fwd_speedup"]["median"], t["fwd_speedup"]["range"], ".2f")}x)  fwd+bwd '
           f'{_cell(t["fwd_bwd_ms"], t["fwd_bwd_ms_range"]):>24s} '
-          f'({_cell(*t["fwd_bwd_speedup"].values(), ".2f")}x)')
+          f'({_cell(t["fwd_bwd_speedup"]["median"], t["fwd_bwd_speedup"]["range"], ".2f")}x)')
   common.write_json(args.out, {
       'benchmark': 'bench_conv', 'batch': args.batch, 'reps': args.reps, 'base': base,
       'torch': torch.__version__ if torch else None,

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 
+# The repository root, where the benchmark modules run from.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The CPU flags that decide which kernels XLA and TensorFlow pick.
 _VECTOR_FLAG_PREFIXES = ("avx", "amx", "fma", "sse4", "f16c")
@@ -118,7 +119,7 @@ def run_isolated(module: str, args: Sequence[str]) -> dict[str, Any]:
   own compile caches and peak memory); returns the first entry of its JSON's ``results``."""
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "result.json")
-    # absl keeps the last value of a repeated flag: --out (and flags in args) override earlier.
+    # absl keeps a repeated flag's last value: this --out wins over one in args.
     subprocess.run([sys.executable, "-m", module, *args, f"--out={out}"], check=True,
                    cwd=_ROOT, stdout=subprocess.DEVNULL)
     with open(out) as f:
