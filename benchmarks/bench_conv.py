@@ -143,10 +143,6 @@ def layer_flops(layer, batch) -> dict[str, float]:
   return {'fwd': fwd, 'fwd_bwd': fwd * (3 if needs_dx else 2)}
 
 
-def _cell(median: float, low_high, fmt: str = '.1f') -> str:
-  return f'{median:{fmt}} [{low_high[0]:{fmt}}-{low_high[1]:{fmt}}]'
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--batch', type=int, default=8)
@@ -184,13 +180,15 @@ def main():
   print(f'{"layer":8s} {"impl":9s} {"fwd ms":>20s} {"GFLOP/s":>8s} {"fwd+bwd ms":>22s} '
         f'{"GFLOP/s":>8s}')
   base = jax_impls[0]
+  cell = lambda median, low_high: common.format_spread(median, low_high, '.1f')
+  speedup = lambda s: common.format_spread(s['median'], s['range'])
   raw, results = {}, {}
   for layer in layers:
     raw[layer[0]] = bench_layer(layer, args.batch, args.reps, jax_impls, torch)
     results[layer[0]] = summarize(raw[layer[0]], base, layer_flops(layer, args.batch))
     for impl, r in results[layer[0]].items():
-      print(f'{layer[0]:8s} {impl:9s} {_cell(r["fwd_ms"], r["fwd_ms_range"]):>20s} '
-            f'{r["fwd_gflops"]:8.1f} {_cell(r["fwd_bwd_ms"], r["fwd_bwd_ms_range"]):>22s} '
+      print(f'{layer[0]:8s} {impl:9s} {cell(r["fwd_ms"], r["fwd_ms_range"]):>20s} '
+            f'{r["fwd_gflops"]:8.1f} {cell(r["fwd_bwd_ms"], r["fwd_bwd_ms_range"]):>22s} '
             f'{r["fwd_bwd_gflops"]:8.1f}', flush=True)
 
   # Whole backbone: per repetition, each layer's time times its number of occurrences in VGG16.
@@ -200,10 +198,10 @@ def main():
                                                 for l in layers) for kind in _KINDS})
   print(f'\nbackbone (layers above, weighted by occurrence), ms and speed-up over {base}:')
   for impl, t in totals.items():
-    print(f'  {impl:9s} fwd {_cell(t["fwd_ms"], t["fwd_ms_range"]):>24s} '
-          f'({_cell(t["fwd_speedup"]["median"], t["fwd_speedup"]["range"], ".2f")}x)  fwd+bwd '
-          f'{_cell(t["fwd_bwd_ms"], t["fwd_bwd_ms_range"]):>24s} '
-          f'({_cell(t["fwd_bwd_speedup"]["median"], t["fwd_bwd_speedup"]["range"], ".2f")}x)')
+    print(f'  {impl:9s} fwd {cell(t["fwd_ms"], t["fwd_ms_range"]):>24s} '
+          f'({speedup(t["fwd_speedup"])}x)  fwd+bwd '
+          f'{cell(t["fwd_bwd_ms"], t["fwd_bwd_ms_range"]):>24s} '
+          f'({speedup(t["fwd_bwd_speedup"])}x)')
   common.write_json(args.out, {
       'benchmark': 'bench_conv', 'batch': args.batch, 'reps': args.reps, 'base': base,
       'torch': torch.__version__ if torch else None,

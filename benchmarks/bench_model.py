@@ -148,9 +148,9 @@ def main(_):
         f"{_REPEATS.value} run(s), each the median of {_ITERS.value} calls")
   print(header)
   for r in results:
-    rates = [(r[f"{f}_images_per_s"], *r[f"{f}_images_per_s_range"]) for f in measured]
     print(f"{r['model']:14s} {r['batch']:5d} {r['dtype']:>8s} " + " ".join(
-        f"{f'{rate:.2f} [{lo:.2f}-{hi:.2f}]':>21s}" for rate, lo, hi in rates)
+        f"{common.format_spread(r[f'{f}_images_per_s'], r[f'{f}_images_per_s_range']):>21s}"
+        for f in measured)
           + " " + " ".join(f"{r[f + '_compile_s']:12.1f}" for f in measured)
           + f" {r['peak_rss_mib']:9.0f}")
   common.write_json(_OUT.value, {"benchmark": "bench_model", "repeats": _REPEATS.value,

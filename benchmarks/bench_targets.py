@@ -79,9 +79,9 @@ def main(_):
       rates[name].append(timers[name]())
   speedup = common.spread([j / r for j, r in zip(rates["jax"], rates["numpy_reference"])])
   jax_ips, ref_ips = (common.spread(rates[name]) for name in timers)
-  cell = lambda v, f: f"{v['median']:{f}} [{v['range'][0]:{f}}-{v['range'][1]:{f}}]"
   print(f"batch {_BATCH.value}, {len(p)} priors, {_MAX_BOXES.value} padded boxes, "
         f"mode {_MODE.value}; images/s, median [range] of {_REPEATS.value} repeats")
+  cell = lambda s, fmt: common.format_spread(s["median"], s["range"], fmt)
   print(f"  jax (jit, {jax.default_backend()}): {cell(jax_ips, '.1f')}  "
         f"(median {_BATCH.value / jax_ips['median'] * 1e3:.1f} ms/batch, compile+first "
         f"{compile_s:.2f} s)")

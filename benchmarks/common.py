@@ -95,6 +95,11 @@ def spread(values: Sequence[float]) -> dict[str, Any]:
   return {"median": median, "range": low_high}
 
 
+def format_spread(median: float, low_high: Sequence[float], fmt: str = ".2f") -> str:
+  """``median [low-high]``, each number in ``fmt``: how the tables print a figure's spread."""
+  return f"{median:{fmt}} [{low_high[0]:{fmt}}-{low_high[1]:{fmt}}]"
+
+
 def summarize(runs: Sequence[dict[str, Any]], group: Sequence[str],
               figures: Sequence[str]) -> list[dict[str, Any]]:
   """Repeated runs -> one row per distinct value of the ``group`` fields (in order of first

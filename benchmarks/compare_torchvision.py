@@ -256,7 +256,7 @@ def main(_):
         f"{_CONV_IMPL.value}{', conv1_1 .. conv2_2 frozen' if _FREEZE.value else ''}; images/s, "
         f"median [range] of {_REPEATS.value} interleaved repeats (first call s)")
   print(f"{'':8s} {'torchvision':>26s} {'ssd_jax':>26s} {'ratio ours/tv':>20s}")
-  cell = lambda v: f"{v['median']:.2f} [{v['range'][0]:.2f}-{v['range'][1]:.2f}]"
+  cell = lambda v: common.format_spread(v["median"], v["range"])
   for name, r in results.items():
     print(f"{name:8s} {cell(r['torchvision_images_per_s']):>18s} "
           f"({r['torchvision_first_call_s']:5.1f}) {cell(r['ours_images_per_s']):>18s} "

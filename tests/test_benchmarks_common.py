@@ -47,3 +47,8 @@ def test_timed_blocks_splits_the_steps_and_times_each_block(monkeypatch):
   calls.clear()
   monkeypatch.setattr(common.time, "perf_counter", lambda: 0.0)
   assert common.timed_blocks(calls.append, steps=2, blocks=5)[0] == calls == [1, 1]
+
+
+def test_format_spread_prints_median_and_range_in_one_format():
+  assert common.format_spread(1.234, [1.0, 2.5]) == "1.23 [1.00-2.50]"
+  assert common.format_spread(347.04, [339.6, 366.7], ".0f") == "347 [340-367]"
