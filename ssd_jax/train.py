@@ -49,12 +49,12 @@ class _Preempted:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-def _check_finite(state: train_step.TrainState, manager: ocp.CheckpointManager) -> None:
-  bad = int(jax.device_get(state.first_bad_step))
+def _check_finite(bad: int, manager: ocp.CheckpointManager) -> None:
+  """Stops the run whose ``state.first_bad_step`` is ``bad`` if that is a step (not -1)."""
   if bad >= 0:
     last = manager.latest_step()
     where = (f"the last checkpoint is step {last} in {manager.directory}" if last is not None
-             else "no checkpoint was written yet")
+             else f"no checkpoint was written yet in {manager.directory}")
     raise FloatingPointError(
         f"Non-finite loss or gradient at step {bad}: stopped without applying it ({where}; "
         "rerunning resumes from it). Lower config.optimizer.lr, enable "
@@ -267,14 +267,16 @@ def _train_loop(state: train_step.TrainState, step_fn: Callable, batches: Iterat
       pending.append(step_metrics)
       if step % config.log_every_steps == 0 or step == total:
         pending = jax.device_get(pending)
+        bad = _first_bad_steps(state)
         for r, run in enumerate(runs):
-          _check_finite(view(state, r), run.manager)
+          _check_finite(bad[r], run.manager)
           _log(run.writer, step, total, [view(m, r) for m in pending], config.batch_size,
                time.perf_counter() - tick, step - tick_step)
         pending, tick, tick_step = [], time.perf_counter(), step
       if step % config.checkpoint.every_steps == 0 or step == total or preempted.requested:
+        bad = _first_bad_steps(state)
         for r, run in enumerate(runs):
-          _check_finite(view(state, r), run.manager)
+          _check_finite(bad[r], run.manager)
           run.manager.save(step, args=ocp.args.StandardSave(view(state, r)), force=True)
       if preempted.requested:
         for run in runs:
@@ -288,7 +290,7 @@ def _train_loop(state: train_step.TrainState, step_fn: Callable, batches: Iterat
           # Orbax's async save of this step can lose its array metadata when the evaluation's
           # input pipeline runs alongside (seen with tfds sources): let it finish first.
           run.manager.wait_until_finished()
-          metrics[r] = run.evaluate(view(state, r).params, step)
+          metrics[r] = run.evaluate(view(state.params, r), step)
           if run.best_manager is not None:
             run.best_manager.save(step, args=ocp.args.StandardSave(view(state, r)), force=True,
                                   metrics={checkpoints.SCORE: metrics[r][
@@ -297,8 +299,15 @@ def _train_loop(state: train_step.TrainState, step_fn: Callable, batches: Iterat
     preempted.restore()
   for r, run in enumerate(runs):
     if run.evaluate is not None and not metrics[r]:  # resumed at the end: still report
-      metrics[r] = run.evaluate(view(state, r).params, int(jax.device_get(view(state, r).step)))
+      metrics[r] = run.evaluate(view(state.params, r), int(jax.device_get(view(state.step, r))))
   return metrics
+
+
+def _first_bad_steps(state: train_step.TrainState) -> list[int]:
+  """Each run's ``first_bad_step`` (one run, or several stacked), read without slicing the
+  runs' states out: a slice copies every parameter and optimizer moment (~200-300 MB for
+  SSD300), one array at a time."""
+  return [int(b) for b in np.ravel(jax.device_get(state.first_bad_step))]
 
 
 def _log(writer, step: int, total: int, pending: list, batch_size: int, seconds: float,

@@ -209,6 +209,16 @@ def test_train_step_distorts_the_images_with_the_batch_photometric_values():
                                  fixtures.flat_params(plain.params)) > 1e-4
 
 
+def test_a_non_finite_run_among_stacked_runs_stops_naming_its_workdir(tmp_path):
+  """Each run's own ``first_bad_step``: the error names the run that diverged, not the other."""
+  configs = [tiny_config(**STACKED_BASE),
+             tiny_config(**{**STACKED_BASE, **OTHER, "optimizer.lr": float("nan")})]
+  with pytest.raises(FloatingPointError, match="step 1") as err:
+    train.train_stacked(configs, [str(tmp_path / "good"), str(tmp_path / "diverged")])
+  assert str(tmp_path / "diverged") in str(err.value)
+  assert str(tmp_path / "good") not in str(err.value)
+
+
 def test_stacked_runs_must_differ_only_in_stackable_fields(tmp_path):
   a = tiny_config()
   with pytest.raises(ValueError, match="differ in batch_size, optimizer.name"):
