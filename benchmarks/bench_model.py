@@ -11,15 +11,15 @@ Per model, three jitted functions on a batch of random images with 1..8 random b
            an optax SGD-momentum update (the paper's optimizer);
   detect   forward + ``postprocess.decode_detections`` (softmax, per-class NMS, top 200).
 ``--functions`` measures a subset (only those are compiled). Reported: images/s (median over
-``--iters`` calls), compile seconds (``lower().compile()``) and the peak resident memory of the
-process. With several models each runs in its own subprocess so that the peak memory belongs
-to one model. ``--repeats N`` runs every model N times that way, interleaved (model after model,
-round after round), and gives the median and range over the runs of each figure
-(``FIGURE_range`` in the JSON, whose ``runs`` keeps every run). ``--hlo_dir`` writes each
-compiled function's optimized HLO there
-(``MODEL_FUNCTION_DTYPE_bBATCH.hlo.txt``), ``--profile_dir`` a ``jax.profiler`` trace of its
-timed calls (a folder of that name): where the time goes, readable after the run (a traced
-run's figures carry the profiler's cost).
+``--iters`` calls, and the calls' median and range as ``FUNCTION_images_per_s_calls``), compile
+seconds (``lower().compile()``) and the peak resident memory of the process. With several
+models each runs in its own subprocess so that the peak memory belongs to one model.
+``--repeats N`` runs every model N times that way, interleaved (model after model, round after
+round), and gives the median and range over the runs of each figure (``FIGURE_range`` in the
+JSON, whose ``runs`` keeps every run). ``--hlo_dir`` writes each compiled function's optimized
+HLO there (``MODEL_FUNCTION_DTYPE_bBATCH.hlo.txt``), ``--profile_dir`` a ``jax.profiler`` trace
+of its timed calls (a folder of that name): where the time goes, readable after the run (a
+traced run's figures carry the profiler's cost).
 """
 
 import os
@@ -115,6 +115,8 @@ def bench_one(name: str) -> dict:
       t = common.time_fn(lambda: jax.block_until_ready(compiled(*args)), _ITERS.value)
     result[f"{fn_name}_images_per_s"] = _BATCH.value / t["median_s"]
     result[f"{fn_name}_ms_per_batch"] = t["median_s"] * 1e3
+    result[f"{fn_name}_images_per_s_calls"] = common.spread(
+        [_BATCH.value / s for s in t["times_s"]])
   result["peak_rss_mib"] = common.peak_rss_mib()
   return result
 
@@ -141,16 +143,27 @@ def main(_):
       *(f"{f}_{figure}" for f in measured
         for figure in ("images_per_s", "ms_per_batch", "compile_s")), "peak_rss_mib"))
 
+  within = _REPEATS.value == 1  # one run per row: the spread of its calls
+  if not within:  # a row's range is between runs; each run's calls stay in "runs"
+    for row in results:
+      for f in measured:
+        row.pop(f"{f}_images_per_s_calls")
+
+  def cell(row: dict, f: str) -> str:
+    low_high = (row[f"{f}_images_per_s_calls"]["range"] if within
+                else row[f"{f}_images_per_s_range"])
+    return f"{common.format_spread(row[f'{f}_images_per_s'], low_high):>21s}"
+
   header = (f"{'model':14s} {'batch':>5s} {'dtype':>8s} " + " ".join(
       f"{f + ' img/s':>21s}" for f in measured) + " " + " ".join(
           f"{f[:5] + ' comp s':>12s}" for f in measured) + f" {'peak MiB':>9s}")
-  print(f"backend {jax.default_backend()}, {os.cpu_count()} cores; median [range] of "
-        f"{_REPEATS.value} run(s), each the median of {_ITERS.value} calls")
+  print(f"backend {jax.default_backend()}, {os.cpu_count()} cores; " + (
+      f"median [range] of {_ITERS.value} calls" if within else
+      f"median [range] of {_REPEATS.value} runs, each the median of {_ITERS.value} calls"))
   print(header)
   for r in results:
     print(f"{r['model']:14s} {r['batch']:5d} {r['dtype']:>8s} " + " ".join(
-        f"{common.format_spread(r[f'{f}_images_per_s'], r[f'{f}_images_per_s_range']):>21s}"
-        for f in measured)
+        cell(r, f) for f in measured)
           + " " + " ".join(f"{r[f + '_compile_s']:12.1f}" for f in measured)
           + f" {r['peak_rss_mib']:9.0f}")
   common.write_json(_OUT.value, {"benchmark": "bench_model", "repeats": _REPEATS.value,

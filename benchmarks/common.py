@@ -52,8 +52,9 @@ def machine() -> dict[str, Any]:
           "python": platform.python_version()}
 
 
-def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 1) -> dict[str, float]:
-  """Runs ``fn`` (which must block until its result is ready) and returns seconds per call.
+def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 1) -> dict[str, Any]:
+  """Runs ``fn`` (which must block until its result is ready) and returns seconds per call:
+  ``median_s``, ``min_s``, ``max_s`` and every timed call's (``times_s``, in call order).
 
   The first call's time (compilation included) is reported separately as ``first_call_s``.
   """
@@ -67,8 +68,8 @@ def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 1) -> dict[str, flo
     start = time.perf_counter()
     fn()
     times.append(time.perf_counter() - start)
-  times.sort()
-  return {"first_call_s": first, "median_s": times[len(times) // 2], "min_s": times[0]}
+  return {"first_call_s": first, "median_s": float(np.median(times)), "min_s": min(times),
+          "max_s": max(times), "times_s": times}
 
 
 def timed_blocks(run: Callable[[int], Any], steps: int,

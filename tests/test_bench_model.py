@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_repeats_give_median_and_range_over_isolated_runs(tmp_path):
   out = tmp_path / "bench_model.json"
   subprocess.run([sys.executable, "-m", "benchmarks.bench_model", "--models=ssd_tiny",
-                  "--batch=1", "--iters=1", "--functions=forward", "--repeats=2", f"--out={out}"],
+                  "--batch=1", "--iters=3", "--functions=forward", "--repeats=2", f"--out={out}"],
                  check=True, cwd=ROOT, capture_output=True)
   payload = json.loads(out.read_text())
   assert payload["repeats"] == 2 and payload["machine"]["cpu"]
@@ -21,5 +21,11 @@ def test_repeats_give_median_and_range_over_isolated_runs(tmp_path):
   assert row["repeats"] == 2 and row["forward_images_per_s_range"] == [min(rates), max(rates)]
   assert row["forward_images_per_s"] == sum(rates) / 2
   assert min(rates) > 0 and row["peak_rss_mib"] > 0
+  # Each run keeps the spread of its own timed calls; the row's range is between the runs.
+  for r in runs:
+    calls = r["forward_images_per_s_calls"]
+    assert calls["range"][0] <= calls["median"] <= calls["range"][1]
+    assert calls["median"] == r["forward_images_per_s"]
+  assert "forward_images_per_s_calls" not in row
   # Only the functions asked for were compiled and timed.
   assert "train_images_per_s" not in row and "detect_compile_s" not in row

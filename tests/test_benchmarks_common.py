@@ -49,6 +49,17 @@ def test_timed_blocks_splits_the_steps_and_times_each_block(monkeypatch):
   assert common.timed_blocks(calls.append, steps=2, blocks=5)[0] == calls == [1, 1]
 
 
+def test_time_fn_reports_the_first_call_apart_and_every_timed_call(monkeypatch):
+  # first call 5 s (it compiles), one untimed warm-up, then timed calls of 2, 1, 4 and 3 s
+  clock = iter([0.0, 5.0, 5.0, 7.0, 7.0, 8.0, 8.0, 12.0, 12.0, 15.0])
+  monkeypatch.setattr(common.time, "perf_counter", lambda: next(clock))
+  calls = []
+  t = common.time_fn(lambda: calls.append(1), iters=4, warmup=2)
+  assert len(calls) == 6
+  assert t == {"first_call_s": 5.0, "median_s": 2.5, "min_s": 1.0, "max_s": 4.0,
+               "times_s": [2.0, 1.0, 4.0, 3.0]}
+
+
 def test_format_spread_prints_median_and_range_in_one_format():
   assert common.format_spread(1.234, [1.0, 2.5]) == "1.23 [1.00-2.50]"
   assert common.format_spread(347.04, [339.6, 366.7], ".0f") == "347 [340-367]"
