@@ -139,15 +139,11 @@ def main(_):
   else:  # interleaved: machine noise spreads over every model alike
     runs = [_run_isolated(name) for _ in range(_REPEATS.value) for name in _MODELS.value]
   measured = _measured()
-  results = common.summarize(runs, ("model",), (
-      *(f"{f}_{figure}" for f in measured
-        for figure in ("images_per_s", "ms_per_batch", "compile_s")), "peak_rss_mib"))
-
-  within = _REPEATS.value == 1  # one run per row: the spread of its calls
-  if not within:  # a row's range is between runs; each run's calls stay in "runs"
-    for row in results:
-      for f in measured:
-        row.pop(f"{f}_images_per_s_calls")
+  figures = [f"{f}_{figure}" for f in measured
+             for figure in ("images_per_s", "ms_per_batch", "compile_s")]
+  results = common.summarize(runs, ("model",), [*figures, "peak_rss_mib"],
+                             per_run=[f"{f}_images_per_s_calls" for f in measured])
+  within = _REPEATS.value == 1  # one run per row: the spread of its calls; each run's in "runs"
 
   def cell(row: dict, f: str) -> str:
     low_high = (row[f"{f}_images_per_s_calls"]["range"] if within

@@ -211,13 +211,8 @@ def main(argv):
               for name, data in pairs]
   results = common.summarize(runs, ("model", "data"), (
       "end_to_end_images_per_s", "step_images_per_s", "first_batch_s", "compile_s",
-      "peak_rss_mib"))
-
-  within = _REPEATS.value == 1  # one run per row: its blocks' spread
-  if not within:  # a row's range is between runs; each run's blocks stay in "runs"
-    for row in results:
-      for measure in ("end_to_end", "step"):
-        row.pop(f"{measure}_images_per_s_blocks", None)
+      "peak_rss_mib"), per_run=("end_to_end_images_per_s_blocks", "step_images_per_s_blocks"))
+  within = _REPEATS.value == 1  # one run per row: its blocks' spread; each run's stay in "runs"
   print(f"backend {jax.default_backend()}, {jax.device_count()} device(s), {os.cpu_count()} "
         f"cores; images/s over {_STEPS.value} steps after {_WARMUP.value} warm-up steps; " +
         (f"[range] of {min(_BLOCKS.value, _STEPS.value)} blocks" if within else

@@ -54,7 +54,7 @@ def machine() -> dict[str, Any]:
 
 def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 1) -> dict[str, Any]:
   """Runs ``fn`` (which must block until its result is ready) and returns seconds per call:
-  ``median_s``, ``min_s``, ``max_s`` and every timed call's (``times_s``, in call order).
+  ``median_s`` and every timed call's (``times_s``, in call order).
 
   The first call's time (compilation included) is reported separately as ``first_call_s``.
   """
@@ -68,8 +68,7 @@ def time_fn(fn: Callable[[], Any], iters: int, warmup: int = 1) -> dict[str, Any
     start = time.perf_counter()
     fn()
     times.append(time.perf_counter() - start)
-  return {"first_call_s": first, "median_s": float(np.median(times)), "min_s": min(times),
-          "max_s": max(times), "times_s": times}
+  return {"first_call_s": first, "median_s": float(np.median(times)), "times_s": times}
 
 
 def timed_blocks(run: Callable[[int], Any], steps: int,
@@ -101,11 +100,13 @@ def format_spread(median: float, low_high: Sequence[float], fmt: str = ".2f") ->
   return f"{median:{fmt}} [{low_high[0]:{fmt}}-{low_high[1]:{fmt}}]"
 
 
-def summarize(runs: Sequence[dict[str, Any]], group: Sequence[str],
-              figures: Sequence[str]) -> list[dict[str, Any]]:
+def summarize(runs: Sequence[dict[str, Any]], group: Sequence[str], figures: Sequence[str],
+              per_run: Sequence[str] = ()) -> list[dict[str, Any]]:
   """Repeated runs -> one row per distinct value of the ``group`` fields (in order of first
   appearance): the first run's fields, each of ``figures`` it has replaced by its median over
-  the group's runs with ``FIGURE_range`` ([min, max]) beside it, and ``repeats``."""
+  the group's runs with ``FIGURE_range`` ([min, max]) beside it, and ``repeats``. The
+  ``per_run`` fields (a spread within one run, e.g. its blocks') stay only in a row of one run:
+  a row over several has its spread between them in ``FIGURE_range``."""
   groups = {}
   for run in runs:
     groups.setdefault(tuple(run[key] for key in group), []).append(run)
@@ -115,6 +116,9 @@ def summarize(runs: Sequence[dict[str, Any]], group: Sequence[str],
     for key in figures:
       if key in row:
         row[key], row[f"{key}_range"] = median_range([run[key] for run in same])
+    if len(same) > 1:
+      for key in per_run:
+        row.pop(key, None)
     row["repeats"] = len(same)
     rows.append(row)
   return rows

@@ -31,6 +31,17 @@ def test_summarize_groups_runs_and_gives_median_range_of_each_figure():
   assert runs[0]["rate"] == 1.0 and "repeats" not in runs[0]
 
 
+def test_summarize_keeps_a_runs_own_spread_only_in_a_row_of_that_run():
+  blocks = lambda low, high: {"median": (low + high) / 2, "range": [low, high]}
+  runs = [{"model": "a", "rate": 1.0, "rate_blocks": blocks(0.5, 1.5)},
+          {"model": "b", "rate": 4.0, "rate_blocks": blocks(3.0, 5.0)},
+          {"model": "a", "rate": 3.0, "rate_blocks": blocks(2.0, 4.0)}]
+  a, b = common.summarize(runs, ("model",), ("rate",), per_run=("rate_blocks",))
+  assert a["repeats"] == 2 and "rate_blocks" not in a and a["rate_range"] == [1.0, 3.0]
+  assert b["repeats"] == 1 and b["rate_blocks"] == blocks(3.0, 5.0)
+  assert runs[0]["rate_blocks"] == blocks(0.5, 1.5)  # the runs keep theirs
+
+
 def test_summarize_needs_the_group_fields():
   with pytest.raises(KeyError):
     common.summarize([{"rate": 1.0}], ("model",), ("rate",))
@@ -56,8 +67,7 @@ def test_time_fn_reports_the_first_call_apart_and_every_timed_call(monkeypatch):
   calls = []
   t = common.time_fn(lambda: calls.append(1), iters=4, warmup=2)
   assert len(calls) == 6
-  assert t == {"first_call_s": 5.0, "median_s": 2.5, "min_s": 1.0, "max_s": 4.0,
-               "times_s": [2.0, 1.0, 4.0, 3.0]}
+  assert t == {"first_call_s": 5.0, "median_s": 2.5, "times_s": [2.0, 1.0, 4.0, 3.0]}
 
 
 def test_format_spread_prints_median_and_range_in_one_format():
