@@ -111,18 +111,22 @@ def test_forward_and_gradients_match_numpy_and_lax(impl, case):
   dy = jax.random.normal(kd, y.shape)
   dx, dkernel = vjp(dy)
 
+  # F(6x6, 3x3)'s larger transform coefficients round more: on a 2-core AMD Zen 3 (AVX2) its
+  # worst case here was 1.3e-5 of the largest output, F(4x4)'s 3.1e-6 (a wrong transform or tap
+  # is off by ~1e-1).
+  rtol = 4e-5 if impl == 'winograd6' else 1e-5
   y_np = conv_np(x, kernel, pair(strides), pads, pair(dilation))
   dx_np, dkernel_np = conv_vjp_np(x, kernel, dy, pair(strides), pads, pair(dilation))
-  _close(y, y_np, 1e-5)
-  _close(dx, dx_np, 1e-5)
-  _close(dkernel, dkernel_np, 1e-5)
+  _close(y, y_np, rtol)
+  _close(dx, dx_np, rtol)
+  _close(dkernel, dkernel_np, rtol)
 
   lax_fn = lambda x, kernel: lax.conv_general_dilated(
       x, kernel, pair(strides), pads, rhs_dilation=pair(dilation),
       dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
   y_lax, lax_vjp = jax.vjp(jax.jit(lax_fn), x, kernel)
   for actual, expected in zip((y, dx, dkernel), (y_lax, *lax_vjp(dy))):
-    _close(actual, expected, 1e-5)
+    _close(actual, expected, rtol)
 
 
 def test_winograd_matches_at_vgg_like_scale():
