@@ -393,7 +393,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
       backward pass for stride-1 undilated 3x3 convolutions with padding 0..2, per-tap
       matmuls for the rest; XLA's convolution with an im2col kernel gradient whenever
       Cin < 16), 'winograd6' ('cpu_fast' with F(6x6, 3x3) tiles, for measuring on other CPUs:
-      on a 2-core AVX-512 Xeon the SSD300 train step ran no faster) or 'auto' ('cpu_fast'
+      on 2-core Xeon, Zen 4 and Zen 3 VMs the SSD300 train step ran no faster) or 'auto' ('cpu_fast'
       when the default backend is CPU, else 'xla'; on AVX-512 CPUs with XLA's convolution for
       the input gradient of Winograd layers with fewer than 128 input or output channels).
 
