@@ -2,8 +2,8 @@
 
   pip install torch==2.14.1 torchvision==0.29.1   # optional extra, only for this script
   python -m benchmarks.compare_torchvision [--batch 8] [--iters 3] [--repeats 3] [--threads 2]
-      [--conv_impl auto|xla|cpu_fast|winograd6] [--dtype float32|bfloat16] [--freeze]
-      [--torch_site /path/to/site-packages]
+      [--conv_impl auto[,xla,cpu_fast,winograd6]] [--functions train ...] [--notorchvision]
+      [--dtype float32|bfloat16] [--freeze] [--torch_site /path/to/site-packages]
       [--out benchmarks/results/compare_torchvision.json]
 
 ``--torch_site`` appends a site-packages directory holding torch and torchvision (e.g. of a
@@ -18,15 +18,21 @@ weights (torchvision: ``weights=None, weights_backbone=None``) and 300x300 input
            ``multibox_loss``);
   detect   inference with post-processing (torchvision ``eval()`` call; ours forward +
            ``postprocess.decode_detections``).
-The comparison runs ``--repeats`` times, interleaved (per function: ours then torchvision's, the
-order swapped every repeat, so that the machine's drift hits both alike), ``--iters`` timed calls
-each after a first one; reported: the median and range over the repeats of each framework's
-images/s (each repeat's median call) and of the per-repeat ratio.
-Each framework runs in a worker process of its own (spawned, long-lived, called in turn by this
-one), so that neither's allocator state, thread pools or caches reach the other's timings: in
+The comparison runs ``--repeats`` times, interleaved (per function: each contestant in turn, the
+first of the order moving by one every repeat, so that the machine's drift hits all alike),
+``--iters`` timed calls each after a first one; reported: the median and range over the repeats
+of each contestant's images/s (each repeat's median call) and of its per-repeat ratio to the
+baseline (torchvision; with ``--notorchvision`` the first ``--conv_impl``).
+Each contestant runs in a worker process of its own (spawned, long-lived, called in turn by this
+one), so that no one's allocator state, thread pools or caches reach another's timings: in
 one process, our train step right after torchvision's took up to 1.4x as long, with ~3 s more
 kernel time (page faults), for at least two steps (``common.time_fn``'s untimed first call
 absorbed most of it; benchmarks/RESULTS.md compares the two layouts).
+Several ``--conv_impl`` values (``auto,cpu_fast,winograd6``) are contestants of their own
+(``ours_auto``, ...; one alone is ``ours``): the A/B that decides what ``auto`` picks on a CPU
+kind, each variant compiled once, against torchvision in the same run or, with
+``--notorchvision`` (no torch needed), against the first. ``--functions`` restricts the
+comparison to some of the three (the others are not compiled).
 ``--dtype bfloat16``: ours with ``model.dtype=bfloat16`` (bf16 activations and matmuls, float32
 params and loss), torchvision's calls under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what
 each offers for CPUs with AMX or AVX512-BF16.
@@ -42,7 +48,7 @@ import importlib.util
 import multiprocessing
 import os
 import sys
-from typing import Callable
+from typing import Callable, Optional, Sequence
 
 from absl import app, flags
 import numpy as np
@@ -53,8 +59,11 @@ _BATCH = flags.DEFINE_integer("batch", 8, "Images per batch.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per function and repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats of the whole comparison.")
 _THREADS = flags.DEFINE_integer("threads", None, "CPU threads for both frameworks.")
-_CONV_IMPL = flags.DEFINE_enum("conv_impl", "auto", ["auto", "xla", "cpu_fast", "winograd6"],
-                               "Our convolution implementation (ssd_jax.models.conv).")
+_CONV_IMPLS = ("auto", "xla", "cpu_fast", "winograd6")  # ssd_jax.models.CONV_IMPLS
+_CONV_IMPL = flags.DEFINE_list("conv_impl", ["auto"], "Our convolution implementations "
+                               f"(ssd_jax.models.conv), each a contestant: {_CONV_IMPLS}.")
+_TORCHVISION = flags.DEFINE_bool("torchvision", True, "Time torchvision, the baseline of the "
+                                 "ratios (else the first --conv_impl is).")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"],
                            "Computation dtype of both (torchvision: autocast).")
 _FREEZE = flags.DEFINE_bool("freeze", False, "Train steps with conv1_1 .. conv2_2 frozen.")
@@ -63,6 +72,8 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results/compare_torchvision.json",
 
 _NUM_CLASSES = 20  # VOC; torchvision counts the background too (21)
 _FUNCTIONS = ("forward", "train", "detect")
+_MEASURE = flags.DEFINE_multi_enum("functions", list(_FUNCTIONS), _FUNCTIONS,
+                                   "Functions to compare (repeat the flag for several).")
 _INSTALL_HINT = ("benchmarks/compare_torchvision.py needs the optional torch and torchvision: "
                  "pip install torch==2.14.1 torchvision==0.29.1")
 
@@ -174,12 +185,13 @@ def _batch(batch: int) -> tuple:
   return (images, *_random_targets(rng, batch))
 
 
-def _worker(framework: str, settings: dict, conn) -> None:
-  """Serves one framework's ``_FUNCTIONS`` in a process of its own: sends its version once set
-  up, then answers each ``(name, iters)`` request with ``common.time_fn``'s timings, and None
-  with its peak RSS in MiB. The process inherits the parent's CPU affinity (``--threads``)."""
+def _worker(conv_impl: Optional[str], settings: dict, conn) -> None:
+  """Serves torchvision's ``_FUNCTIONS`` (``conv_impl`` None) or ours with ``conv_impl`` in a
+  process of its own: sends its version once set up, then answers each ``(name, iters)`` request
+  with ``common.time_fn``'s timings, and None with its peak RSS in MiB. The process inherits the
+  parent's CPU affinity (``--threads``)."""
   images, boxes, labels, counts = _batch(settings["batch"])
-  if framework == "torchvision":
+  if conv_impl is None:
     sys.path.extend([settings["torch_site"]] if settings["torch_site"] else [])
     import torch  # pylint: disable=g-import-not-at-top
     import torchvision  # pylint: disable=g-import-not-at-top
@@ -188,7 +200,7 @@ def _worker(framework: str, settings: dict, conn) -> None:
                                       settings["freeze"])
     conn.send({"torch": torch.__version__, "torchvision": torchvision.__version__})
   else:
-    functions = our_functions(images, boxes, labels, settings["dtype"], settings["conv_impl"],
+    functions = our_functions(images, boxes, labels, settings["dtype"], conv_impl,
                               settings["freeze"])
     conn.send({})
   for name, iters in iter(conn.recv, None):
@@ -197,75 +209,91 @@ def _worker(framework: str, settings: dict, conn) -> None:
 
 
 def compare(timers: dict[str, Callable[[str, int], dict]], batch: int, iters: int,
-            repeats: int) -> dict:
-  """Interleaved timings, ``timers[framework](name, iters)`` giving ``common.time_fn``'s: per
-  function name and framework the median and range of images/s over the repeats and the first
-  call's seconds, and the ratio's."""
-  rates = {(f, n): [] for f in timers for n in _FUNCTIONS}
+            repeats: int, functions: Sequence[str] = _FUNCTIONS) -> dict:
+  """Interleaved timings, ``timers[contestant](name, iters)`` giving ``common.time_fn``'s; the
+  first contestant is the baseline. Per function name and contestant: the median and range of
+  images/s over the repeats (``C_images_per_s``; each repeat's in ``C_images_per_s_repeats``) and
+  the first call's seconds; per contestant but the baseline, those of its per-repeat ratio to the
+  baseline (``C_ratio``, ``C_ratios``)."""
+  names = list(timers)
+  rates = {(c, n): [] for c in names for n in functions}
   first_call_s = {}
   for repeat in range(repeats):
-    for name in _FUNCTIONS:
-      order = list(timers) if repeat % 2 == 0 else list(timers)[::-1]
-      for framework in order:
-        timing = timers[framework](name, iters)
-        first_call_s.setdefault((framework, name), timing["first_call_s"])
-        rates[framework, name].append(batch / timing["median_s"])
+    for name in functions:
+      shift = repeat % len(names)
+      for contestant in names[shift:] + names[:shift]:
+        timing = timers[contestant](name, iters)
+        first_call_s.setdefault((contestant, name), timing["first_call_s"])
+        rates[contestant, name].append(batch / timing["median_s"])
   results = {}
-  for name in _FUNCTIONS:
-    ratios = [o / t for o, t in zip(rates["ours", name], rates["torchvision", name])]
-    results[name] = {"ratio": common.spread(ratios), "ratios": ratios}
-    for framework in timers:
-      results[name][f"{framework}_images_per_s"] = common.spread(rates[framework, name])
-      results[name][f"{framework}_first_call_s"] = first_call_s[framework, name]
+  for name in functions:
+    row = results[name] = {}
+    for contestant in names:
+      row[f"{contestant}_images_per_s"] = common.spread(rates[contestant, name])
+      row[f"{contestant}_images_per_s_repeats"] = rates[contestant, name]
+      row[f"{contestant}_first_call_s"] = first_call_s[contestant, name]
+    for contestant in names[1:]:
+      ratios = [c / b for c, b in zip(rates[contestant, name], rates[names[0], name])]
+      row[f"{contestant}_ratios"] = ratios
+      row[f"{contestant}_ratio"] = common.spread(ratios)
   return results
 
 
+def contestants(conv_impls: Sequence[str], torchvision: bool) -> dict[str, Optional[str]]:
+  """Contestant name -> its ``conv_impl`` (None: torchvision), the baseline first."""
+  ours = ({"ours": conv_impls[0]} if len(conv_impls) == 1
+          else {f"ours_{impl}": impl for impl in conv_impls})
+  return {"torchvision": None, **ours} if torchvision else ours
+
+
 def main(_):
-  if _TORCH_SITE.value:
-    sys.path.append(_TORCH_SITE.value)
-  if not all(importlib.util.find_spec(m) for m in ("torch", "torchvision")):
-    sys.exit(_INSTALL_HINT)
+  if _TORCHVISION.value:
+    if _TORCH_SITE.value:
+      sys.path.append(_TORCH_SITE.value)
+    if not all(importlib.util.find_spec(m) for m in ("torch", "torchvision")):
+      sys.exit(_INSTALL_HINT)
   threads = _THREADS.value or len(os.sched_getaffinity(0))
   batch = _BATCH.value
-  settings = {"batch": batch, "threads": threads, "dtype": _DTYPE.value,
-              "conv_impl": _CONV_IMPL.value, "freeze": _FREEZE.value,
+  functions = [f for f in _FUNCTIONS if f in _MEASURE.value]
+  settings = {"batch": batch, "threads": threads, "dtype": _DTYPE.value, "freeze": _FREEZE.value,
               "torch_site": _TORCH_SITE.value}
   context = multiprocessing.get_context("spawn")  # a fresh interpreter, no state of this one
   connections, workers, versions = {}, [], {}
-  for framework in ("ours", "torchvision"):
-    connections[framework], child = context.Pipe()
-    workers.append(context.Process(target=_worker, args=(framework, settings, child)))
+  for contestant, conv_impl in contestants(_CONV_IMPL.value, _TORCHVISION.value).items():
+    connections[contestant], child = context.Pipe()
+    workers.append(context.Process(target=_worker, args=(conv_impl, settings, child)))
     workers[-1].start()
   for connection in connections.values():
     versions.update(connection.recv())
 
-  def timer(framework):
+  def timer(contestant):
     def time_call(name, iters):
-      connections[framework].send((name, iters))
-      return connections[framework].recv()
+      connections[contestant].send((name, iters))
+      return connections[contestant].recv()
     return time_call
 
-  results = compare({f: timer(f) for f in connections}, batch, _ITERS.value, _REPEATS.value)
+  results = compare({c: timer(c) for c in connections}, batch, _ITERS.value, _REPEATS.value,
+                    functions)
   peak_rss_mib = {}
-  for (framework, connection), worker in zip(connections.items(), workers):
+  for (contestant, connection), worker in zip(connections.items(), workers):
     connection.send(None)
-    peak_rss_mib[framework] = connection.recv()
+    peak_rss_mib[contestant] = connection.recv()
     worker.join()
 
-  print(f"batch {batch}, 300x300, {threads} threads, {_DTYPE.value}, conv_impl "
-        f"{_CONV_IMPL.value}{', conv1_1 .. conv2_2 frozen' if _FREEZE.value else ''}; images/s, "
-        f"median [range] of {_REPEATS.value} interleaved repeats (first call s)")
-  print(f"{'':8s} {'torchvision':>26s} {'ssd_jax':>26s} {'ratio ours/tv':>20s}")
+  baseline = next(iter(connections))
+  print(f"batch {batch}, 300x300, {threads} threads, {_DTYPE.value}"
+        f"{', conv1_1 .. conv2_2 frozen' if _FREEZE.value else ''}; images/s, median [range] of "
+        f"{_REPEATS.value} interleaved repeats (first call s), ratio to {baseline}")
   cell = lambda v: common.format_spread(v["median"], v["range"])
   for name, r in results.items():
-    print(f"{name:8s} {cell(r['torchvision_images_per_s']):>18s} "
-          f"({r['torchvision_first_call_s']:5.1f}) {cell(r['ours_images_per_s']):>18s} "
-          f"({r['ours_first_call_s']:5.1f}) {cell(r['ratio']):>20s}")
+    for contestant in connections:
+      ratio = r.get(f"{contestant}_ratio")
+      print(f"{name:8s} {contestant:16s} {cell(r[f'{contestant}_images_per_s']):>18s} "
+            f"({r[f'{contestant}_first_call_s']:5.1f}) {cell(ratio) if ratio else '':>20s}")
   common.write_json(_OUT.value, {
       "benchmark": "compare_torchvision", "batch": batch, "threads": threads,
       "conv_impl": _CONV_IMPL.value, "dtype": _DTYPE.value, "freeze": _FREEZE.value,
-      "iters": _ITERS.value,
-      "repeats": _REPEATS.value,
+      "iters": _ITERS.value, "repeats": _REPEATS.value, "baseline": baseline,
       **versions, "results": results, "peak_rss_mib": peak_rss_mib})
 
 
@@ -273,6 +301,9 @@ if __name__ == "__main__":
   flags.register_validator("threads", lambda n: n is None or n >= 1, "--threads must be >= 1")
   flags.register_validator("repeats", lambda n: n >= 1, "--repeats must be >= 1")
   flags.register_validator("iters", lambda n: n >= 1, "--iters must be >= 1")
+  flags.register_validator(
+      "conv_impl", lambda impls: bool(impls) and set(impls) <= set(_CONV_IMPLS)
+      and len(set(impls)) == len(impls), f"--conv_impl must be distinct values of {_CONV_IMPLS}")
 
   def _pin_threads(argv):
     """Applies --threads before JAX is imported (XLA sizes its thread pool at start-up)."""
