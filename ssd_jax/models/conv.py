@@ -306,7 +306,8 @@ _few_channel_conv.defvjp(_few_channel_conv_fwd, _few_channel_conv_bwd)
 # which there beat the Winograd one (2-core Xeon, batch 8: conv1_2 326 against 451 ms, conv2_1
 # 154 against 188, conv4_3's heads 12-36 against 32-47; SSD300 train step 1.02-1.04x, see
 # benchmarks/RESULTS.md). At 128 channels and more the Winograd one was as fast or faster. On a
-# 2-core AMD Zen 4 (AVX-512 without AMX) both ran the step alike (0.96-1.02x in three A/B runs).
+# 2-core AMD Zen 4 (AVX-512 without AMX) both ran the step alike (0.96-1.02x in three A/B runs;
+# with the current transforms 1.01x [0.96-1.04] in 10 repeats, as on the Xeon since: 1.00x).
 # On a 2-core AMD Zen 3 (AVX2 only), where multiplies cost twice as much and Winograd saves more,
 # XLA's input gradient slowed the step in every repeat (0.92x [0.78-0.93]): AVX2 keeps ours.
 _XLA_DX_BELOW_CHANNELS = 128
