@@ -59,7 +59,9 @@ _BATCH = flags.DEFINE_integer("batch", 8, "Images per batch.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed calls per function and repeat.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats of the whole comparison.")
 _THREADS = flags.DEFINE_integer("threads", None, "CPU threads for both frameworks.")
-_CONV_IMPLS = ("auto", "xla", "cpu_fast", "winograd6")  # ssd_jax.models.CONV_IMPLS
+# ssd_jax.models.CONV_IMPLS, which tests/test_compare_torchvision.py checks: the parent process
+# only schedules the workers and does not import JAX.
+_CONV_IMPLS = ("xla", "cpu_fast", "winograd6", "auto")
 _CONV_IMPL = flags.DEFINE_list("conv_impl", ["auto"], "Our convolution implementations "
                                f"(ssd_jax.models.conv), each a contestant: {_CONV_IMPLS}.")
 _TORCHVISION = flags.DEFINE_bool("torchvision", True, "Time torchvision, the baseline of the "

@@ -64,6 +64,9 @@ def check_several_conv_impls() -> None:
   """Three of our variants without torchvision: named by conv_impl, the first the baseline, the
   order rotated every repeat, only the functions asked for."""
   from benchmarks import compare_torchvision  # pylint: disable=g-import-not-at-top
+  from ssd_jax import models  # pylint: disable=g-import-not-at-top
+  # The flag's choices, kept out of the parent process's imports, are the models' own.
+  assert compare_torchvision._CONV_IMPLS == models.CONV_IMPLS  # pylint: disable=protected-access
   assert compare_torchvision.contestants(["auto"], torchvision=True) == {
       "torchvision": None, "ours": "auto"}
   names = compare_torchvision.contestants(["auto", "cpu_fast", "winograd6"], torchvision=False)
