@@ -108,9 +108,8 @@ def bench_layer(layer, batch, reps, jax_impls, torch) -> dict[str, dict[str, lis
                      'kernel': torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()),
                      'dy': torch.from_numpy(dy.transpose(0, 3, 1, 2).copy())}
   times = {impl: {kind: [] for kind in _KINDS} for impl in fns}
-  impls = list(fns)
   for rep in range(reps):
-    for impl in impls[rep % len(impls):] + impls[:rep % len(impls)]:
+    for impl in common.rotation(list(fns), rep):
       for kind, fn in zip(_KINDS, fns[impl]):
         # time_fn makes one untimed call first (in the first repetition, the one that compiles):
         # a call timed straight after another impl's paid for the memory that one had freed (up

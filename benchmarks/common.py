@@ -84,6 +84,13 @@ def timed_blocks(run: Callable[[int], Any], steps: int,
   return sizes, seconds
 
 
+def rotation(items: Sequence[Any], repeat: int) -> list[Any]:
+  """``items`` in the order of repeat ``repeat`` of an interleaved comparison: the first moves by
+  one every repeat, so that a machine's drift reaches every contestant alike."""
+  shift = repeat % len(items)
+  return [*items[shift:], *items[:shift]]
+
+
 def median_range(values: Sequence[float]) -> tuple[float, list[float]]:
   """The median and ``[min, max]`` of repeated measurements: what the benchmarks report."""
   return float(np.median(values)), [float(min(values)), float(max(values))]

@@ -106,7 +106,7 @@ def compare(command: list[str], variants: list[tuple[str, dict[str, Optional[str
   runs = {name: [] for name in names}
   errors = {}
   for r in range(repeats):
-    for name, changes in variants[r % len(variants):] + variants[:r % len(variants)]:
+    for name, changes in common.rotation(variants, r):
       if name in errors:
         continue
       start = time.perf_counter()

@@ -222,8 +222,7 @@ def compare(timers: dict[str, Callable[[str, int], dict]], batch: int, iters: in
   first_call_s = {}
   for repeat in range(repeats):
     for name in functions:
-      shift = repeat % len(names)
-      for contestant in names[shift:] + names[:shift]:
+      for contestant in common.rotation(names, repeat):
         timing = timers[contestant](name, iters)
         first_call_s.setdefault((contestant, name), timing["first_call_s"])
         rates[contestant, name].append(batch / timing["median_s"])

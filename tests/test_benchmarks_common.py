@@ -73,3 +73,10 @@ def test_time_fn_reports_the_first_call_apart_and_every_timed_call(monkeypatch):
 def test_format_spread_prints_median_and_range_in_one_format():
   assert common.format_spread(1.234, [1.0, 2.5]) == "1.23 [1.00-2.50]"
   assert common.format_spread(347.04, [339.6, 366.7], ".0f") == "347 [340-367]"
+
+
+def test_rotation_moves_the_first_by_one_every_repeat():
+  assert [common.rotation("abc", r) for r in range(4)] == [
+      ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
+  assert [common.rotation([("x", 1), ("y", 2)], r)[0] for r in range(3)] == [
+      ("x", 1), ("y", 2), ("x", 1)]
