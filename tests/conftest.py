@@ -1,5 +1,5 @@
 """Shared test fixtures, one persistent XLA compilation cache for the whole session, XLA flags
-that save compile time in the test processes (``fixtures.IN_PROCESS_XLA_FLAGS``), and the slowest
+that save compile time in the test processes (``xla_flags.IN_PROCESS_XLA_FLAGS``), and the slowest
 modules scheduled first.
 
 Most of the suite's time is XLA compiling the same small models again: in each test module, in
@@ -15,9 +15,9 @@ import tempfile
 import numpy as np
 import pytest
 
-from tests import fixtures
+from tests import xla_flags
 
-os.environ["XLA_FLAGS"] = fixtures.with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
+os.environ["XLA_FLAGS"] = xla_flags.with_test_xla_flags(os.environ.get("XLA_FLAGS", ""))
 
 _OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
 if _OWN_CACHE:  # The controller (or a plain pytest run); xdist workers inherit its folder.

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ssd_jax import experiment, train, train_step
-from tests import fixtures, forkserver
+from tests import fixtures, forkserver, xla_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 O = fixtures.FixtureObject
@@ -223,7 +223,7 @@ def test_many_devices_train_and_evaluate_like_one(tmp_path):
            "--config.data.num_eval_examples=20", "--config.data.num_val_examples=10",
            "--config.optimizer.name=sgd")
   eight = tmp_path / "eight"
-  result = main("synthetic", eight, *flags, env={"XLA_FLAGS": fixtures.with_test_xla_flags(
+  result = main("synthetic", eight, *flags, env={"XLA_FLAGS": xla_flags.with_test_xla_flags(
       "--xla_force_host_platform_device_count=8")})
   ok(result)
   assert "CpuDevice(id=7)]" in result.log  # main.py logs its devices
