@@ -189,7 +189,7 @@ def time_cases(names: list[str], tmp: str, repeats: int,
   try:
     for repeat in range(repeats):
       for c, (source, size, max_boxes, _) in enumerate(cases):
-        for rev, fn in variants if repeat % 2 == 0 else variants[::-1]:
+        for rev, fn in common.rotation(variants, repeat):
           pipeline.augment_lib.train_preprocess = fn or own
           runs[c, rev].append(time_pipeline(source, size, max_boxes, _BATCH.value,
                                             _BATCHES.value, _WARMUP.value))

@@ -75,7 +75,7 @@ def main(_):
   rates = {"jax": [], "numpy_reference": []}
   timers = {"jax": jax_rate, "numpy_reference": reference_rate}
   for repeat in range(_REPEATS.value):
-    for name in (list(timers) if repeat % 2 == 0 else list(timers)[::-1]):
+    for name in common.rotation(list(timers), repeat):
       rates[name].append(timers[name]())
   speedup = common.spread([j / r for j, r in zip(rates["jax"], rates["numpy_reference"])])
   jax_ips, ref_ips = (common.spread(rates[name]) for name in timers)
