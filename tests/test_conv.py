@@ -216,18 +216,21 @@ def test_auto_takes_thin_input_gradients_from_xla_on_avx512(monkeypatch, avx512,
   _close(dkernel, dkernel_np, 1e-5)
 
 
+# Undilated: the Winograd path of 'cpu_fast' and 'winograd6'; dilated: their per-tap matmuls.
+@pytest.mark.parametrize('dilation', (1, 2), ids=('undilated', 'dilated'))
 @pytest.mark.parametrize('impl', ('xla', 'cpu_fast', 'winograd6'))
-def test_bfloat16(impl):
+def test_bfloat16(impl, dilation):
   kx, kk, kd = jax.random.split(jax.random.PRNGKey(5), 3)
   x = jax.random.normal(kx, (2, 6, 7, 16)).astype(jnp.bfloat16)
   kernel = (jax.random.normal(kk, (3, 3, 16, 8)) / 12).astype(jnp.bfloat16)
-  y, vjp = jax.vjp(jax.jit(lambda a, b: conv.conv2d(a, b, impl=impl)), x, kernel)
+  fn = lambda a, b: conv.conv2d(a, b, padding=dilation, dilation=dilation, impl=impl)
+  y, vjp = jax.vjp(jax.jit(fn), x, kernel)
   dy = jax.random.normal(kd, y.shape).astype(jnp.bfloat16)
   dx, dkernel = vjp(dy)
   assert y.dtype == dx.dtype == dkernel.dtype == jnp.bfloat16
-  pads = ((1, 1), (1, 1))
-  dx_np, dkernel_np = conv_vjp_np(x, kernel, dy, (1, 1), pads, (1, 1))
-  _close(y, conv_np(x, kernel, (1, 1), pads, (1, 1)), 2e-2)
+  pads, dilations = ((dilation, dilation),) * 2, (dilation, dilation)
+  dx_np, dkernel_np = conv_vjp_np(x, kernel, dy, (1, 1), pads, dilations)
+  _close(y, conv_np(x, kernel, (1, 1), pads, dilations), 2e-2)
   _close(dx, dx_np, 2e-2)
   _close(dkernel, dkernel_np, 2e-2)
 
