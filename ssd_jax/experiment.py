@@ -7,11 +7,13 @@ runs trained together: :data:`STACKABLE`), predict function and evaluator from h
 field means the same thing on every path. The fields are documented in
 ``experiments/configs/common.py``; what is model-specific (backbone, default priors, pretrained
 weights) comes from the registry ``ssd_jax.models.BACKBONES``, what is dataset-specific from
-``ssd_jax.data.registry``.
+``ssd_jax.data.registry``. The priors policy (which layout a config gives, k-means fitting, a
+run's stored layout and its check against the config) lives in ``ssd_jax.run_priors``, which this
+module calls to build the model.
 """
 
 import dataclasses
-from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -19,8 +21,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from ssd_jax import analysis, checkpoints, evaluation, inference, models, overrides
-from ssd_jax import prior_layout, train_step
+from ssd_jax import checkpoints, evaluation, inference, models, overrides
+from ssd_jax import run_priors, train_step
 from ssd_jax import warm_start as warm_start_lib
 from ssd_jax import priors as priors_lib
 from ssd_jax.data import label_map as label_map_lib
@@ -33,200 +35,20 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # ---------------------------------------------------------------------------------------------
 # Model and priors.
 # ---------------------------------------------------------------------------------------------
-def prior_spec(config: Config) -> priors_lib.PriorSpec:
-  """The model's default layout, a preset, or the paper's linear rule.
-
-  ``config.model.image_size`` (None = the model's own) sets the input side of models whose
-  backbone follows it (``ssd_tiny``); the default layout and the ablation below are for that
-  side. ``config.model.prior_preset`` names one of ``priors.PRESETS`` (e.g. ``'SSD300_COCO'``).
-  ``config.priors`` (for ablations): ``layers`` (source layer names, a subset of the model's
-  default ``layer_names``, None = all), ``s_min``, ``s_max``, ``first_scale`` (None = pure linear
-  rule) and ``aspect_ratios`` (one tuple for all layers or one per layer; None = the model's).
-
-  ``config.priors.kmeans`` (None = off; a ConfigDict of :data:`KMEANS_DEFAULTS`' fields, ``{}``
-  for the defaults) replaces that layout by one fitted to the training boxes (:func:`fit_priors`)
-  with the same source layers, cell centres and number of boxes per cell on every layer, so the
-  heads and the prior count are the same; with no other ``config.priors`` field it replaces the
-  model's default (or ``prior_preset``). Such a layout depends on the data, so this function
-  raises ValueError for it: a training run fits it at its start (:func:`training_priors`) and
-  saves it in its workdir, where a trained run's model reads it (:func:`trained_priors`).
-  :func:`rule_prior_spec` gives the layout it replaces.
-  """
-  if kmeans_settings(config) is not None:
-    raise ValueError("config.priors.kmeans: k-means priors are fitted to the training boxes, so "
-                     "the config alone does not give them: a run's come from its training start "
-                     "(experiment.training_priors) or its workdir (experiment.trained_priors)")
-  return rule_prior_spec(config)
-
-
-def rule_prior_spec(config: Config) -> priors_lib.PriorSpec:
-  """The layout :func:`prior_spec` describes, ignoring ``config.priors.kmeans``: with k-means on,
-  the layout the fitted one replaces (its layers, centres and counts)."""
-  cfg, preset = config.get("priors"), config.model.get("prior_preset")
-  base = models.backbone_entry(config.model.name).default_priors(config.model.get("image_size"))
-  linear_rule = bool(cfg) and bool(set(cfg.keys()) - {"kmeans"})
-  if linear_rule and preset:
-    raise ValueError("set config.priors (other than kmeans) or config.model.prior_preset, not "
-                     "both")
-  if preset:
-    if preset not in priors_lib.PRESETS:
-      raise ValueError(f"config.model.prior_preset={preset!r}; valid: {list(priors_lib.PRESETS)}")
-    spec = priors_lib.PRESETS[preset]
-    if spec.layer_names != base.layer_names:
-      raise ValueError(f"config.model.prior_preset={preset!r} is a layout of the source layers "
-                       f"{spec.layer_names}, model {config.model.name!r} has "
-                       f"{base.layer_names}: set --config.model.prior_preset= (none)")
-    return spec
-  if not linear_rule:
-    return base
-  names = tuple(cfg.get("layers") or base.layer_names)
-  unknown = [n for n in names if n not in base.layer_names]
-  if unknown:
-    raise ValueError(f"config.priors.layers: {unknown} are not source layers of "
-                     f"{config.model.name} ({base.layer_names})")
-  sizes = [base.feature_map_sizes[base.layer_names.index(n)] for n in names]
-  ratios = cfg.get("aspect_ratios")
-  if ratios is None:  # the model's own ratios of the kept layers
-    ratios = [base.aspect_ratios[base.layer_names.index(n)] for n in names]
-  return priors_lib.from_linear_scales(sizes, cfg.s_min, cfg.s_max, ratios,
-                                       cfg.get("first_scale"), image_size=base.image_size,
-                                       layer_names=names)
-
-
-# config.priors.kmeans fields: the k-means seed, the training images whose boxes it clusters
-# (None = all), and its maximum Lloyd iterations (priors.kmeans.fit_anchors).
-KMEANS_DEFAULTS = {"seed": 0, "max_images": None, "iters": 300}
-
-
-def kmeans_settings(config: Config) -> Optional[dict[str, Any]]:
-  """``config.priors.kmeans`` with :data:`KMEANS_DEFAULTS` filled in, or None when it is None
-  (off). Raises ValueError naming a bad field."""
-  value = (config.get("priors") or {}).get("kmeans")
-  if value is None:
-    return None
-  if not isinstance(value, (Mapping, Config)):
-    raise ValueError(f"config.priors.kmeans must be None or a ConfigDict with fields of "
-                     f"{sorted(KMEANS_DEFAULTS)}, got {value!r}")
-  unknown = sorted(set(value.keys()) - set(KMEANS_DEFAULTS))
-  if unknown:
-    raise ValueError(f"config.priors.kmeans has no fields {unknown}; valid: "
-                     f"{sorted(KMEANS_DEFAULTS)}")
-  settings = {**KMEANS_DEFAULTS, **dict(value.items())}
-  is_int = lambda v: isinstance(v, int) and not isinstance(v, bool)
-  for name, lowest in (("seed", 0), ("max_images", 1), ("iters", 1)):
-    v = settings[name]
-    if not (v is None and name == "max_images") and not (is_int(v) and v >= lowest):
-      raise ValueError(f"config.priors.kmeans.{name} must be an integer >= {lowest}"
-                       f"{' or None' if name == 'max_images' else ''}, got {v!r}")
-  return settings
-
-
-def fit_priors(config: Config, source: Any) -> prior_layout.RunPriors:
-  """The k-means layout of ``config.priors.kmeans``, fitted to ``source``'s boxes.
-
-  The boxes' normalized ``(w, h)`` (as the network sees them after the square resize; crowd boxes
-  left out, as matching ignores them) of the first ``max_images`` images of ``source`` (a
-  training source, or anything ``analysis.collect_boxes`` reads) are clustered with ``1 - IoU``
-  into ``sum(B_k)`` anchors, ``B_k`` the boxes per cell of layer ``k`` of the layout replaced
-  (:func:`rule_prior_spec`); layer ``k`` gets ``B_k`` of them, the smallest going to the finest
-  map, exactly one box per anchor (``priors.kmeans.spec_from_anchors(keep_counts=True)``), at
-  the replaced layout's cell centres.
-  """
-  settings = kmeans_settings(config)
-  if settings is None:
-    raise ValueError("fit_priors: config.priors.kmeans is not set")
-  replaced = rule_prior_spec(config)
-  gt = analysis.collect_boxes(source, settings["max_images"])
-  wh = gt.select(~gt.crowd).wh
-  if not len(wh):
-    raise ValueError("config.priors.kmeans: the training data has no boxes to fit priors to")
-  try:
-    anchors = priors_lib.kmeans.fit_anchors(wh, sum(replaced.boxes_per_cell),
-                                            seed=settings["seed"], iters=settings["iters"])
-  except ValueError as e:
-    raise ValueError(f"config.priors.kmeans ({len(wh)} training boxes, "
-                     f"{sum(replaced.boxes_per_cell)} priors per location of all layers): "
-                     f"{e}") from e
-  fitted = priors_lib.kmeans.spec_from_anchors(
-      anchors, replaced.feature_map_sizes, image_size=replaced.image_size,
-      layer_names=replaced.layer_names, anchors_per_layer=replaced.boxes_per_cell,
-      clip=replaced.clip, keep_counts=True)
-  spec = dataclasses.replace(fitted, steps=replaced.steps, offset=replaced.offset)
-  coverage = lambda s: priors_lib.kmeans.mean_best_iou(
-      wh, np.concatenate(priors_lib.kmeans.cell_box_sizes(s)))
-  return prior_layout.RunPriors(spec=spec, kmeans=settings, num_boxes=len(wh),
-                                mean_best_iou=coverage(spec),
-                                replaced_mean_best_iou=coverage(replaced))
-
-
-def _check_stored_priors(config: Config, stored: prior_layout.RunPriors, workdir: str) -> None:
-  """Raises ValueError unless ``config`` describes the layout stored in ``workdir``."""
-  file, settings = prior_layout.path(workdir), kmeans_settings(config)
-  fix = "pass the config (and overrides) the run was trained with, or use a new --workdir"
-  if settings != stored.kmeans:
-    was = (f"fitted with config.priors.kmeans={stored.kmeans}" if stored.kmeans
-           else "given by the config (config.priors.kmeans None)")
-    raise ValueError(f"{file}: the run's priors were {was}, the config has "
-                     f"config.priors.kmeans={settings}: {fix}")
-  replaced = rule_prior_spec(config)
-  if settings is None and stored.spec != replaced:
-    raise ValueError(f"{file}: the run was trained with other priors than the config gives "
-                     f"({stored.spec} vs {replaced}): {fix}")
-  shape = lambda s: (s.image_size, s.feature_map_sizes, s.boxes_per_cell, s.layer_names)
-  if settings is not None and shape(stored.spec) != shape(replaced):
-    raise ValueError(f"{file}: the run's k-means priors replaced a layout of (image size, "
-                     f"maps, boxes per cell, layers) {shape(stored.spec)}, the config's is "
-                     f"{shape(replaced)}: {fix}")
-
-
-def training_priors(config: Config, train_source: Any,
-                    workdir: Optional[str] = None) -> prior_layout.RunPriors:
-  """The layout a training run trains with: the one in ``workdir``'s ``priors.json`` if it has
-  one (a resumed run: checked against ``config``, not refitted), else :func:`prior_spec`'s, or
-  with ``config.priors.kmeans`` one fitted to ``train_source`` (:func:`fit_priors`)."""
-  stored = prior_layout.load(workdir) if workdir else None
-  if stored is not None:
-    _check_stored_priors(config, stored, workdir)
-    return stored
-  if kmeans_settings(config) is None:
-    return prior_layout.RunPriors(spec=prior_spec(config))
-  return fit_priors(config, train_source)
-
-
-def trained_priors(config: Config, workdir: str) -> priors_lib.PriorSpec:
-  """The layout of the run trained with ``config`` in ``workdir``: its ``priors.json``'s,
-  checked against ``config``; a run trained before that file existed has its config's.
-
-  Raises:
-    FileNotFoundError: ``config.priors.kmeans`` is set but ``workdir`` holds no fitted layout.
-    ValueError: the stored layout is not the one ``config`` describes.
-  """
-  stored = prior_layout.load(workdir)
-  if stored is None:
-    if kmeans_settings(config) is not None:
-      raise FileNotFoundError(
-          f"{prior_layout.path(workdir)} not found: config.priors.kmeans is set, and a run's "
-          "k-means priors are fitted at its training start and saved there; is "
-          f"{workdir} a run trained with this config?")
-    return prior_spec(config)
-  _check_stored_priors(config, stored, workdir)
-  return stored.spec
-
-
 def image_size(config: Config) -> int:
   """Side of the model's square input, pixels (k-means priors keep it)."""
-  return int(rule_prior_spec(config).image_size)
+  return int(run_priors.rule_prior_spec(config).image_size)
 
 
 def create_model(config: Config, num_classes: int,
                  spec: Optional[priors_lib.PriorSpec] = None) -> models.SSD:
-  """The model of ``config`` with the prior layout ``spec`` (a run's: :func:`training_priors`,
-  :func:`trained_priors`); None = :func:`prior_spec`'s."""
+  """The model of ``config`` with the prior layout ``spec`` (a run's: ``run_priors.fit_or_load``,
+  ``run_priors.load``); None = ``run_priors.prior_spec``'s."""
   dtype = config.model.get("dtype", "float32")
   if dtype not in _DTYPES:
     raise ValueError(f"config.model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
   return models.create_model(config.model.name, num_classes, dtype=_DTYPES[dtype],
-                             prior_spec=prior_spec(config) if spec is None else spec,
+                             prior_spec=run_priors.prior_spec(config) if spec is None else spec,
                              conv_impl=config.model.get("conv_impl", "auto"))
 
 
@@ -409,10 +231,11 @@ def create_train_step(config: Config, model: models.SSD, tx: optax.GradientTrans
     raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the "
                      f"{mesh.devices.size} devices")
   return train_step.make_train_step(model, tx, priors_lib.generate(model.prior_spec), lr_fn,
-                                    _targets_and_loss(config), mesh, frozen_layers(config))
+                                    targets_and_loss(config), mesh, frozen_layers(config))
 
 
-def _targets_and_loss(config: Config) -> train_step.TargetsAndLoss:
+def targets_and_loss(config: Config) -> train_step.TargetsAndLoss:
+  """``config.matching`` and ``config.loss`` as the train step takes them."""
   m, loss = config.matching, config.loss
   return train_step.TargetsAndLoss(
       iou_threshold=m.iou_threshold, variances=tuple(m.variances), mode=m.mode,
@@ -457,13 +280,13 @@ def create_stacked_train_step(trainings: Sequence["Training"], mesh: jax.shardin
   lr = first.config.optimizer.lr
   if not lr and any(c.optimizer.lr for c in configs):
     raise ValueError("runs trained together scale the first run's learning rate, which is 0")
-  runs = [train_step.run_settings(priors_lib.generate(t.model.prior_spec), _targets_and_loss(c),
+  runs = [train_step.run_settings(priors_lib.generate(t.model.prior_spec), targets_and_loss(c),
                                   lr_scale=c.optimizer.lr / lr if lr else 1.0)
           for t, c in zip(trainings, configs)]
   runs = train_step.stack(runs)  # float32 leaves with a leading run axis
   shared = len({c.seed for c in configs}) == 1
   step = train_step.make_stacked_train_step(first.model, first.tx, first.lr_fn,
-                                            _targets_and_loss(first.config), mesh, shared,
+                                            targets_and_loss(first.config), mesh, shared,
                                             frozen_layers(first.config))
   return (lambda states, batch: step(states, batch, runs)), shared
 
@@ -475,7 +298,7 @@ class Training:
   save in the workdir)."""
   config: Config
   data: Data
-  priors: prior_layout.RunPriors
+  priors: run_priors.RunPriors
   model: models.SSD
   lr_fn: optax.Schedule
   tx: optax.GradientTransformation
@@ -489,10 +312,10 @@ class Training:
 def create_training(config: Config, mesh: jax.sharding.Mesh,
                     workdir: Optional[str] = None) -> Training:
   """The data, priors, model, schedule, optimizer and train step of ``config``; the priors are
-  those of ``workdir``'s ``priors.json`` when it has one (:func:`training_priors`)."""
+  those of ``workdir``'s ``priors.json`` when it has one (``run_priors.fit_or_load``)."""
   data = create_data(config)
   config = in_steps(config, data.train.num_examples)
-  priors = training_priors(config, data.train, workdir)
+  priors = run_priors.fit_or_load(config, data.train, workdir)
   model = create_model(config, data.label_map.num_classes, priors.spec)
   lr_fn = create_learning_rate_fn(config)
   tx = create_optimizer(config, lr_fn)
@@ -564,7 +387,7 @@ class TrainedRun:
 def load_trained_run(config: Config, workdir: str, step: Optional[int] = None,
                      best: bool = False) -> TrainedRun:
   """The run in ``workdir`` trained with ``config`` (the same overrides): its label map, its
-  prior layout (:func:`trained_priors`) and the params of checkpoint ``step`` (None = the
+  prior layout (``run_priors.load``) and the params of checkpoint ``step`` (None = the
   latest; ``best``: of ``checkpoints_best/``).
 
   Raises:
@@ -574,7 +397,7 @@ def load_trained_run(config: Config, workdir: str, step: Optional[int] = None,
       config's model.
   """
   label_map = label_map_lib.load(workdir)
-  model = create_model(config, label_map.num_classes, trained_priors(config, workdir))
+  model = create_model(config, label_map.num_classes, run_priors.load(config, workdir))
   mesh = create_mesh()
   params, step, directory = checkpoints.restore_params(workdir, model, mesh, step=step,
                                                        best=best)

@@ -7,7 +7,7 @@ and calls it. ``train_stacked(configs, workdirs)`` trains runs that share their 
 is :mod:`ssd_jax.train_step`.
 
 Writes to ``workdir``: ``label_map.json`` and ``priors.json`` (the prior layout,
-:mod:`ssd_jax.prior_layout`; both before the first step), ``checkpoints/`` and, when the
+:mod:`ssd_jax.run_priors`; both before the first step), ``checkpoints/`` and, when the
 config names a validation split, ``checkpoints_best/`` (:mod:`ssd_jax.checkpoints`), TensorBoard
 event files, ``metrics.json`` (the last evaluation) and ``detections.png``.
 """
@@ -28,7 +28,7 @@ import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 
-from ssd_jax import checkpoints, experiment, prior_layout, train_step
+from ssd_jax import checkpoints, experiment, run_priors, train_step
 from ssd_jax.data import label_map as label_map_lib
 
 MODES = ("train", "eval", "train_and_eval")
@@ -136,7 +136,7 @@ def _start_run(training: experiment.Training, workdir: str, mode: str,
   config, data = training.config, training.data
   if jax.process_index() == 0:
     label_map_lib.save_or_check(data.label_map, workdir)
-    prior_layout.save_or_check(training.priors, workdir)
+    run_priors.save_or_check(training.priors, workdir)
   logging.info("Classes (%d): %s", data.label_map.num_classes, list(data.label_map.class_names))
   _log_priors(training.priors)
   if config.get("freeze_layers"):
@@ -236,15 +236,15 @@ def train_stacked(configs: Sequence[ml_collections.ConfigDict], workdirs: Sequen
   return metrics
 
 
-def _log_priors(run_priors: prior_layout.RunPriors) -> None:
-  spec = run_priors.spec
+def _log_priors(layout: run_priors.RunPriors) -> None:
+  spec = layout.spec
   logging.info("Priors: %d, boxes per cell %s on maps %s.", spec.num_priors, spec.boxes_per_cell,
                spec.feature_map_sizes)
-  if run_priors.kmeans is not None:
+  if layout.kmeans is not None:
     logging.info("k-means priors (%s) fitted to %d training boxes: mean best IoU of the boxes' "
                  "shapes with the per-cell boxes %.3f (the layout they replace: %.3f).",
-                 run_priors.kmeans, run_priors.num_boxes, run_priors.mean_best_iou,
-                 run_priors.replaced_mean_best_iou)
+                 layout.kmeans, layout.num_boxes, layout.mean_best_iou,
+                 layout.replaced_mean_best_iou)
 
 
 def _train_loop(state: train_step.TrainState, step_fn: Callable, batches: Iterator[Any],

@@ -9,7 +9,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from ssd_jax import boxes, experiment, models, overrides, priors as priors_lib
+from ssd_jax import boxes, experiment, models, overrides, priors as priors_lib, run_priors
 from ssd_jax.data import label_map as label_map_lib
 from tests import fixtures, tiny_train_config
 
@@ -37,7 +37,7 @@ def test_configs_share_the_resize_knobs_and_build(name, variant):
     assert key in c
   assert "lr" in c.optimizer
   model = experiment.create_model(c, num_classes=20)
-  assert model.prior_spec == experiment.prior_spec(c)
+  assert model.prior_spec == run_priors.prior_spec(c)
   assert model.image_size == experiment.image_size(c) > 0
   # The config's shapes are the model's: traced, not computed.
   loc, logits = jax.eval_shape(
@@ -56,9 +56,9 @@ def test_model_image_size_sets_the_input_and_the_priors():
   c = tiny_train_config.get_config()
   c.model.image_size = 256
   assert experiment.image_size(c) == 256
-  assert experiment.prior_spec(c) == models.tiny_priors(256)
+  assert run_priors.prior_spec(c) == models.tiny_priors(256)
   c.priors = ml_collections.ConfigDict({"s_min": 0.05, "s_max": 0.8})  # ablations at that size
-  assert experiment.prior_spec(c).feature_map_sizes == (32, 16, 8, 4, 2)
+  assert run_priors.prior_spec(c).feature_map_sizes == (32, 16, 8, 4, 2)
   c.model.name = "ssd300_vgg16"
   with pytest.raises(ValueError, match="takes 300-px inputs only, not 256"):
     experiment.create_model(c, 3)
@@ -70,12 +70,7 @@ def test_image_size_and_priors_come_from_the_registry_without_a_model():
     c = tiny_train_config.get_config()
     c.model.name = name
     assert experiment.image_size(c) == size
-    assert experiment.prior_spec(c).num_priors == num
-  c.model.name, c.model.prior_preset = "ssd300_vgg16", "SSD300_COCO"
-  assert experiment.prior_spec(c) is priors_lib.SSD300_COCO
-  c.model.name = "ssd_tiny"
-  with pytest.raises(ValueError, match="prior_preset='SSD300_COCO' is a layout of the source"):
-    experiment.prior_spec(c)
+    assert run_priors.prior_spec(c).num_priors == num
 
 
 def test_unknown_config_variants_are_errors():
@@ -89,7 +84,7 @@ def test_cpu_recipe_is_the_small_model_at_a_larger_input_sized_in_epochs():
   from experiments.configs import custom_voc_dir  # pylint: disable=g-import-not-at-top
   c = custom_voc_dir.get_config("cpu")
   assert c.model.name == "ssd_tiny" and experiment.image_size(c) == c.model.image_size > 128
-  assert experiment.prior_spec(c).scales[0] < models.TINY_PRIORS.scales[0]
+  assert run_priors.prior_spec(c).scales[0] < models.TINY_PRIORS.scales[0]
   for images in (100, 1000):  # the length follows the dataset
     r = experiment.in_steps(c, images)
     assert r.num_train_steps == round(c.num_epochs * images / c.batch_size)
@@ -131,23 +126,6 @@ def test_paper_learning_rate_schedule():
   lr = experiment.create_learning_rate_fn(ssd300_voc0712.get_config())
   np.testing.assert_allclose([lr(0), lr(50_000), lr(80_001), lr(100_001)],
                              [1e-4, 1e-3, 1e-4, 1e-5], rtol=1e-5)
-
-
-def test_prior_ablation_knobs_select_layers_and_ratios():
-  c = tiny_train_config.get_config()
-  base = experiment.prior_spec(c)
-  c.priors = ml_collections.ConfigDict({"layers": base.layer_names[1:3], "s_min": 0.3,
-                                        "s_max": 0.6, "aspect_ratios": (2.0,)})
-  spec = experiment.create_model(c, 4).prior_spec
-  assert spec.layer_names == base.layer_names[1:3]
-  np.testing.assert_allclose(spec.scales, [0.3, 0.6])
-  assert spec.boxes_per_cell == (4, 4)
-  del c.priors["aspect_ratios"]  # unset: the model's own ratios of the kept layers
-  spec = experiment.prior_spec(c)
-  assert spec.aspect_ratios == base.aspect_ratios[1:3]
-  c.priors = ml_collections.ConfigDict({"layers": ("nope",), "s_min": 0.2, "s_max": 0.9})
-  with pytest.raises(ValueError, match="priors.layers"):
-    experiment.prior_spec(c)
 
 
 def test_library_models_default_to_the_fast_convolution():
@@ -201,7 +179,7 @@ def test_predict_fn_decodes_with_the_config_variances(variances):
   detection use) for the variances the targets were encoded with; nothing is trained."""
   c = overrides.apply_overrides(tiny_train_config.get_config(),
                                 {"matching.variances": variances})
-  spec = experiment.prior_spec(c)
+  spec = run_priors.prior_spec(c)
   priors = priors_lib.generate(spec)
   box = np.array([0.21, 0.33, 0.58, 0.71], np.float32)
   target = 700  # a prior of the finest map that overlaps the box
@@ -253,135 +231,6 @@ def test_own_voc_folder_classes_come_from_the_training_split(tmp_path):
   devkit = _voc_config(tmp_path / "ImageSets")
   with pytest.raises(ValueError, match="is not a VOC folder: it has no Annotations/"):
     experiment.create_data(devkit)
-
-
-# ---------------------------------------------------------------------------------------------
-# K-means priors (config.priors.kmeans).
-# ---------------------------------------------------------------------------------------------
-def _kmeans_config(**kmeans):
-  c = tiny_train_config.get_config()
-  c.priors = ml_collections.ConfigDict({"kmeans": kmeans})
-  return c
-
-
-def _known_shapes(spec):
-  """Per layer of ``spec``, as many hand-made ``(w, h)`` as it has boxes per cell (up to 4), of
-  a kind a PriorSpec holds exactly: a square ``s``, a second square ``1.25 s``, then boxes of
-  area ``s^2`` and ratios 2 and 1/2; each layer's shapes smaller than the next layer's."""
-  r2 = np.sqrt(2)
-  shapes = [[(s, s), (1.25 * s, 1.25 * s), (s * r2, s / r2), (s / r2, s * r2)][:b]
-            for s, b in zip(0.05 * 1.8 ** np.arange(spec.num_layers), spec.boxes_per_cell)]
-  return [np.array(layer) for layer in shapes]
-
-
-def _examples_with_shapes(shapes):
-  """An in-memory source (examples as ``analysis.collect_boxes`` reads them): every shape as
-  one box, and four times more, one side 2% longer or shorter (their mean is the shape)."""
-  examples = []
-  for w, h in np.concatenate(shapes):
-    for dw, dh in ((0, 0), (0.02, 0), (-0.02, 0), (0, 0.02), (0, -0.02)):
-      bw, bh = w * (1 + dw), h * (1 + dh)
-      examples.append({"image": np.zeros((128, 128, 3), np.uint8), "labels": np.array([1]),
-                       "boxes": np.array([[0.1, 0.2, 0.1 + bw, 0.2 + bh]], np.float32)})
-  return examples
-
-
-def test_kmeans_priors_reproduce_a_known_clustering_with_the_replaced_layouts_counts():
-  ratio1 = _kmeans_config()  # the count of config.priors' rule fields: ratio-1 boxes only
-  ratio1.priors.update({"s_min": 0.1, "s_max": 0.9, "aspect_ratios": ()})
-  assert experiment.rule_prior_spec(_kmeans_config()) == models.TINY_PRIORS  # kmeans alone
-  for c in (_kmeans_config(), ratio1):
-    layout = experiment.rule_prior_spec(c)
-    shapes = _known_shapes(layout)
-    fitted = experiment.fit_priors(c, _examples_with_shapes(shapes))
-    spec = fitted.spec
-    assert spec.boxes_per_cell == layout.boxes_per_cell
-    assert spec.num_priors == layout.num_priors
-    assert (spec.steps, spec.offset, spec.layer_names, spec.image_size) == (
-        layout.steps, layout.offset, layout.layer_names, layout.image_size)
-    for got, want in zip(priors_lib.kmeans.cell_box_sizes(spec), shapes):
-      np.testing.assert_allclose(got[np.lexsort(got.T)], want[np.lexsort(want.T)], rtol=1e-4)
-    assert fitted.kmeans == experiment.KMEANS_DEFAULTS
-    assert fitted.num_boxes == 5 * sum(layout.boxes_per_cell)
-    assert fitted.mean_best_iou > 0.95 > fitted.replaced_mean_best_iou
-  assert ratio1.priors.aspect_ratios == () and spec.boxes_per_cell == (2,) * 5
-
-
-def test_kmeans_knob_errors():
-  with pytest.raises(ValueError, match="k-means priors are fitted to the training boxes"):
-    experiment.prior_spec(_kmeans_config())
-  with pytest.raises(ValueError, match="k-means priors are fitted"):
-    experiment.create_model(_kmeans_config(), 3)
-  assert experiment.image_size(_kmeans_config()) == 128  # the input does not depend on the fit
-  for fields, match in (({"seeds": 1}, r"has no fields \['seeds'\]"),
-                        ({"seed": -1}, "kmeans.seed must be an integer >= 0"),
-                        ({"max_images": 0}, "kmeans.max_images must be an integer >= 1 or None"),
-                        ({"iters": 2.5}, "kmeans.iters must be an integer >= 1")):
-    with pytest.raises(ValueError, match=match):
-      experiment.kmeans_settings(_kmeans_config(**fields))
-  c = _kmeans_config()
-  c.priors = ml_collections.ConfigDict({"kmeans": True})  # on, but not as settings
-  with pytest.raises(ValueError, match="must be None or a ConfigDict"):
-    experiment.kmeans_settings(c)
-  few = _examples_with_shapes([np.array([[0.1, 0.2]])])  # one shape for 20 priors per location
-  with pytest.raises(ValueError, match=r"config.priors.kmeans \(5 training boxes, 20 priors"):
-    experiment.fit_priors(_kmeans_config(), few)
-  with pytest.raises(ValueError, match="fit_priors: config.priors.kmeans is not set"):
-    experiment.fit_priors(tiny_train_config.get_config(), few)
-  # k-means may replace a preset (it has no other config.priors field).
-  c = _kmeans_config()
-  c.model.name, c.model.prior_preset = "ssd300_vgg16", "SSD300_COCO"
-  assert experiment.rule_prior_spec(c) is priors_lib.SSD300_COCO
-
-
-def test_ablation_priors_kmeans_runs_have_their_counterparts_prior_count():
-  from experiments.configs import ablation_priors  # pylint: disable=g-import-not-at-top
-  base = ablation_priors.get_config()
-  base.data.num_train_examples = 40  # enough distinct shapes for 20 anchors, in a second
-  runs = dict(ablation_priors.get_sweep())
-  source = experiment.create_data(base).train
-  for kmeans_run, paper_run in (("kmeans", "paper"), ("kmeans_seed1", "paper"),
-                                ("kmeans_2", "paper_ratio1")):
-    c = overrides.apply_overrides(base, runs[kmeans_run])
-    paper = experiment.prior_spec(overrides.apply_overrides(base, runs[paper_run]))
-    spec = experiment.fit_priors(c, source).spec
-    assert spec.boxes_per_cell == paper.boxes_per_cell and spec != paper, kmeans_run
-  assert experiment.prior_spec(base) == models.TINY_PRIORS
-
-
-def test_a_kmeans_run_saves_its_priors_and_its_evaluation_uses_them(tmp_path):
-  from ssd_jax import prior_layout, train  # pylint: disable=g-import-not-at-top
-  c = _kmeans_config(max_images=16)
-  c.num_train_steps = 2
-  train.train_and_evaluate(c, str(tmp_path), mode="train")
-  stored = prior_layout.load(str(tmp_path))
-  assert stored.kmeans == {**experiment.KMEANS_DEFAULTS, "max_images": 16}
-  assert stored.spec.boxes_per_cell == models.TINY_PRIORS.boxes_per_cell
-  assert stored.spec != models.TINY_PRIORS
-  run = experiment.load_trained_run(c, str(tmp_path))
-  assert run.model.prior_spec == stored.spec
-  np.testing.assert_array_equal(run.priors, priors_lib.generate(stored.spec))
-  # A resumed run reuses the stored layout: no training source is read.
-  assert experiment.training_priors(c, None, str(tmp_path)) == stored
-  with pytest.raises(ValueError, match="priors were fitted with config.priors.kmeans="):
-    experiment.load_trained_run(tiny_train_config.get_config(), str(tmp_path))
-  other_seed = _kmeans_config(max_images=16, seed=1)
-  with pytest.raises(ValueError, match="pass the config .* the run was trained with"):
-    experiment.trained_priors(other_seed, str(tmp_path))
-  os.remove(prior_layout.path(str(tmp_path)))
-  with pytest.raises(FileNotFoundError, match="priors.json not found: config.priors.kmeans"):
-    experiment.load_trained_run(c, str(tmp_path))
-  # A layout given by the config is stored too, and checked against the config.
-  plain = tmp_path / "plain"
-  prior_layout.save_or_check(prior_layout.RunPriors(models.TINY_PRIORS), str(plain))
-  assert experiment.trained_priors(tiny_train_config.get_config(), str(plain)) == \
-      models.TINY_PRIORS
-  ratio1 = overrides.apply_overrides(tiny_train_config.get_config(), {
-      "priors": {"s_min": 0.1, "s_max": 0.9, "aspect_ratios": ()}})
-  with pytest.raises(ValueError, match="trained with other priors than the config gives"):
-    experiment.trained_priors(ratio1, str(plain))
-  with pytest.raises(ValueError, match="holds another prior layout"):
-    prior_layout.save_or_check(prior_layout.RunPriors(experiment.prior_spec(ratio1)), str(plain))
 
 
 def test_runs_that_differ_only_in_prior_values_can_train_together():

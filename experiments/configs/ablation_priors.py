@@ -26,7 +26,7 @@ import ml_collections
 
 from experiments.configs import ablation_table2
 
-# Fields of config.priors.kmeans (ssd_jax.experiment.KMEANS_DEFAULTS).
+# Fields of config.priors.kmeans (ssd_jax.run_priors.KMEANS_DEFAULTS).
 KMEANS = {"seed": 0, "max_images": None, "iters": 300}
 
 

@@ -33,7 +33,7 @@ def base_config() -> ml_collections.ConfigDict:
   # None = the model's input side; ssd_tiny takes any multiple of 4 (priors and maps follow).
   c.model.image_size = ml_collections.config_dict.placeholder(int)
   # None = the model's default priors. For ablations, a ConfigDict with the fields read by
-  # ssd_jax.experiment.prior_spec (layers, s_min, s_max, first_scale, aspect_ratios), and
+  # ssd_jax.run_priors.prior_spec (layers, s_min, s_max, first_scale, aspect_ratios), and
   # kmeans: None, or a ConfigDict (seed=0, max_images=None, iters=300; {} = those) for priors
   # fitted to the training boxes by k-means with 1 - IoU, as many per cell on every layer as the
   # layout the other fields (or the model's default) give, so the heads stay the same. The fit
