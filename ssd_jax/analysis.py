@@ -12,14 +12,18 @@ coverage is measured here like any other layout's.
 Only :func:`collect_boxes` touches a dataset; every statistic takes NumPy arrays (through
 :class:`GroundTruthBoxes`), so nothing here imports TensorFlow.
 
-Buckets:
-  * size: COCO's box-area ranges in pixels of the *original* image: small ``area < 32^2``, medium
-    ``32^2 <= area < 96^2``, large ``area >= 96^2``. COCO's own evaluation uses the segmentation
-    area; the box area used here is a little larger.
-  * aspect: ``w / h`` of the *normalized* box, i.e. as the network sees it after SSD's
-    aspect-warping square resize (the frame the priors' ratios live in). Edges ``1/2.5, 1/1.5, 1.5,
-    2.5`` are symmetric in log space and put the priors' ratios 1, 2 and 3 in three different
-    buckets; a ratio on an edge goes to the bucket above it.
+Buckets: a box's size and shape buckets (``Coverage.size_bucket``, ``aspect_bucket``,
+``coverage_table(by="size" | "aspect")``) are those of :mod:`ssd_jax.metrics`, which defines them
+(its module docstring says why these edges), so a box lands in the same bucket here as in the
+evaluation's ``ap_small`` ... and ``recall_ar_1to3`` ...:
+  * size (:data:`ssd_jax.metrics.SIZE_NAMES`): COCO's ranges, small ``area < 32^2``, medium
+    ``32^2 <= area < 96^2``, large ``area >= 96^2``, on the box area in pixels of the original
+    image scaled to COCO's 640-px longer side. COCO's own evaluation uses the segmentation area;
+    the box area used here is a little larger.
+  * aspect (:data:`ssd_jax.metrics.ASPECT_NAMES`): ``w / h`` of the *normalized* box, i.e. as the
+    network sees it after SSD's aspect-warping square resize (the frame the priors' ratios live
+    in), around the paper's ratios {1/3, 1/2, 1, 2, 3} with edges at their geometric midpoints.
+  A value on an edge goes to the bucket above it.
 """
 
 import dataclasses
@@ -32,12 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssd_jax import boxes as box_lib
+from ssd_jax import metrics as metrics_lib
 from ssd_jax import priors as prior_lib
-
-SIZE_EDGES = (32.0 ** 2, 96.0 ** 2)
-SIZE_NAMES = ("small", "medium", "large")
-ASPECT_EDGES = (1 / 2.5, 1 / 1.5, 1.5, 2.5)
-ASPECT_NAMES = ("w/h<0.4", "0.4-0.67", "0.67-1.5", "1.5-2.5", "w/h>=2.5")
 
 # Slack on the [0, 1] range check of normalized boxes: tolerates rounding, catches pixel boxes.
 _RANGE_TOL = 1e-3
@@ -184,16 +184,6 @@ def collect_boxes(source: Any, max_images: Optional[int] = None) -> GroundTruthB
                           class_names=tuple(names) if names is not None else None)
 
 
-def size_buckets(area_pixels: np.ndarray) -> np.ndarray:
-  """``[N]`` pixel areas -> ``[N]`` int index into :data:`SIZE_NAMES`."""
-  return np.searchsorted(SIZE_EDGES, np.asarray(area_pixels), side="right").astype(np.int32)
-
-
-def aspect_buckets(ratio_wh: np.ndarray) -> np.ndarray:
-  """``[N]`` ratios ``w / h`` -> ``[N]`` int index into :data:`ASPECT_NAMES`."""
-  return np.searchsorted(ASPECT_EDGES, np.asarray(ratio_wh), side="right").astype(np.int32)
-
-
 # ------------------------------------------------------------------------------------------------
 # Coverage of the ground truth by the priors.
 # ------------------------------------------------------------------------------------------------
@@ -209,7 +199,8 @@ class Coverage:
     best_layer: ``[N]`` int32 layer of that prior.
     positives_per_layer: ``[N, L]`` int32 priors of each layer with IoU >= ``iou_threshold``.
       These are candidate positives: matching later gives a prior shared by two boxes to one.
-    size_bucket, aspect_bucket: ``[N]`` int32 indices into :data:`SIZE_NAMES`/:data:`ASPECT_NAMES`.
+    size_bucket, aspect_bucket: ``[N]`` int32 indices into :data:`ssd_jax.metrics.SIZE_NAMES` /
+      :data:`ssd_jax.metrics.ASPECT_NAMES` (see the module docstring).
     labels: ``[N]`` int32 class ids.
     iou_threshold: the threshold used.
     layer_names: ``L`` names of the prior layers.
@@ -265,7 +256,8 @@ def prior_coverage(gt: GroundTruthBoxes | np.ndarray,
       ``"priors"``).
     iou_threshold: a box is covered when its best IoU is >= this (SSD's 0.5).
     image_hw: for an array ``gt``, the ``(h, w)`` original image size in pixels used for the size
-      buckets; defaults to the spec's square ``image_size`` (i.e. the network input).
+      buckets (of which only its shape matters: areas are scaled to COCO's 640-px longer side);
+      defaults to the spec's square ``image_size`` (i.e. the network input).
     chunk_size: boxes per jit call.
   """
   if not 0 < iou_threshold <= 1:
@@ -310,8 +302,9 @@ def prior_coverage(gt: GroundTruthBoxes | np.ndarray,
       best_prior=best_prior.astype(np.int32),
       best_layer=(np.searchsorted(bounds, best_prior, side="right") - 1).astype(np.int32),
       positives_per_layer=per_layer.astype(np.int32),
-      size_bucket=size_buckets(gt.area_pixels),
-      aspect_bucket=aspect_buckets(wh[:, 0] / wh[:, 1]),
+      size_bucket=metrics_lib.size_buckets(
+          gt.area_pixels * metrics_lib.coco_area_scale(gt.image_hw)),
+      aspect_bucket=metrics_lib.aspect_buckets(wh[:, 0] / wh[:, 1]),
       labels=gt.labels, iou_threshold=float(iou_threshold), layer_names=tuple(layer_names),
       class_names=gt.class_names)
 
@@ -331,8 +324,8 @@ def coverage_table(cov: Coverage, by: str = "size") -> list[dict[str, Any]]:
 
   Args:
     cov: the per-box results.
-    by: ``"size"`` (COCO area), ``"aspect"`` (w/h), ``"layer"`` (layer of the best prior) or
-      ``"class"``.
+    by: ``"size"`` (COCO area) or ``"aspect"`` (w/h), both bucketed as the module docstring
+      says, ``"layer"`` (layer of the best prior) or ``"class"``.
 
   Returns:
     Dicts with ``group``, ``boxes``, ``share`` (of all boxes), ``recall`` (best IoU >=
@@ -342,9 +335,9 @@ def coverage_table(cov: Coverage, by: str = "size") -> list[dict[str, Any]]:
     group are NaN.
   """
   if by == "size":
-    groups = [(name, cov.size_bucket == i) for i, name in enumerate(SIZE_NAMES)]
+    groups = [(name, cov.size_bucket == i) for i, name in enumerate(metrics_lib.SIZE_NAMES)]
   elif by == "aspect":
-    groups = [(name, cov.aspect_bucket == i) for i, name in enumerate(ASPECT_NAMES)]
+    groups = [(name, cov.aspect_bucket == i) for i, name in enumerate(metrics_lib.ASPECT_NAMES)]
   elif by == "layer":
     groups = [(name, cov.best_layer == i) for i, name in enumerate(cov.layer_names)]
   elif by == "class":

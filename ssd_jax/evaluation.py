@@ -2,8 +2,8 @@
 
 Predictions run on device (:mod:`ssd_jax.inference`); boxes go back to the host once per batch,
 where they are scaled to pixels of the original images and scored with
-:func:`ssd_jax.metrics.evaluate_detections`. Build one with
-:func:`ssd_jax.experiment.create_evaluator`.
+:func:`ssd_jax.metrics.evaluate_detections`. A run's evaluators (validation and eval split)
+come from :func:`ssd_jax.experiment.create_evaluators`.
 """
 
 import dataclasses
@@ -105,13 +105,14 @@ class Evaluator:
       detections.append({**det, "boxes": metrics_lib.to_pixels(det["boxes"], *orig_size)})
       sizes.append(orig_size)
     names = list(self.class_names)
+    sizes = np.reshape(sizes, (-1, 2))
     result: dict[str, Any] = {"step": int(step), "num_images": len(ground_truth)}
     for metric in self.metrics:
       values = metrics_lib.evaluate_detections(ground_truth, detections, metric,
-                                               class_names=names,
-                                               image_sizes=np.reshape(sizes, (-1, 2)))
+                                               class_names=names, image_sizes=sizes)
       result.update({f"{metric}_{key}": value for key, value in values.items()})
-    result.update(metrics_lib.recall_by_aspect_ratio(ground_truth, detections, len(names)))
+    result.update(metrics_lib.recall_by_aspect_ratio(ground_truth, detections, len(names),
+                                                     image_sizes=sizes))
     if self.priors is not None:
       result.update(self.prior_coverage(normalized))
     if png_path and jax.process_index() == 0 and drawn:

@@ -34,17 +34,28 @@ detection that matches no other gt but covers a crowd region (intersection over 
 their box area.
 
 Breakdowns by object size and shape, for the questions the prior layout answers (which scales,
-which aspect ratios):
-  * The VOC metrics also give ``ap_small``, ``ap_medium`` and ``ap_large``: the same AP with
-    pycocotools' ``areaRng`` rules. Ground truths outside the range are ignored like difficult
-    ones (a detection whose best overlap is one is neither TP nor FP), and so are false positives
-    whose own area is outside it. The ranges are COCO's (:data:`SIZE_RANGES`, both ends inclusive
-    as in pycocotools) on box areas ``w * h`` measured with the image scaled to COCO's 640-px
-    longer side (``image_sizes``): an object is small when it would be small in a COCO image, so
-    VOC's 500-px photos, the 128-px synthetic set and any input resolution share one yardstick.
-  * :func:`recall_by_aspect_ratio`: the share of objects found (the devkit's matching, IoU > 0.5)
-    per bucket of their ``w / h`` around the paper's ratios {1/3, 1/2, 1, 2, 3}
-    (:data:`ASPECT_BUCKETS`).
+which aspect ratios). The buckets are defined here once (:data:`SIZE_EDGES`, :data:`ASPECT_EDGES`,
+:func:`size_buckets`, :func:`aspect_buckets`) and shared with :mod:`ssd_jax.analysis`, so a box
+lands in the same bucket in the prior-coverage tables as in these metrics:
+  * size: COCO's ranges (small ``area < 32**2``, medium ``32**2 <= area < 96**2``, large
+    ``area >= 96**2``) on box areas ``w * h`` measured with the image scaled to COCO's 640-px
+    longer side (:func:`coco_area_scale`; ``image_sizes`` of :func:`evaluate_detections`): an
+    object is small when it would be small in a COCO image, so VOC's 500-px photos, the 128-px
+    synthetic set and any input resolution share one yardstick. The VOC metrics give
+    ``ap_small``, ``ap_medium`` and ``ap_large``: the same AP with pycocotools' ``areaRng`` rules
+    (:data:`SIZE_RANGES`, whose ends are inclusive as in pycocotools, so an area of exactly
+    ``32**2`` counts in both neighbouring APs). Ground truths outside the range are ignored like
+    difficult ones (a detection whose best overlap is one is neither TP nor FP), and so are false
+    positives whose own area is outside it.
+  * aspect: ``w / h`` in the network's frame (the box normalized by its image, as after SSD's
+    aspect-warping square resize: the frame the priors' ratios live in), bucketed around the
+    paper's ratios {1/3, 1/2, 1, 2, 3} (:data:`ASPECT_BUCKETS`) with edges at the geometric
+    midpoints of neighbouring ratios, ``sqrt(1/6), sqrt(1/2), sqrt(2), sqrt(6)``. That is where a
+    box stops fitting one prior shape best: two centred boxes of equal area have an IoU that
+    depends only on the quotient of their ratios, so a box of ratio ``sqrt(a * b)`` overlaps the
+    priors of ratios ``a`` and ``b`` equally. :func:`recall_by_aspect_ratio` gives the share of
+    objects found (the devkit's matching, IoU > 0.5) per bucket.
+  Both partitions are half-open, ``[lo, hi)``: a value on an edge goes to the bucket above it.
 
 Classes are the labels ``1..C``. A class with no (non-difficult, non-crowd) ground truth has no
 defined AP: it is reported as NaN in ``per_class_ap`` and left out of ``'map'``, which is the mean
@@ -62,14 +73,18 @@ METRICS = ('voc07', 'voc', 'coco')
 VOC_IOU_THRESHOLD = 0.5
 # The devkit's 11 recall points, built exactly as it builds them (see the module docstring).
 _VOC07_RECALL_POINTS = np.arange(0., 1.1, 0.1)
-# pycocotools' summary order.
-# COCO's object-size ranges (pycocotools' ``areaRng``): pixels^2 in an image of COCO's size.
-SIZE_RANGES = {'small': (0., 32.**2), 'medium': (32.**2, 96.**2), 'large': (96.**2, 1e5**2)}
+# The buckets of object size and shape (see the module docstring), shared with ssd_jax.analysis.
+SIZE_NAMES = ('small', 'medium', 'large')
+SIZE_EDGES = (32.**2, 96.**2)  # pixels^2 in an image of COCO's size
+# pycocotools' ``areaRng`` of each size (both ends inclusive): the VOC metrics' AP by size.
+SIZE_RANGES = dict(zip(SIZE_NAMES, zip((0.,) + SIZE_EDGES, SIZE_EDGES + (1e5**2,))))
 COCO_IMAGE_SIDE = 640.  # COCO's images are 640 px on their longer side.
-# Buckets [lo, hi) of an object's w / h: the paper's ratios, bounded at their geometric midpoints.
-ASPECT_BUCKETS = {'1to3': (0., np.sqrt(1 / 6)), '1to2': (np.sqrt(1 / 6), np.sqrt(1 / 2)),
-                  '1to1': (np.sqrt(1 / 2), np.sqrt(2)), '2to1': (np.sqrt(2), np.sqrt(6)),
-                  '3to1': (np.sqrt(6), np.inf)}
+ASPECT_NAMES = ('1to3', '1to2', '1to1', '2to1', '3to1')
+# The paper's ratios bounded at their geometric midpoints.
+ASPECT_EDGES = tuple(float(np.sqrt(r)) for r in (1 / 6, 1 / 2, 2, 6))
+# Bucket name -> [lo, hi) of ``w / h``.
+ASPECT_BUCKETS = dict(zip(ASPECT_NAMES, zip((0.,) + ASPECT_EDGES, ASPECT_EDGES + (np.inf,))))
+# pycocotools' summary order.
 _COCO_STATS = ('map', 'ap50', 'ap75', 'ap_small', 'ap_medium', 'ap_large',
                'ar1', 'ar10', 'ar100', 'ar_small', 'ar_medium', 'ar_large')
 
@@ -101,6 +116,24 @@ def to_pixels(boxes: Any, height: Any, width: Any) -> np.ndarray:
   scale = np.stack([width, height, width, height], axis=-1)
   scale = scale.reshape(height.shape + (1,) * (boxes.ndim - 1 - height.ndim) + (4,))
   return boxes * scale
+
+
+def coco_area_scale(image_hw: Any) -> np.ndarray:
+  """The factor taking pixel areas of an image of ``image_hw`` (``[..., 2]`` ``(height, width)``)
+  to an image scaled to COCO's 640-px longer side, where :data:`SIZE_EDGES` apply."""
+  return (COCO_IMAGE_SIDE / np.max(np.asarray(image_hw, np.float64), axis=-1))**2
+
+
+def size_buckets(areas: Any) -> np.ndarray:
+  """``[N]`` areas in pixels of a COCO-sized image -> ``[N]`` int32 index into :data:`SIZE_NAMES`
+  (``[lo, hi)`` between :data:`SIZE_EDGES`)."""
+  return np.searchsorted(SIZE_EDGES, np.asarray(areas), side='right').astype(np.int32)
+
+
+def aspect_buckets(ratios: Any) -> np.ndarray:
+  """``[N]`` ratios ``w / h`` -> ``[N]`` int32 index into :data:`ASPECT_NAMES` (``[lo, hi)``
+  between :data:`ASPECT_EDGES`)."""
+  return np.searchsorted(ASPECT_EDGES, np.asarray(ratios), side='right').astype(np.int32)
 
 
 def evaluate_detections(ground_truth: Sequence[Mapping[str, Any]],
@@ -168,7 +201,8 @@ def evaluate_detections(ground_truth: Sequence[Mapping[str, Any]],
 
 def recall_by_aspect_ratio(ground_truth: Sequence[Mapping[str, Any]],
                            detections: Sequence[Mapping[str, Any]],
-                           num_classes: int | None = None) -> dict[str, float]:
+                           num_classes: int | None = None,
+                           image_sizes: Any = None) -> dict[str, float]:
   """Share of the objects found, overall and per bucket of their shape.
 
   An object is found when a detection of its class is its true positive in the devkit's matching
@@ -179,6 +213,9 @@ def recall_by_aspect_ratio(ground_truth: Sequence[Mapping[str, Any]],
     ground_truth: as for :func:`evaluate_detections` (pixel boxes).
     detections: as for :func:`evaluate_detections`.
     num_classes: as for :func:`evaluate_detections`.
+    image_sizes: ``[num_images, 2]`` ``(height, width)`` of the images in pixels: ``w / h`` is then
+      the ratio of the box normalized by its image, the network's frame (see the module
+      docstring); None: the ratio of the pixel boxes as given.
 
   Returns:
     ``'recall'`` and ``'recall_ar_<bucket>'`` for each of :data:`ASPECT_BUCKETS` (``1to3``: tall,
@@ -191,20 +228,23 @@ def recall_by_aspect_ratio(ground_truth: Sequence[Mapping[str, Any]],
   gts = [_read_image(gt, f'ground_truth[{i}]', is_gt=True) for i, gt in enumerate(ground_truth)]
   dets = [_read_image(det, f'detections[{i}]', is_gt=False) for i, det in enumerate(detections)]
   _num_classes(gts, dets, None, num_classes)
+  # Each image's height / width: takes a pixel box's w / h to the normalized box's.
+  image_aspect = (np.ones(len(gts)) if image_sizes is None
+                  else np.divide(*_image_sizes(image_sizes, len(gts)).T))
   ratios, found = [np.zeros(0)], [np.zeros(0, bool)]
-  for gt, det in zip(gts, dets):
+  for gt, det, h_over_w in zip(gts, dets, image_aspect):
     ignored = _voc_ignored(gt)
     outcome, best_gt = _voc_match(gt, det, ignored)
     hit = np.zeros(len(ignored), bool)
     hit[best_gt[outcome == 1]] = True
     wh = gt['boxes'][~ignored, 2:] - gt['boxes'][~ignored, :2]
     with np.errstate(divide='ignore', invalid='ignore'):  # a zero-height box is as wide as any
-      ratios.append(np.where(wh[:, 0] > 0, wh[:, 0] / wh[:, 1], 0.))
+      ratios.append(np.where(wh[:, 0] > 0, wh[:, 0] / wh[:, 1] * h_over_w, 0.))
     found.append(hit[~ignored])
-  ratios, found = np.concatenate(ratios), np.concatenate(found)
+  buckets, found = aspect_buckets(np.concatenate(ratios)), np.concatenate(found)
   result = {'recall': float(found.mean()) if found.size else float('nan')}
-  for name, (lo, hi) in ASPECT_BUCKETS.items():
-    in_bucket = found[(ratios >= lo) & (ratios < hi)]
+  for i, name in enumerate(ASPECT_NAMES):
+    in_bucket = found[buckets == i]
     result[f'recall_ar_{name}'] = float(in_bucket.mean()) if in_bucket.size else float('nan')
   return result
 
@@ -271,17 +311,22 @@ def _vector(value: Any, n: int, where: str) -> np.ndarray:
   return vec
 
 
-def _area_scales(image_sizes: Any, num_images: int) -> np.ndarray:
-  """``[num_images]`` factors taking each image's pixel areas to a 640-px longer side."""
-  if image_sizes is None:
-    return np.ones(num_images)
+def _image_sizes(image_sizes: Any, num_images: int) -> np.ndarray:
+  """``image_sizes`` as a validated ``[num_images, 2]`` float64 array of ``(height, width)``."""
   sizes = np.asarray(image_sizes, np.float64)
   if sizes.shape != (num_images, 2):
     raise ValueError(f'image_sizes: expected [{num_images}, 2] (height, width) per image, got '
                      f'shape {sizes.shape}.')
   if not (np.isfinite(sizes).all() and (sizes > 0).all()):
     raise ValueError('image_sizes: heights and widths must be finite and positive.')
-  return (COCO_IMAGE_SIDE / sizes.max(axis=1))**2
+  return sizes
+
+
+def _area_scales(image_sizes: Any, num_images: int) -> np.ndarray:
+  """``[num_images]`` factors taking each image's pixel areas to a 640-px longer side."""
+  if image_sizes is None:
+    return np.ones(num_images)
+  return coco_area_scale(_image_sizes(image_sizes, num_images))
 
 
 def _num_classes(gts: list[dict[str, np.ndarray]], dets: list[dict[str, np.ndarray]],

@@ -8,6 +8,7 @@ import pytest
 
 from ssd_jax import analysis
 from ssd_jax import boxes as box_lib
+from ssd_jax import metrics
 from ssd_jax import priors as prior_lib
 
 
@@ -150,17 +151,39 @@ def test_collect_boxes_errors():
 
 
 def test_size_and_aspect_buckets_by_hand():
-  areas = [0, 1023.9, 1024, 9215.9, 9216, 1e6]
-  assert analysis.size_buckets(areas).tolist() == [0, 0, 1, 1, 2, 2]
-  ratios = [0.3, 0.4, 0.5, 1 / 1.5, 1.0, 1.5, 2.0, 2.5, 4.0]
-  assert analysis.aspect_buckets(ratios).tolist() == [0, 1, 1, 2, 2, 3, 3, 4, 4]
-  # Size uses pixels of each box's own image; aspect uses the normalized box.
+  # metrics' buckets (tests/test_metrics.py); sizes in pixels of the image scaled to 640 px.
   gt = analysis.GroundTruthBoxes.from_boxes(
-      [[0.0, 0.0, 0.1, 0.1], [0.0, 0.0, 0.1, 0.1], [0.0, 0.0, 0.4, 0.1]],
-      [[300, 300], [400, 500], [1000, 100]])
+      [[0.0, 0.0, 0.04, 0.04], [0.0, 0.0, 0.1, 0.1], [0.0, 0.0, 0.2, 0.2], [0.0, 0.0, 0.4, 0.1],
+       [0.0, 0.0, 0.1, 0.1]],
+      [[300, 300], [400, 500], [128, 128], [1000, 100], [500, 250]])
   cov = analysis.prior_coverage(gt, TINY_SPEC)
-  assert cov.size_bucket.tolist() == [0, 1, 1]  # 900, 2000 and 4000 pixels
-  assert cov.aspect_bucket.tolist() == [2, 2, 4]  # the third is 40 x 100 pixels but w/h = 4
+  # 655, 3277, 16384, 1638 and 2048 pixels at 640 px; the third is 26 x 26 pixels in its
+  # 128-px image, but 128 x 128 in a COCO-sized one.
+  assert cov.size_bucket.tolist() == [0, 1, 2, 1, 1]
+  # The fourth is 40 x 100 pixels but w/h = 4 as the network sees it; the fifth 25 x 50 but 1.
+  assert cov.aspect_bucket.tolist() == [2, 2, 2, 4, 2]
+
+
+def test_boxes_land_in_the_same_buckets_as_in_the_metrics():
+  """A box's size and shape buckets in the coverage tables are those of the evaluation's
+  ``ap_<size>`` and ``recall_ar_<shape>``: found alone by a perfect detection, its own bucket
+  has recall / AP 1 and the others none."""
+  rng = np.random.default_rng(5)
+  image_hw = rng.choice([[375, 500], [500, 333], [128, 128], [300, 1000], [640, 480]], 40)
+  gt_boxes = random_boxes(rng, 40)
+  cov = analysis.prior_coverage(analysis.GroundTruthBoxes.from_boxes(gt_boxes, image_hw),
+                                TINY_SPEC)
+  assert len(set(cov.size_bucket.tolist())) == 3 and len(set(cov.aspect_bucket.tolist())) >= 4
+  for box, hw, size, shape in zip(gt_boxes, image_hw, cov.size_bucket, cov.aspect_bucket):
+    pixels = metrics.to_pixels(box[None], *hw)
+    gt = [{"boxes": pixels, "labels": [1]}]
+    det = [{"boxes": pixels, "scores": [0.9], "labels": [1]}]
+    recall = metrics.recall_by_aspect_ratio(gt, det, image_sizes=[hw])
+    ap = metrics.evaluate_detections(gt, det, "voc", image_sizes=[hw])
+    assert [name for name in metrics.ASPECT_NAMES if recall[f"recall_ar_{name}"] == 1.0] == [
+        metrics.ASPECT_NAMES[shape]]
+    assert [name for name in metrics.SIZE_NAMES if ap[f"ap_{name}"] == 1.0] == [
+        metrics.SIZE_NAMES[size]]
 
 
 def test_coverage_hand_case():
@@ -208,7 +231,9 @@ def test_coverage_matches_loop_reference(chunk_size):
   assert cov.recall == pytest.approx(np.mean(best >= threshold))
   assert 0 < cov.recall < 1
 
-  areas = [(b[2] - b[0]) * hw[1] * (b[3] - b[1]) * hw[0] for b, hw in zip(gt_boxes, image_hw)]
+  # Areas of the image scaled to a 640-px longer side.
+  areas = [(b[2] - b[0]) * (b[3] - b[1]) * 640 ** 2 * min(hw) / max(hw)
+           for b, hw in zip(gt_boxes, image_hw)]
   expected_size = [0 if a < 32 ** 2 else 1 if a < 96 ** 2 else 2 for a in areas]
   np.testing.assert_array_equal(cov.size_bucket, expected_size)
 
@@ -220,8 +245,8 @@ def test_coverage_table_groups():
   gt = dataclasses.replace(gt, class_names=("cat", "dog"))
   cov = analysis.prior_coverage(gt, TINY_SPEC)
   covered = cov.best_iou >= 0.5
-  for by, bucket, names in (("size", cov.size_bucket, analysis.SIZE_NAMES),
-                            ("aspect", cov.aspect_bucket, analysis.ASPECT_NAMES),
+  for by, bucket, names in (("size", cov.size_bucket, metrics.SIZE_NAMES),
+                            ("aspect", cov.aspect_bucket, metrics.ASPECT_NAMES),
                             ("layer", cov.best_layer, ("a", "b", "c")),
                             ("class", cov.labels - 1, ("cat", "dog"))):
     rows = analysis.coverage_table(cov, by)

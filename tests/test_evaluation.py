@@ -55,3 +55,17 @@ def test_prior_coverage_matches_loop_reference(threshold):
 def test_prior_coverage_without_boxes_is_nan():
   got = _evaluator(np.array([[0.5, 0.5, 1, 1]], np.float32), 0.5).prior_coverage([np.zeros((0, 4))])
   assert np.isnan(got["prior_recall"]) and np.isnan(got["prior_mean_best_iou"])
+
+
+def test_run_buckets_objects_as_the_metrics_and_analysis_do(monkeypatch):
+  """``recall_ar_*`` and ``<metric>_ap_<size>`` of :meth:`Evaluator.run` bucket a box by its shape
+  as the network sees it (normalized) and by its area in the image scaled to COCO's 640 px."""
+  box = np.array([[0.1, 0.1, 0.14, 0.18]])  # 40 x 40 px in a 500 x 1000 (h x w) image
+  gt = {"boxes": box, "labels": np.array([1])}
+  det = {"boxes": box, "scores": np.array([0.9]), "labels": np.array([1])}
+  monkeypatch.setattr(evaluation.Evaluator, "predictions",
+                      lambda self, params: iter([(None, np.array([500, 1000]), gt, det)]))
+  got = _evaluator(None, 0.5).run(params=None, step=3)
+  # w / h = 0.04 / 0.08 normalized (1 in pixels); 1600 px, 655 at 640 px (medium unscaled).
+  assert got["recall_ar_1to2"] == 1.0 and np.isnan(got["recall_ar_1to1"])
+  assert got["voc07_ap_small"] == pytest.approx(1.0) and np.isnan(got["voc07_ap_medium"])

@@ -264,6 +264,36 @@ def test_voc_ap_by_size_matches_pycocotools_area_ranges(seed):
     assert 0 < got[f'ap_{name}'] < 1
 
 
+def test_size_and_aspect_buckets_by_hand():
+  areas = [0, 1023.9, 1024, 9215.9, 9216, 1e6]
+  assert metrics.size_buckets(areas).tolist() == [0, 0, 1, 1, 2, 2]
+  assert [metrics.SIZE_RANGES[n] for n in metrics.SIZE_NAMES] == [
+      (0, 32**2), (32**2, 96**2), (96**2, 1e10)]
+  # Each of the paper's ratios in its own bucket; an edge goes to the bucket above it.
+  assert metrics.aspect_buckets([1 / 3, 1 / 2, 1, 2, 3]).tolist() == [0, 1, 2, 3, 4]
+  assert metrics.aspect_buckets(metrics.ASPECT_EDGES).tolist() == [1, 2, 3, 4]
+  ratios = [0.3, 0.4, 0.41, 0.7, 0.71, 1.41, 1.42, 2.44, 2.45, np.inf]
+  assert metrics.aspect_buckets(ratios).tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+  assert list(metrics.ASPECT_BUCKETS) == list(metrics.ASPECT_NAMES)
+  assert metrics.ASPECT_BUCKETS['1to2'] == (np.sqrt(1 / 6), np.sqrt(1 / 2))
+  np.testing.assert_allclose(metrics.coco_area_scale([[375, 500], [128, 128], [1000, 100]]),
+                             [1.6384, 25, 0.4096])
+
+
+@pytest.mark.parametrize('a, b', [(1 / 3, 1 / 2), (1 / 2, 1), (1, 2), (2, 3)])
+def test_aspect_edges_are_where_the_best_prior_shape_changes(a, b):
+  """A box whose ratio is on the edge between two of the paper's ratios overlaps a centred prior
+  of the same area and either ratio equally (the IoU depends only on the ratios' quotient)."""
+  def iou_with(ratio, prior_ratio):  # centred boxes of area 1: w = sqrt(r), h = 1 / sqrt(r)
+    inter = min(np.sqrt(ratio), np.sqrt(prior_ratio)) * min(1 / np.sqrt(ratio),
+                                                            1 / np.sqrt(prior_ratio))
+    return inter / (2 - inter)
+  edge = metrics.ASPECT_EDGES[[1 / 3, 1 / 2, 1, 2].index(a)]
+  assert iou_with(edge, a) == pytest.approx(iou_with(edge, b), rel=1e-12)
+  assert iou_with(edge * 0.99, a) > iou_with(edge * 0.99, b)
+  assert iou_with(edge * 1.01, a) < iou_with(edge * 1.01, b)
+
+
 def test_recall_by_aspect_ratio_hand_computed():
   tall, square, wide, difficult = [0, 0, 10, 40], [50, 0, 70, 20], [100, 0, 160, 20], [0, 50, 9, 59]
   gts = [_gt([tall, square, wide, difficult], [1, 1, 2, 1], difficult=[0, 0, 0, 1])]
@@ -275,6 +305,17 @@ def test_recall_by_aspect_ratio_hand_computed():
   assert np.isnan(got['recall_ar_1to2']) and np.isnan(got['recall_ar_2to1'])
   # A detection of the wrong class finds nothing.
   assert metrics.recall_by_aspect_ratio(gts, [_det([wide], [0.9], [1])])['recall_ar_3to1'] == 0.0
+
+
+def test_recall_by_aspect_ratio_measures_the_normalized_box_with_image_sizes():
+  # 20 x 20 pixels in a 250 x 500 (h x w) image: w / h = 1 in pixels, 1/2 as the network sees it.
+  gts, dets = [_gt([[10, 10, 30, 30]], [1])], [_det([[10, 10, 30, 30]], [0.9], [1])]
+  pixel = metrics.recall_by_aspect_ratio(gts, dets)
+  warped = metrics.recall_by_aspect_ratio(gts, dets, image_sizes=[[250, 500]])
+  assert pixel['recall_ar_1to1'] == 1.0 and np.isnan(pixel['recall_ar_1to2'])
+  assert warped['recall_ar_1to2'] == 1.0 and np.isnan(warped['recall_ar_1to1'])
+  with pytest.raises(ValueError, match='image_sizes'):
+    metrics.recall_by_aspect_ratio(gts, dets, image_sizes=[[250, 500], [1, 1]])
 
 
 @pytest.mark.parametrize('seed', [0, 1])
