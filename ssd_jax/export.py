@@ -40,6 +40,7 @@ import tensorflow as tf
 
 from ssd_jax import experiment, inference, overrides
 from ssd_jax.data import augment
+from ssd_jax.models import conv
 
 FORMATS = ("stablehlo", "savedmodel")
 PLATFORMS = ("cpu", "cuda", "tpu")
@@ -53,9 +54,9 @@ def predict_fn(run: experiment.TrainedRun, platforms: Sequence[str],
                score_threshold: Optional[float] = None,
                decode_per_image: bool = False) -> Callable[[jax.Array], dict]:
   """``images uint8 [B, S, S, 3] -> detections`` (``inference.predict``) on one device, the
-  run's parameters as constants, for lowering to ``platforms``: with
-  ``config.model.conv_impl='auto'``, the CPU lowering takes the Winograd convolutions and the
-  others XLA's (``lax.platform_dependent``)."""
+  run's parameters as constants, for lowering to ``platforms``: each platform's lowering takes
+  the convolutions ``config.model.conv_impl`` stands for there (``conv.resolve_impl``; for
+  ``'auto'``, the Winograd ones on CPU and XLA's elsewhere, through ``lax.platform_dependent``)."""
   config, params = run.config, jax.device_get(run.params)
   settings = experiment.decode_settings(config, score_threshold)
   priors = jnp.asarray(run.priors)
@@ -68,12 +69,15 @@ def predict_fn(run: experiment.TrainedRun, platforms: Sequence[str],
                                                     decode_per_image=decode_per_image)
 
   impl = config.model.get("conv_impl", "auto")
-  impls = {impl} if impl != "auto" else {"cpu_fast" if p == "cpu" else "xla" for p in platforms}
+  per_platform = {p: conv.resolve_impl(impl, p) for p in platforms}
+  impls = set(per_platform.values())
   if len(impls) == 1:
     return functools.partial(with_impl(impls.pop()), params)
-  # The parameters are one operand of both branches: the artifact holds them once.
-  cpu, other = with_impl("cpu_fast"), with_impl("xla")
-  return lambda images: lax.platform_dependent(params, images, cpu=cpu, default=other)
+  # One branch per implementation (lax.platform_dependent joins the platforms of a branch); the
+  # parameters are one operand of all of them: the artifact holds them once.
+  branches = {i: with_impl(i) for i in impls}
+  return lambda images: lax.platform_dependent(
+      params, images, **{p: branches[i] for p, i in per_platform.items()})
 
 
 def stablehlo(run: experiment.TrainedRun, platforms: Sequence[str] = PLATFORMS,

@@ -262,6 +262,20 @@ def test_module_dtype():
   assert jax.jit(module.apply)(params, x).dtype == jnp.bfloat16
 
 
+@pytest.mark.parametrize('platform', ('cpu', 'gpu', 'cuda', 'tpu'))
+@pytest.mark.parametrize('impl', IMPLS)
+def test_resolve_impl(impl, platform):
+  want = ('cpu_fast' if platform == 'cpu' else 'xla') if impl == 'auto' else impl
+  assert conv.resolve_impl(impl, platform) == want
+
+
+def test_resolve_impl_rejects_an_unknown_impl():
+  for platform in ('cpu', 'gpu', 'tpu'):
+    with pytest.raises(ValueError, match=r"impl must be one of \('xla', 'cpu_fast', "
+                       r"'winograd6', 'auto'\), got 'fast'"):
+      conv.resolve_impl('fast', platform)
+
+
 def test_bad_arguments():
   x, kernel = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 2))
   with pytest.raises(ValueError, match='impl'):

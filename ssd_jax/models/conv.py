@@ -172,11 +172,10 @@ def _output_transform(m_: jax.Array, batch: int, out_hw: tuple[int, int],
 
   One kron(A^T, A^T) [m * m, t * t] @ [t * t, tiles * K] matmul, then a transpose into NHWC
   that XLA fuses with what consumes the output (bias, ReLU, the next layer's padding). Two
-  separable passes (rows, then columns; fewer multiplies) wrote an intermediate larger than the
-  output as strided concatenates: 1.25-2.4x slower per layer on a 2-core Xeon, and the train
-  step ran 1.02-1.04x faster with this and the adjoint as matmuls (benchmarks/RESULTS.md).
-  The input transform stays separable: as a matmul it needs the overlapping tiles copied out
-  first, which was 2x slower.
+  separable passes (rows, then columns) need fewer multiplies but write an intermediate larger
+  than the output as strided concatenates: measured slower on a 2-core Xeon;
+  benchmarks/RESULTS.md. The input transform stays separable: as a matmul it needs the
+  overlapping tiles copied out first (measured slower; benchmarks/RESULTS.md).
   """
   m = wg.m
   (th, tw), t = _num_tiles(out_hw, m), m + 2
@@ -240,9 +239,9 @@ def _winograd_conv(x: jax.Array, kernel: jax.Array, pads, tile: int, xla_dx: boo
 
 def _winograd_conv_fwd(x, kernel, pads, tile, xla_dx):
   # Save only the inputs: inside one jitted train step XLA merges the backward's input transform
-  # with this one (a common subexpression), so saving the Winograd-domain input explicitly ran
-  # the same (SSD300 step 1.00x, bit-identical, benchmarks/RESULTS.md), and outside jit the
-  # recomputation spares memory.
+  # with this one (a common subexpression), so saving the Winograd-domain input explicitly gains
+  # nothing (measured the same; benchmarks/RESULTS.md), and outside jit the recomputation spares
+  # memory.
   return _winograd_forward(x, kernel, pads, WINOGRAD[tile]), (x, kernel)
 
 
@@ -281,7 +280,7 @@ def _few_channel_conv_fwd(x, kernel, strides, pads, dilation):
 
 def _few_channel_conv_bwd(strides, pads, dilation, res, dy):
   """XLA's input gradient; the kernel gradient as one im2col matmul, [kh * kw * Cin, pixels] @
-  [pixels, Cout] (XLA:CPU's own took 2x as long for conv1_1: 158 against 77 ms at batch 8)."""
+  [pixels, Cout] (measured faster than XLA:CPU's own for conv1_1; benchmarks/RESULTS.md)."""
   x, kernel = res
   dx = jax.vjp(lambda a: _xla_conv(a, kernel, strides, pads, dilation), x)[1](dy)[0]
   kh, kw, cin, cout = kernel.shape
@@ -302,14 +301,10 @@ _few_channel_conv.defvjp(_few_channel_conv_fwd, _few_channel_conv_bwd)
 
 
 # On AVX-512 CPUs 'auto' takes the input gradient of thin Winograd layers (fewer than this many
-# input or output channels: SSD's conv1_2, conv2_1 and multibox heads) from XLA's convolution,
-# which there beat the Winograd one (2-core Xeon, batch 8: conv1_2 326 against 451 ms, conv2_1
-# 154 against 188, conv4_3's heads 12-36 against 32-47; SSD300 train step 1.02-1.04x, see
-# benchmarks/RESULTS.md). At 128 channels and more the Winograd one was as fast or faster. On a
-# 2-core AMD Zen 4 (AVX-512 without AMX) both ran the step alike (0.96-1.02x in three A/B runs;
-# with the current transforms 1.01x [0.96-1.04] in 10 repeats, as on the Xeon since: 1.00x).
-# On a 2-core AMD Zen 3 (AVX2 only), where multiplies cost twice as much and Winograd saves more,
-# XLA's input gradient slowed the step in every repeat (0.92x [0.78-0.93]): AVX2 keeps ours.
+# input or output channels: SSD's conv1_2, conv2_1 and multibox heads) from XLA's convolution:
+# measured faster there on a 2-core Xeon, and at 128 channels and more the Winograd one was as
+# fast or faster. AVX2-only CPUs keep the Winograd input gradient: multiplies cost twice as much
+# there, so Winograd saves more (XLA's measured slower on a Zen 3); benchmarks/RESULTS.md.
 _XLA_DX_BELOW_CHANNELS = 128
 
 
@@ -378,6 +373,25 @@ def _same_varying_axes(x: jax.Array, kernel: jax.Array) -> tuple[jax.Array, jax.
   return x, kernel
 
 
+def resolve_impl(impl: str, platform: str) -> str:
+  """The implementation that ``impl`` stands for on ``platform``.
+
+  ``'auto'`` is ``'cpu_fast'`` on ``'cpu'`` (where XLA's convolution backward pass is the slow
+  part this module replaces) and ``'xla'`` on any other platform (``'gpu'``, ``'cuda'``,
+  ``'rocm'``, ``'tpu'``: ``jax.default_backend()``'s and ``jax.export``'s names); every other
+  impl stands for itself. :func:`conv2d` resolves it for the default backend; an export resolves
+  it for each platform it lowers to (``ssd_jax.export``).
+
+  Raises:
+    ValueError: ``impl`` is not one of :data:`IMPLS`.
+  """
+  if impl not in IMPLS:
+    raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}.')
+  if impl != 'auto':
+    return impl
+  return 'cpu_fast' if platform == 'cpu' else 'xla'
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]] = 1,
            padding: PaddingLike = 'SAME', dilation: Union[int, Sequence[int]] = 1,
            impl: str = 'xla') -> jax.Array:
@@ -393,16 +407,16 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
     impl: 'xla' (``lax.conv_general_dilated``), 'cpu_fast' (Winograd F(4x4, 3x3) with a custom
       backward pass for stride-1 undilated 3x3 convolutions with padding 0..2, per-tap
       matmuls for the rest; XLA's convolution with an im2col kernel gradient whenever
-      Cin < 16), 'winograd6' ('cpu_fast' with F(6x6, 3x3) tiles, for measuring on other CPUs:
-      on 2-core Xeon, Zen 4 and Zen 3 VMs the SSD300 train step ran no faster) or 'auto' ('cpu_fast'
-      when the default backend is CPU, else 'xla'; on AVX-512 CPUs with XLA's convolution for
-      the input gradient of Winograd layers with fewer than 128 input or output channels).
+      Cin < 16), 'winograd6' ('cpu_fast' with F(6x6, 3x3) tiles, kept to measure on other
+      CPUs: not faster on those measured; benchmarks/RESULTS.md) or 'auto' (the default
+      backend's choice, :func:`resolve_impl`; on AVX-512 CPUs with XLA's convolution for the
+      input gradient of Winograd layers with fewer than 128 input or output channels).
 
   Returns:
     [N, Ho, Wo, Cout] output, dtype of ``x`` and ``kernel`` promoted.
   """
-  if impl not in IMPLS:
-    raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}.')
+  auto = impl == 'auto'
+  impl = resolve_impl(impl, jax.default_backend())
   if x.ndim != 4 or kernel.ndim != 4:
     raise ValueError(f'conv2d needs x [N, H, W, C] and kernel [kh, kw, in, out], got shapes '
                      f'{x.shape} and {kernel.shape}.')
@@ -412,9 +426,6 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
   strides, dilation = _pair(strides, 'strides'), _pair(dilation, 'dilation')
   kernel_hw = tuple(kernel.shape[:2])
   pads = _explicit_padding(padding, tuple(x.shape[1:3]), kernel_hw, strides, dilation)
-  auto = impl == 'auto'
-  if auto:
-    impl = 'cpu_fast' if jax.default_backend() == 'cpu' else 'xla'
   if impl != 'xla' and x.shape[-1] < _MIN_MATMUL_CHANNELS:
     x, kernel = _same_varying_axes(x, kernel)
     return _few_channel_conv(x, kernel, strides, pads, dilation)
