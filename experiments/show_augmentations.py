@@ -12,7 +12,8 @@ by ``--per_row`` outputs of ``augment.train_preprocess`` on it with different se
 input size, exactly what the training pipeline feeds the model (before padding the boxes).
 Ground-truth boxes are drawn with their class names (``visualize.write_augmentation_grid``). The
 source and the augmentation knobs come from the experiment config (``config.data``,
-``config.augment``), so any config override of ``experiments.main`` applies here too.
+``config.augment``), the source built by ``experiment.create_data`` as for training, so any
+config override of ``experiments.main`` applies here too.
 """
 
 import os
@@ -21,7 +22,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from ssd_jax import experiment, visualize
-from ssd_jax.data import augment, registry
+from ssd_jax.data import augment
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs",
                                "synthetic.py")
@@ -39,8 +40,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   config = _CONFIG.value
-  # Only the training source: the val/eval ones of experiment.create_data are not drawn.
-  source = registry.make_source(config.data, "train")
+  # The run's sources as training builds them; only the training one is drawn.
+  source = experiment.create_data(config).train
   image_size = experiment.image_size(config) if _IMAGE_SIZE.value is None else _IMAGE_SIZE.value
   visualize.write_augmentation_grid(source, augment.AugmentConfig(**config.augment), image_size,
                                     _OUTPUT.value, _NUM.value, _PER_ROW.value, _SEED.value)

@@ -11,9 +11,9 @@ ssd_tiny's maps and default priors follow it (``model.image_size``):
   in96, in128, in192, in256   input 96 .. 256 px (128 is ssd_tiny's default)
 At 128 px a small object keeps 2.5-6 px, at 256 px 5-13: the tables' AP by object size
 (``results.md``'s second table) shows whether a larger input pays on the small objects, as SSD512
-gains on VOC's and COCO's small objects over SSD300 (ssd_facts.md). The schedule is
-ablation_table2's (1000 steps of 32 on 1000 training images); compute grows with the input's
-area (``in256`` costs about 4x ``in128``).
+gains on VOC's and COCO's small objects over SSD300 (SSD paper, Sec. 3.1 and Table 5). The
+schedule is ablation_table2's (1000 steps of 32 on 1000 training images); compute grows with the
+input's area (``in256`` costs about 4x ``in128``).
 """
 
 import ml_collections

@@ -6,7 +6,7 @@ r"""The paper's Table 2 in miniature: ``ssd_tiny`` on the synthetic shapes, one 
   python -m experiments.sweep --config=experiments/configs/ablation_table2.py \
       --workdir=/tmp/table2_smoke --set=num_train_steps=20 --set=data.num_eval_examples=50
 
-Runs (the paper's SSD300 on VOC07 test in brackets; ssd_facts.md):
+Runs (the paper's SSD300 on VOC07 test in brackets; SSD paper, Sec. 3.2 / Table 2):
   full         augmentation, boxes of ratio {1, 2, 1/2} (ssd_tiny's default priors)
                [the paper's full recipe without {1/3, 3}: 73.7]
   no_augment   no random crop ("sampling") and no zoom-out expand; flips and photometric

@@ -219,8 +219,9 @@ def summarize(boxes: Sequence[np.ndarray], classes: Sequence[np.ndarray],
   Returns:
     A dict: ``images``, ``objects``, ``objects_per_image`` (min, mean, max),
     ``size_percentiles`` (10..90 of ``sqrt(w * h)``, px), the fractions of objects
-    ``under_20px``, ``occluded`` (partly, by a later object), ``in_contact`` (box touching or
-    overlapping another), ``low_contrast``; ``class_names`` and ``class_counts``.
+    ``fraction_under_20px``, ``fraction_occluded`` (partly, by a later object),
+    ``fraction_in_contact`` (box touching or overlapping another), ``fraction_low_contrast``;
+    ``class_names`` and ``class_counts``.
   """
   counts = np.array([len(b) for b in boxes], np.int64)
   per_object = lambda arrays: np.concatenate([np.zeros(0)] + [np.asarray(a, float) for a in arrays])
