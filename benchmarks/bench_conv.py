@@ -107,16 +107,16 @@ def bench_layer(layer, batch, reps, jax_impls, torch) -> dict[str, dict[str, lis
     args['torch'] = {'x': torch.from_numpy(x.transpose(0, 3, 1, 2).copy()),
                      'kernel': torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()),
                      'dy': torch.from_numpy(dy.transpose(0, 3, 1, 2).copy())}
-  times = {impl: {kind: [] for kind in _KINDS} for impl in fns}
-  for rep in range(reps):
-    for impl in common.rotation(list(fns), rep):
-      for kind, fn in zip(_KINDS, fns[impl]):
-        # time_fn makes one untimed call first (in the first repetition, the one that compiles):
-        # a call timed straight after another impl's paid for the memory that one had freed (up
-        # to 2x as long after XLA's convolution backward; benchmarks/RESULTS.md).
-        call = functools.partial(fn, args[impl])
-        times[impl][kind].append(1e3 * common.time_fn(call, 1)['median_s'])
-  return times
+  def measure(impl):
+    # time_fn makes one untimed call first (in the first repetition, the one that compiles): a
+    # call timed straight after another impl's paid for the memory that one had freed (up to 2x
+    # as long after XLA's convolution backward; benchmarks/HISTORY.md).
+    return [1e3 * common.time_fn(functools.partial(fn, args[impl]), 1)['median_s']
+            for fn in fns[impl]]
+
+  per_rep = common.interleave([list(fns)], reps, measure)
+  return {impl: {kind: [ms[k] for ms in reps_ms] for k, kind in enumerate(_KINDS)}
+          for impl, reps_ms in per_rep.items()}
 
 
 def summarize(times: dict[str, dict[str, list[float]]], base: str, flops: dict[str, float]

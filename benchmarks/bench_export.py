@@ -3,14 +3,16 @@
   python -m benchmarks.bench_export [--models ssd_tiny,ssd300_vgg16] [--batches 1,8]
       [--iters 10] [--repeats 3] [--out benchmarks/results/bench_export.json]
 
-Per model (seeded random weights, 20 classes, the config's evaluation settings: the detections
-are decoded and NMS'd in every case), the same uint8 images through:
+Per model, a run folder written by one training step of the model's own config
+(``parts.write_run``) and loaded as ``experiments/export.py`` loads it
+(``experiment.load_trained_run``), with the config's evaluation settings (the detections are
+decoded and NMS'd in every case); the same uint8 images through:
   jax         the jitted predict function of training and evaluation (``experiment``);
   stablehlo   the ``jax.export`` artifact, deserialized and called (``Exported.call``);
   savedmodel  the SavedModel's ``serving_default`` signature in TensorFlow (XlaCallModule).
-Each artifact is exported for CPU only. The three are timed interleaved (jax, stablehlo,
-savedmodel, jax, ...) ``--repeats`` times, ``--iters`` calls each; reported: the median and range
-over the repeats of images/s (each repeat's median call).
+Each artifact is exported for CPU only. The three are timed interleaved (``common.interleave``)
+``--repeats`` times, ``--iters`` calls each; reported: the median and range over the repeats of
+images/s (each repeat's median call).
 """
 
 import tempfile
@@ -20,10 +22,8 @@ import jax
 import numpy as np
 import tensorflow as tf
 
-from benchmarks import common
-from experiments.configs import ssd300_voc0712, synthetic
-from ssd_jax import experiment, export, models, overrides, train_step
-from ssd_jax.data import label_map as label_map_lib
+from benchmarks import common, parts
+from ssd_jax import experiment, export, models
 
 _MODELS = flags.DEFINE_list("models", ["ssd_tiny", "ssd300_vgg16"], "Model names.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "8"], "Batch sizes.")
@@ -32,26 +32,15 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Interleaved repeats of the compar
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_export.json", "JSON output.")
 
 _KINDS = ("jax", "stablehlo", "savedmodel")
-_CLASSES = tuple(f"class{i}" for i in range(20))
-
-
-def _run(name: str) -> experiment.TrainedRun:
-  """A run of model ``name`` with its config's settings and seeded random weights."""
-  base = synthetic.get_config() if name == "ssd_tiny" else ssd300_voc0712.get_config()
-  config = overrides.apply_overrides(base, {"model.name": name})
-  model = experiment.create_model(config, len(_CLASSES))
-  mesh = jax.make_mesh((1,), ("data",), devices=jax.devices()[:1])
-  params = jax.jit(lambda: train_step.init_params(model, 0))()
-  return experiment.TrainedRun(config=config, model=model, params=params,
-                               label_map=label_map_lib.LabelMap(_CLASSES), mesh=mesh, step=0,
-                               checkpoint_dir="(random weights)")
 
 
 def bench_model(name: str, batches: list[int]) -> list[dict]:
-  run = _run(name)
-  size = run.model.image_size
-  predict = experiment.create_predict_fn(run.config, run.model, run.mesh)
   with tempfile.TemporaryDirectory() as tmp:
+    cfg = parts.config(name, batch=max(batches))
+    parts.write_run(cfg, f"{tmp}/run")
+    run = experiment.load_trained_run(cfg, f"{tmp}/run")
+    size = run.model.image_size
+    predict = experiment.create_predict_fn(run.config, run.model, run.mesh)
     hlo = export.load_stablehlo(export.export_run(run, "stablehlo", f"{tmp}/hlo", ("cpu",)))
     serving = tf.saved_model.load(export.export_run(run, "savedmodel", f"{tmp}/sm", ("cpu",)))
     signature = serving.signatures["serving_default"]
@@ -64,18 +53,13 @@ def bench_model(name: str, batches: list[int]) -> list[dict]:
       calls = {"jax": lambda: jax.block_until_ready(predict(run.params, sharded)),
                "stablehlo": lambda: jax.block_until_ready(hlo.call(images)),
                "savedmodel": lambda: signature(images=tf_images)["num_detections"].numpy()}
-      rates = {k: [] for k in _KINDS}
-      first = {}
-      for _ in range(_REPEATS.value):
-        for kind in _KINDS:
-          t = common.time_fn(calls[kind], _ITERS.value)
-          first.setdefault(kind, t["first_call_s"])
-          rates[kind].append(batch / t["median_s"])
+      timings = common.interleave([_KINDS], _REPEATS.value,
+                                  lambda kind: common.time_fn(calls[kind], _ITERS.value))
       row = {"model": name, "image_size": size, "batch": batch}
       for kind in _KINDS:
         row[f"{kind}_images_per_s"], row[f"{kind}_images_per_s_range"] = common.median_range(
-            rates[kind])
-        row[f"{kind}_first_call_s"] = first[kind]
+            [batch / t["median_s"] for t in timings[kind]])
+        row[f"{kind}_first_call_s"] = timings[kind][0]["first_call_s"]
       print(" ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in row.items() if not k.endswith("_range")))
       results.append(row)

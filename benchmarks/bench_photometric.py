@@ -6,7 +6,8 @@ r"""The photometric distortion's cost in the train step (``ssd_jax.photometric.d
 The input pipeline only draws each example's photometric values; the train step distorts the
 batch. Per image size: the jitted ``distort`` of a uint8 ``[batch, size, size, 3]`` batch with
 random values (every op drawn, a footprint of most of the image), against the uint8 -> float32
-cast the step does anyway, on the default JAX backend. ``--repeats`` rounds, the two interleaved;
+cast the step does anyway, on the default JAX backend. ``--repeats`` rounds, the two interleaved
+(``common.interleave``);
 images/s and core-ms per image (seconds x cores / images: on a CPU, what it takes from the
 pipeline's cores), median and range.
 """
@@ -48,11 +49,10 @@ def main(argv):
   results = []
   for size in (int(s) for s in _SIZES.value):
     args = _inputs(size, _BATCH.value)
-    seconds = {name: [] for name in fns}
-    for _ in range(_REPEATS.value):
-      for name, fn in fns.items():
-        timing = common.time_fn(lambda: fn(*args).block_until_ready(), _ITERS.value)
-        seconds[name].append(timing["median_s"])
+    seconds = common.interleave(
+        [list(fns)], _REPEATS.value,
+        lambda name: common.time_fn(lambda: fns[name](*args).block_until_ready(),
+                                    _ITERS.value)["median_s"])
     row = {"image_size": size, "batch": _BATCH.value}
     for name, values in seconds.items():
       rate, spread = common.median_range([_BATCH.value / s for s in values])

@@ -9,12 +9,14 @@ r"""Input pipeline throughput (Caffe augmentation) beside the train step's: is i
 Pipeline cases: ``pipeline.train_iterator`` with the full Caffe augmentation (the configs'
 ``AugmentConfig()``), ``--batch`` examples per batch, timed over ``--batches`` batches after
 ``--warmup_batches`` (the first includes building the tf.data pipeline, reported separately),
-``--repeats`` times round robin (median and range; per core: the median over ``os.cpu_count()``):
-  voc           ``--images`` VOC-style JPEGs of 500x375 with 1-5 objects each, in a VOC devkit
-                folder written to a temporary directory, read with ``voc_directory`` and
-                repeated to ``--voc_epoch`` examples (default VOC07+12's epoch; a user's own
-                small folder: ``--images=54 --voc_epoch=54``); output 300 px (SSD300),
-                ``max_boxes`` 50 as in ``ssd300_voc0712``.
+``--repeats`` times interleaved (``common.interleave``; median and range; per core: the median
+over ``os.cpu_count()``):
+  voc           ``--images`` photo-like JPEGs of 375-500 px a side, quality 95 (``cluttered_voc``,
+                the stand-in for one's own photos, 5-30 objects each), written as one VOC folder
+                to a temporary directory, read with ``voc_directory`` and repeated to
+                ``--voc_epoch`` examples (default VOC07+12's epoch; a user's own small folder:
+                ``--images=54 --voc_epoch=54``); output 300 px (SSD300), ``max_boxes`` 50 as
+                in ``ssd300_voc0712``.
   synthetic300  the built-in synthetic shapes (the synthetic config) generated at 300 px, out 300.
   synthetic128  the synthetic config as is: 128 px, out 128 (the ``ssd_tiny`` default run).
 ``--augment_revs`` compares ``ssd_jax/data/augment.py`` at those git revisions, inside this one
@@ -45,14 +47,12 @@ from typing import Any, Callable, Optional
 
 from absl import app, flags
 import numpy as np
-from PIL import Image
 import tensorflow as tf
 
 from benchmarks import common
 from experiments.configs import ssd300_voc0712, synthetic as synthetic_config
 from ssd_jax import models, photometric
-from ssd_jax.data import VOC_CLASSES, augment, pipeline, registry, sources, voc_directory
-from tests import fixtures
+from ssd_jax.data import augment, cluttered_voc, pipeline, registry, sources, voc_directory
 
 _CASES = ("voc", "synthetic300", "synthetic128")
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -68,47 +68,29 @@ _VOC_EPOCH = flags.DEFINE_integer(
 _TRAIN_MODELS = flags.DEFINE_list("train_models", ["ssd_tiny"],
                                   "Models whose train step is timed (empty: none).")
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 10, "Timed train steps per model.")
-_REPEATS = flags.DEFINE_integer("repeats", 1, "Timings of each pipeline case, round robin.")
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Timings of each pipeline case, interleaved.")
 _AUGMENT_REVS = flags.DEFINE_list(
     "augment_revs", [], "Git revisions of ssd_jax/data/augment.py to compare (empty: this "
     "checkout's only).")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_pipeline.json", "JSON output.")
 
-_VOC_WIDTH, _VOC_HEIGHT = 500, 375
-# Gaussian noise on a smooth random colour field: the JPEGs (quality 90) come out near 90 KB,
-# the size of VOC's photos; decoding cost grows with the compressed size.
-_TEXTURE_NOISE = 16.0
+# VOC's photos are 500 px on their long side, most 333-375 px on the other; decoding cost grows
+# with the compressed size, and quality 95 brings these nearer VOC's (~100 KiB) than 85 does.
+_VOC_SCENES = cluttered_voc.SceneConfig(side_range=(375, 500))
+_VOC_QUALITY = 95
 
 
 def write_voc_style_dataset(root: str, num_images: int, seed: int = 0) -> float:
-  """Writes ``num_images`` VOC2007 'trainval' images with 1-5 random objects under ``root``.
+  """Writes ``num_images`` 'trainval' images of ``_VOC_SCENES`` as one VOC folder ``root``.
 
   Returns:
     The mean JPEG size in KiB.
   """
-  rng = np.random.default_rng(seed)
-  images = []
-  for i in range(num_images):
-    objects = []
-    for _ in range(rng.integers(1, 6)):
-      w, h = rng.uniform(0.1, 0.8) * _VOC_WIDTH, rng.uniform(0.1, 0.8) * _VOC_HEIGHT
-      x0, y0 = rng.uniform(1, _VOC_WIDTH - w), rng.uniform(1, _VOC_HEIGHT - h)
-      objects.append(fixtures.FixtureObject(str(rng.choice(VOC_CLASSES)),
-                                            (int(x0), int(y0), int(x0 + w), int(y0 + h)),
-                                            difficult=bool(rng.random() < 0.1)))
-    images.append(fixtures.FixtureImage(f"{i:06d}", "2007", _VOC_WIDTH, _VOC_HEIGHT, objects))
-  # The fixture's devkit layout and annotations; its JPEGs are smooth gradients that compress
-  # ~10x better than photos, so they are re-encoded with texture.
-  fixtures.write_voc(root, images)
-  sizes = []
-  for image in images:
-    colors = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
-    field = np.asarray(Image.fromarray(colors).resize((_VOC_WIDTH, _VOC_HEIGHT), Image.BICUBIC))
-    pixels = field + rng.normal(0.0, _TEXTURE_NOISE, field.shape)
-    path = os.path.join(root, "VOC2007", "JPEGImages", f"{image.image_id}.jpg")
-    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
-    sizes.append(os.path.getsize(path))
-  return float(np.mean(sizes)) / 1024
+  cluttered_voc.write_voc_folder(root, num_trainval=num_images, num_test=0, seed=seed,
+                                 config=_VOC_SCENES, quality=_VOC_QUALITY)
+  images = os.path.join(root, "JPEGImages")
+  return float(np.mean([os.path.getsize(os.path.join(images, f))
+                        for f in os.listdir(images)])) / 1024
 
 
 def time_pipeline(source, image_size: int, max_boxes: int, batch: int, batches: int,
@@ -166,10 +148,11 @@ def pipeline_case(name: str, tmp: str) -> tuple[Any, int, int, dict]:
   empty directory for its files."""
   if name == "voc":
     mean_kib = write_voc_style_dataset(tmp, _IMAGES.value)
-    records = voc_directory(tmp, split="trainval", years="2007").records
+    classes = _VOC_SCENES.class_shapes
+    records = voc_directory(tmp, split="trainval", years=(), class_names=classes).records
     source = sources.RecordSource([records[i % len(records)] for i in range(_VOC_EPOCH.value)],
-                                  VOC_CLASSES)
-    description = f"{_IMAGES.value} JPEGs {_VOC_WIDTH}x{_VOC_HEIGHT}, mean {mean_kib:.0f} KiB"
+                                  classes)
+    description = f"{_IMAGES.value} JPEGs 375-500 px, mean {mean_kib:.0f} KiB"
     return (source, 300, ssd300_voc0712.get_config().data.max_boxes,
             {"case": name, "epoch": _VOC_EPOCH.value, "source": description})
   size = {"synthetic300": 300, "synthetic128": 128}[name]
@@ -180,19 +163,22 @@ def pipeline_case(name: str, tmp: str) -> tuple[Any, int, int, dict]:
 def time_cases(names: list[str], tmp: str, repeats: int,
                revs: Optional[list[str]] = None) -> list[dict]:
   """Each case (with each of ``revs``' ``train_preprocess``, if given) timed ``repeats`` times,
-  round robin (the machine's drift hits all alike): the median and range of its examples/s, also
+  interleaved (the machine's drift hits all alike): the median and range of its examples/s, also
   per core, and with ``revs`` the ratio to the first revision's, per repeat."""
   cases = [pipeline_case(name, os.path.join(tmp, name)) for name in names]
   variants = [(rev, augment_at(rev)) for rev in revs] if revs else [(None, None)]
-  runs = {(c, rev): [] for c in range(len(cases)) for rev, _ in variants}
+  functions = dict(variants)
   own = pipeline.augment_lib.train_preprocess
+
+  def measure(case_and_rev):
+    c, rev = case_and_rev
+    source, size, max_boxes, _ = cases[c]
+    pipeline.augment_lib.train_preprocess = functions[rev] or own
+    return time_pipeline(source, size, max_boxes, _BATCH.value, _BATCHES.value, _WARMUP.value)
+
   try:
-    for repeat in range(repeats):
-      for c, (source, size, max_boxes, _) in enumerate(cases):
-        for rev, fn in common.rotation(variants, repeat):
-          pipeline.augment_lib.train_preprocess = fn or own
-          runs[c, rev].append(time_pipeline(source, size, max_boxes, _BATCH.value,
-                                            _BATCHES.value, _WARMUP.value))
+    runs = common.interleave([[(c, rev) for rev, _ in variants] for c in range(len(cases))],
+                             repeats, measure)
   finally:
     pipeline.augment_lib.train_preprocess = own
   results = []

@@ -12,8 +12,8 @@ r"""Runs trained together (``train.train_stacked``) against the same runs traine
 Measured (``--measure``): ``step``, the step alone on device-resident batches (each run its own
 batch), and ``end_to_end``, the same with every batch from the runs' augmenting input pipelines
 (``train_batches``; stacked: one batch per run, stacked to ``[R, B, ...]``). The two ways run
-interleaved ``--repeats`` times; the JSON and the table give median and range of each figure and
-of the speed-up (stacked over sequential, per repeat). Compile times are reported separately.
+interleaved ``--repeats`` times (``common.interleave``); the JSON and the table give median and
+range of each figure and of the speed-up (stacked over sequential, per repeat). Compile times are reported separately.
 """
 
 import time
@@ -22,7 +22,7 @@ from absl import app, flags
 import jax
 from ml_collections import config_flags
 
-from benchmarks import common
+from benchmarks import common, parts
 from ssd_jax import experiment, overrides, train_step
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,11 +38,12 @@ _OUT = flags.DEFINE_string("out", "benchmarks/results/bench_stacked.json", "JSON
 
 def _timed(step_fn, state, batch_fn, steps: int) -> tuple[float, object]:
   """Seconds for ``steps`` steps (after which the state is ready), and the state."""
-  start = time.perf_counter()
-  for _ in range(steps):
-    state, _ = step_fn(state, batch_fn())
-  state = jax.block_until_ready(state)
-  return time.perf_counter() - start, state
+  holder = [state]
+
+  def run(num_steps: int) -> None:
+    holder[0] = parts.run_steps(step_fn, holder[0], batch_fn, num_steps)
+
+  return sum(common.timed_blocks(run, steps, 1)[1]), holder[0]
 
 
 def main(argv):
@@ -78,21 +79,25 @@ def main(argv):
       one = [lambda p=p: train_step.global_batch(next(p), mesh) for p in pipelines]
       together = lambda: train_step.global_batch(
           train_step.stack_batches([next(p) for p in pipelines]), mesh, stacked=True)
-    per_way = {"sequential": [], "stacked": []}
-    for _ in range(_REPEATS.value):
+    def images_per_s(way: str, one=one, together=together) -> float:
+      nonlocal stacked_state  # the steps donate their states: keep the newest
+      if way == "stacked":
+        _, stacked_state = _timed(stacked_step, stacked_state, together, _WARMUP.value)
+        s, stacked_state = _timed(stacked_step, stacked_state, together, _STEPS.value)
+        return images / s
       seconds = 0.0
       for r, t in enumerate(trainings):
         _, states[r] = _timed(t.step_fn, states[r], one[r], _WARMUP.value)
         s, states[r] = _timed(t.step_fn, states[r], one[r], _STEPS.value)
         seconds += s
-      per_way["sequential"].append(images / seconds)
-      _, stacked_state = _timed(stacked_step, stacked_state, together, _WARMUP.value)
-      s, stacked_state = _timed(stacked_step, stacked_state, together, _STEPS.value)
-      per_way["stacked"].append(images / s)
-    speedup = [b / a for a, b in zip(per_way["sequential"], per_way["stacked"])]
+      return images / seconds
+
+    per_way = common.interleave([["sequential", "stacked"]], _REPEATS.value, images_per_s)
+    row = common.contest(per_way)
+    speedup = row["stacked_ratios"]
     results[measure] = {
-        **{f"{way}_images_per_s": common.spread(v) for way, v in per_way.items()},
-        "speedup": common.spread(speedup), "raw": per_way}
+        **{f"{way}_images_per_s": row[way] for way in per_way},
+        "speedup": row["stacked_ratio"], "raw": per_way}
     print(f"{measure:10s} sequential {results[measure]['sequential_images_per_s']['median']:.1f} "
           f"img/s, stacked {results[measure]['stacked_images_per_s']['median']:.1f} img/s, "
           f"speed-up x{results[measure]['speedup']['median']:.2f} "

@@ -4,14 +4,14 @@ r"""Training throughput on the default JAX backend, built as ``train.train_and_e
       [--dtype=float32|bfloat16] [--steps=20] [--warmup_steps=3] [--blocks=5]
       [--measure=end_to_end,step]
       [--data=config,voc_folder] [--voc_images=300] [--repeats=1]
-      [--config=experiments/configs/synthetic.py] [--config.<field>=<value> ...]
+      [--config=experiments/configs/ssd300_voc0712.py] [--config.<field>=<value> ...]
       [--hlo_dir=DIR] [--profile_dir=DIR] [--out=benchmarks/results/bench_train.json]
 
-Per model, the experiment config (default: the synthetic experiment) with the model name, the
-batch size, the dtype and, for the synthetic source, the image size of the data set to the
-model's input size (so that no resize is hidden in the figures) gives the source, the model, the
-optimizer, the initial state and the jitted data-parallel step on the trainer's mesh, through the
-same ``ssd_jax.experiment`` functions. Measured:
+Per model, its config (``parts.config``: the model's own recipe, or ``--config`` with its
+overrides, with the model name, batch size and dtype set, reading the synthetic shapes at the
+model's input size so that no resize is hidden in the figures) gives the source, the model, the
+optimizer, the initial state and the jitted data-parallel step on the trainer's mesh, through
+the same ``ssd_jax.experiment`` functions training uses. Measured:
   end_to_end  the train loop: ``next(batches)`` (augmenting ``train_iterator``) -> ``global_batch``
               -> step, with the trainer's periodic metric fetch; images/s between the end of
               ``--warmup_steps`` steps and the end of ``--steps`` more.
@@ -20,7 +20,7 @@ The timed steps run in ``--blocks`` blocks, each ending once its last step has f
 the rate over all of them, ``MEASURE_images_per_s_blocks`` gives the median and range of the
 blocks' rates, a spread within one run that costs no extra compile (what a short GPU lease
 affords; ``--repeats`` gives the spread between processes).
-Data (``--data``): ``config`` is the config's own source; ``voc_folder`` the same config reading
+Data (``--data``): ``config`` is the synthetic shapes; ``voc_folder`` the same config reading
 a user's small VOC folder instead, the stand-in of ``experiments/make_voc_folder.py``
 (``--voc_images`` cluttered 300-500 px JPEGs of quality 85, written to a temporary folder): is a
 user's data read as fast as the synthetic default's? ``--repeats`` runs every (model, data) pair
@@ -42,7 +42,6 @@ accelerator and 8 on CPU. Further ``--config.*`` overrides change what is measur
 ``--config.model.conv_impl=xla``; pass them as ``--flag=value``.
 """
 
-import copy
 import os
 import sys
 import tempfile
@@ -53,15 +52,13 @@ import jax
 import ml_collections
 from ml_collections import config_flags
 
-from benchmarks import common
-from experiments.configs import custom_voc_dir
+from benchmarks import common, parts
 from ssd_jax import experiment, models, train_step
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(_ROOT, "experiments", "configs", "synthetic.py"),
-    "Experiment config to measure (its model, batch size and dtype are set by the flags below).",
-    lock_config=True)
+    "config", None, "Experiment config to measure (default: each model's own recipe; its model, "
+    "batch size and dtype are set by the flags below).", lock_config=True)
 _MODELS = flags.DEFINE_list("models", ["ssd_tiny", "ssd300_vgg16"], "Model names.")
 _BATCH = flags.DEFINE_integer("batch", 0, "Global batch size; 0 = per-model default.")
 _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Computation dtype.")
@@ -87,37 +84,6 @@ def default_batch(name: str) -> int:
   if name == "ssd_tiny" or jax.default_backend() != "cpu":
     return 32
   return 8
-
-
-def model_config(base: ml_collections.ConfigDict, name: str, batch: int, dtype: str,
-                 voc_root: str = "") -> ml_collections.ConfigDict:
-  """``base`` with the model, batch and dtype set, and synthetic images at the model's size;
-  with ``voc_root``, reading that VOC folder (classes from its annotations) instead."""
-  config = copy.deepcopy(base)
-  config.model.name = name
-  config.batch_size = batch
-  config.model.dtype = dtype
-  if voc_root:  # the data fields of one's own folder, as custom_voc_dir.py has them
-    data = custom_voc_dir.get_config().data
-    data.root = voc_root
-    with config.unlocked():
-      config.data = data
-  if config.data.source == "synthetic":
-    config.data.synthetic.image_size = experiment.image_size(config)
-  return config
-
-
-def _run_steps(step_fn, state, batch_fn, num_steps: int, fetch_every: int):
-  """Runs ``num_steps`` steps on ``batch_fn()`` batches, fetching metrics every ``fetch_every``
-  steps like the trainer's logging; returns the state once the last step has finished."""
-  pending = []
-  for i in range(1, num_steps + 1):
-    state, metrics = step_fn(state, batch_fn())
-    pending.append(metrics)
-    if i % fetch_every == 0:
-      jax.device_get(pending)
-      pending = []
-  return jax.block_until_ready(state)
 
 
 def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
@@ -156,7 +122,7 @@ def bench_one(config: ml_collections.ConfigDict, steps: int, warmup_steps: int,
 
     def run(num_steps: int, batch_fn=batch_fn) -> None:
       nonlocal state  # the step donates its input: keep the newest
-      state = _run_steps(step_fn, state, batch_fn, num_steps, fetch_every)
+      state = parts.run_steps(step_fn, state, batch_fn, num_steps, fetch_every)
 
     run(warmup_steps)
     with common.trace(_PROFILE_DIR.value, f"{tag}_{name}"):
@@ -203,12 +169,13 @@ def main(argv):
     voc_root = _VOC_ROOT.value or (_stand_in_folder(tmp) if "voc_folder" in _DATA.value else "")
     if len(pairs) == 1 and _REPEATS.value == 1:
       (name, data), = pairs
-      config = model_config(_CONFIG.value, name, _BATCH.value or default_batch(name),
-                            _DTYPE.value, voc_root if data == "voc_folder" else "")
+      config = parts.config(name, _BATCH.value or default_batch(name), _DTYPE.value,
+                            base=_CONFIG.value, voc_root=voc_root if data == "voc_folder" else "")
       runs = [bench_one(config, _STEPS.value, _WARMUP.value, _MEASURE.value, _BLOCKS.value)]
     else:  # interleaved: machine noise spreads over every pair alike
-      runs = [_run_isolated(name, data, voc_root) for _ in range(_REPEATS.value)
-              for name, data in pairs]
+      by_pair = common.interleave([pairs], _REPEATS.value,
+                                  lambda pair: _run_isolated(*pair, voc_root))
+      runs = [run for repeat in zip(*by_pair.values()) for run in repeat]
   results = common.summarize(runs, ("model", "data"), (
       "end_to_end_images_per_s", "step_images_per_s", "first_batch_s", "compile_s",
       "peak_rss_mib"), per_run=("end_to_end_images_per_s_blocks", "step_images_per_s_blocks"))
@@ -232,8 +199,8 @@ def main(argv):
     print(f"{r['model']:14s} {r['data']:>13s} {r['image_size']:4d} {r['batch']:5d} "
           f"{r['dtype']:>8s} {ips[0]} {ips[1]} {r['first_batch_s']:11.2f} "
           f"{r['compile_s']:9.1f} {r['peak_rss_mib']:9.0f}")
-  common.write_json(_OUT.value, {"benchmark": "bench_train",
-                                 "config": os.path.relpath(_config_path(), _ROOT),
+  common.write_json(_OUT.value, {"benchmark": "bench_train", "config": (
+      os.path.relpath(_config_path(), _ROOT) if _CONFIG.value else "each model's own recipe"),
                                  "repeats": _REPEATS.value, "results": results, "runs": runs})
 
 

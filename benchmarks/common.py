@@ -9,7 +9,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Hashable, Iterator, Sequence
 
 import numpy as np
 
@@ -89,6 +89,36 @@ def rotation(items: Sequence[Any], repeat: int) -> list[Any]:
   one every repeat, so that a machine's drift reaches every contestant alike."""
   shift = repeat % len(items)
   return [*items[shift:], *items[:shift]]
+
+
+def interleave(groups: Sequence[Sequence[Hashable]], repeats: int,
+               measure: Callable[[Hashable], Any]) -> dict[Hashable, list[Any]]:
+  """``measure(item)`` for every item of every group, ``repeats`` times: per repeat group after
+  group, the items of a group in ``rotation(group, repeat)`` order, so that a machine's drift
+  reaches every contestant of a group alike. Returns each item's results in repeat order."""
+  results = {item: [] for group in groups for item in group}
+  for repeat in range(repeats):
+    for group in groups:
+      for item in rotation(group, repeat):
+        results[item].append(measure(item))
+  return results
+
+
+def contest(values: dict[str, Sequence[float]]) -> dict[str, Any]:
+  """Repeated figures of contestants (the first the baseline; higher is better, e.g. images/s)
+  -> per contestant ``C`` its ``spread`` and ``C_repeats`` (the values), and for every other its
+  per-repeat ratio to the baseline: ``C_ratio`` (spread) and ``C_ratios``. The median ratio is
+  that of the per-repeat ratios, not the ratio of the medians."""
+  names = list(values)
+  row = {}
+  for name in names:
+    row[name] = spread(values[name])
+    row[f"{name}_repeats"] = list(values[name])
+  for name in names[1:]:
+    ratios = [v / b for v, b in zip(values[name], values[names[0]])]
+    row[f"{name}_ratios"] = ratios
+    row[f"{name}_ratio"] = spread(ratios)
+  return row
 
 
 def median_range(values: Sequence[float]) -> tuple[float, list[float]]:

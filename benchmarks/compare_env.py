@@ -103,22 +103,27 @@ def compare(command: list[str], variants: list[tuple[str, dict[str, Optional[str
   names = [name for name, _ in variants]
   if len(set(names)) != len(names):
     raise app.UsageError(f"--variant names must differ, got {names}")
-  runs = {name: [] for name in names}
-  errors = {}
-  for r in range(repeats):
-    for name, changes in common.rotation(variants, r):
-      if name in errors:
-        continue
-      start = time.perf_counter()
-      try:
-        runs[name].append(run_once(command, changes))
-      except RuntimeError as e:
-        if not keep_going or name == names[0]:
-          raise
-        errors[name] = str(e)
-        print(f"repeat {r + 1}/{repeats} {name}: failed, dropped:\n{e}", flush=True)
-        continue
-      print(f"repeat {r + 1}/{repeats} {name}: {time.perf_counter() - start:.0f} s", flush=True)
+  changes, errors, done = dict(variants), {}, {name: 0 for name in names}
+
+  def run(name: str) -> Optional[dict[str, float]]:
+    """The variant's figures, or None once it is dropped."""
+    if name in errors:
+      return None
+    done[name] += 1
+    start = time.perf_counter()
+    try:
+      figures = run_once(command, changes[name])
+    except RuntimeError as e:
+      if not keep_going or name == names[0]:
+        raise
+      errors[name] = str(e)
+      print(f"repeat {done[name]}/{repeats} {name}: failed, dropped:\n{e}", flush=True)
+      return None
+    print(f"repeat {done[name]}/{repeats} {name}: {time.perf_counter() - start:.0f} s",
+          flush=True)
+    return figures
+
+  runs = common.interleave([names], repeats, run)
   base = names[0]
   figures = {}
   for key in runs[base][0]:

@@ -9,15 +9,18 @@
 ``--torch_site`` appends a site-packages directory holding torch and torchvision (e.g. of a
 separate venv) to ``sys.path``, so they stay out of the project's environment.
 
-Both models have the same layers (VGG16-reduced, 6 sources, 8732 priors, 21 logits), random
-weights (torchvision: ``weights=None, weights_backbone=None``) and 300x300 inputs. Measured:
-  forward  backbone + heads on a normalized batch (torchvision ``model.head`` of the
-           ``model.backbone`` features under ``no_grad``; ours ``model.apply``, jitted);
-  train    a full step: matching, loss, backward, SGD-momentum update (torchvision in train mode
-           computes its own matching and loss from targets; ours ``encode_targets`` +
-           ``multibox_loss``);
-  detect   inference with post-processing (torchvision ``eval()`` call; ours forward +
-           ``postprocess.decode_detections``).
+Both models have the same layers (VGG16-reduced, 6 sources, 8732 priors, as many classes),
+random weights (torchvision: ``weights=None, weights_backbone=None``) and the same batch:
+``parts.first_batch`` of our SSD300 config (``parts.config``: the paper's recipe, SGD with
+momentum 0.9 and weight decay 5e-4, on the synthetic shapes at 300 px). Measured:
+  forward  backbone + heads on the batch (torchvision ``model.head`` of the ``model.backbone``
+           features under ``no_grad``; ours ``model.apply``);
+  train    a full step: torchvision in train mode (its transform, matching and loss from the
+           targets, backward, ``torch.optim.SGD``); ours the train step that training runs
+           (``experiment.create_training``: photometric distortion of the batch, matching
+           targets, multibox loss, gradient, weight decay and SGD update, the finite-loss guard);
+  detect   inference with post-processing (torchvision ``eval()`` call; ours
+           ``experiment.create_predict_fn``: forward, decoding, per-class NMS).
 The comparison runs ``--repeats`` times, interleaved (per function: each contestant in turn, the
 first of the order moving by one every repeat, so that the machine's drift hits all alike),
 ``--iters`` timed calls each after a first one; reported: the median and range over the repeats
@@ -37,8 +40,8 @@ comparison to some of the three (the others are not compiled).
 params and loss), torchvision's calls under ``torch.autocast("cpu", dtype=torch.bfloat16)``: what
 each offers for CPUs with AMX or AVX512-BF16.
 ``--freeze``: both train steps with VGG16's first two blocks frozen (conv1_1 .. conv2_2), as the
-paper configs train them (``config.freeze_layers``, Caffe's recipe): ours through
-``train_step.stop_frozen_gradients`` and ``train_step.freeze``, torchvision's by
+paper configs train them (``config.freeze_layers``, Caffe's recipe; ours ``init_from`` a one-step
+run, ``parts.with_weights``), torchvision's by
 ``requires_grad_(False)`` on ``backbone.features[:10]``, so that autograd skips them too.
 ``--threads N`` pins the process to N cores (``os.sched_setaffinity``, before JAX starts, so
 XLA's thread pool sees N cores) and sets ``torch.set_num_threads(N)``; default: all cores.
@@ -48,6 +51,7 @@ import importlib.util
 import multiprocessing
 import os
 import sys
+import tempfile
 from typing import Callable, Optional, Sequence
 
 from absl import app, flags
@@ -72,39 +76,35 @@ _FREEZE = flags.DEFINE_bool("freeze", False, "Train steps with conv1_1 .. conv2_
 _TORCH_SITE = flags.DEFINE_string("torch_site", None, "Extra site-packages holding torch.")
 _OUT = flags.DEFINE_string("out", "benchmarks/results/compare_torchvision.json", "JSON output.")
 
-_NUM_CLASSES = 20  # VOC; torchvision counts the background too (21)
 _FUNCTIONS = ("forward", "train", "detect")
 _MEASURE = flags.DEFINE_multi_enum("functions", list(_FUNCTIONS), _FUNCTIONS,
                                    "Functions to compare (repeat the flag for several).")
 _INSTALL_HINT = ("benchmarks/compare_torchvision.py needs the optional torch and torchvision: "
                  "pip install torch==2.14.1 torchvision==0.29.1")
+_MODEL = "ssd300_vgg16"
 
 
-def _random_targets(rng, batch):
-  """Per image 1..8 boxes, normalized xyxy, and labels 1..20 (padded to 8 with label 0)."""
-  xy = rng.uniform(0, 0.7, (batch, 8, 2))
-  boxes = np.concatenate([xy, xy + rng.uniform(0.05, 0.3, (batch, 8, 2))], -1).clip(0, 1)
-  counts = rng.integers(1, 9, batch)
-  labels = np.where(np.arange(8)[None] < counts[:, None],
-                    rng.integers(1, _NUM_CLASSES + 1, (batch, 8)), 0)
-  return boxes.astype(np.float32), labels.astype(np.int32), counts
-
-
-def torchvision_functions(images, boxes, labels, counts, dtype: str, freeze: bool) -> dict:
-  """torchvision's ``_FUNCTIONS`` on the batch, as callables that return when done."""
+def torchvision_functions(batch: dict[str, np.ndarray], num_classes: int, dtype: str,
+                          freeze: bool) -> dict:
+  """torchvision's ``_FUNCTIONS`` on ``batch`` (``parts.first_batch``'s: uint8 images, padded
+  normalized boxes and labels), as callables that return when done. ``num_classes`` counts the
+  background, as torchvision does."""
   import torch  # pylint: disable=g-import-not-at-top
   import torchvision  # pylint: disable=g-import-not-at-top
   model = torchvision.models.detection.ssd300_vgg16(weights=None, weights_backbone=None,
-                                                    num_classes=_NUM_CLASSES + 1)
+                                                    num_classes=num_classes)
+  images = batch["image"]
   x = torch.from_numpy(images.transpose(0, 3, 1, 2) / 255.0).float()
   image_list = list(x)
-  targets = [{"boxes": torch.from_numpy(boxes[i, :n] * 300.0),
-              "labels": torch.from_numpy(labels[i, :n].astype(np.int64))}
-             for i, n in enumerate(counts)]
+  side = images.shape[1]
+  real = batch["labels"] > 0  # the padding rows are not objects
+  targets = [{"boxes": torch.from_numpy(batch["boxes"][i][real[i]] * side),
+              "labels": torch.from_numpy(batch["labels"][i][real[i]].astype(np.int64))}
+             for i in range(len(images))]
   if freeze:  # conv1_1, ReLU, conv1_2, ReLU, pool, conv2_1, ReLU, conv2_2, ReLU, pool
     model.backbone.features[:10].requires_grad_(False)
   optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3,
-                              momentum=0.9)
+                              momentum=0.9, weight_decay=5e-4)
   normalized = model.transform(image_list)[0].tensors
   bf16 = dtype == "bfloat16"
   autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
@@ -130,80 +130,26 @@ def torchvision_functions(images, boxes, labels, counts, dtype: str, freeze: boo
   return {"forward": forward, "train": train, "detect": detect}
 
 
-def our_functions(images, boxes, labels, dtype: str, conv_impl: str, freeze: bool) -> dict:
-  """Our ``_FUNCTIONS`` on the batch, jitted, as callables that block until done."""
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  import optax  # pylint: disable=g-import-not-at-top
-
-  # pylint: disable-next=g-import-not-at-top
-  from ssd_jax import losses, matching, models, postprocess, priors, train_step
-
-  model = models.create_model("ssd300_vgg16", _NUM_CLASSES, dtype=jnp.dtype(dtype),
-                              conv_impl=conv_impl)
-  prior_boxes = jnp.asarray(priors.generate(model.prior_spec))
-  images, boxes, labels = (jax.device_put(a) for a in (images, boxes, labels))
-  params = jax.jit(model.init)(jax.random.key(0), images[:1])["params"]
-  from experiments.configs import common as configs  # pylint: disable=g-import-not-at-top
-  layers = configs.VGG16_FROZEN_LAYERS if freeze else ()
-  frozen = train_step.frozen_mask(params, layers)
-  tx = train_step.freeze(optax.sgd(1e-3, momentum=0.9), layers)
-  opt_state = tx.init(params)
-
-  @jax.jit
-  def forward(params, images):
-    return model.apply({"params": params}, images)
-
-  @jax.jit
-  def train(params, opt_state, images, boxes, labels):
-    loc_t, cls_t = jax.vmap(
-        lambda b, l: matching.encode_targets(b, l, prior_boxes))(boxes, labels)
-
-    def loss_fn(p):
-      p = train_step.stop_frozen_gradients(p, frozen)
-      return losses.multibox_loss(*model.apply({"params": p}, images, train=True), loc_t,
-                                  cls_t)[0]
-
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  @jax.jit
-  def detect(params, images):
-    return postprocess.decode_detections(*model.apply({"params": params}, images), prior_boxes)
-
-  return {
-      "forward": lambda: jax.block_until_ready(forward(params, images)),
-      "detect": lambda: jax.block_until_ready(detect(params, images)),
-      "train": lambda: jax.block_until_ready(train(params, opt_state, images, boxes, labels)),
-  }
-
-
-def _batch(batch: int) -> tuple:
-  """The benchmark's inputs, the same in every process: images [B, 300, 300, 3] in 0..255,
-  boxes, labels and counts of ``_random_targets``."""
-  rng = np.random.default_rng(0)
-  images = rng.integers(0, 256, (batch, 300, 300, 3)).astype(np.float32)
-  return (images, *_random_targets(rng, batch))
-
-
 def _worker(conv_impl: Optional[str], settings: dict, conn) -> None:
   """Serves torchvision's ``_FUNCTIONS`` (``conv_impl`` None) or ours with ``conv_impl`` in a
   process of its own: sends its version once set up, then answers each ``(name, iters)`` request
   with ``common.time_fn``'s timings, and None with its peak RSS in MiB. The process inherits the
   parent's CPU affinity (``--threads``)."""
-  images, boxes, labels, counts = _batch(settings["batch"])
+  batch = settings["batch_arrays"]
   if conv_impl is None:
     sys.path.extend([settings["torch_site"]] if settings["torch_site"] else [])
     import torch  # pylint: disable=g-import-not-at-top
     import torchvision  # pylint: disable=g-import-not-at-top
     torch.set_num_threads(settings["threads"])
-    functions = torchvision_functions(images, boxes, labels, counts, settings["dtype"],
+    functions = torchvision_functions(batch, settings["num_classes"] + 1, settings["dtype"],
                                       settings["freeze"])
     conn.send({"torch": torch.__version__, "torchvision": torchvision.__version__})
   else:
-    functions = our_functions(images, boxes, labels, settings["dtype"], conv_impl,
-                              settings["freeze"])
+    from benchmarks import parts  # pylint: disable=g-import-not-at-top
+    with tempfile.TemporaryDirectory() as tmp:
+      cfg = parts.with_weights(parts.config(_MODEL, settings["batch"], settings["dtype"],
+                                            conv_impl, settings["freeze"]), tmp)
+      functions = parts.compiled(cfg, batch, settings["functions"]).calls
     conn.send({})
   for name, iters in iter(conn.recv, None):
     conn.send(common.time_fn(functions[name], iters))
@@ -213,30 +159,23 @@ def _worker(conv_impl: Optional[str], settings: dict, conn) -> None:
 def compare(timers: dict[str, Callable[[str, int], dict]], batch: int, iters: int,
             repeats: int, functions: Sequence[str] = _FUNCTIONS) -> dict:
   """Interleaved timings, ``timers[contestant](name, iters)`` giving ``common.time_fn``'s; the
-  first contestant is the baseline. Per function name and contestant: the median and range of
-  images/s over the repeats (``C_images_per_s``; each repeat's in ``C_images_per_s_repeats``) and
-  the first call's seconds; per contestant but the baseline, those of its per-repeat ratio to the
-  baseline (``C_ratio``, ``C_ratios``)."""
+  first contestant is the baseline. Per function name, ``common.contest`` of the contestants'
+  images/s (``C_images_per_s``, ``C_images_per_s_repeats``, ``C_ratio``, ``C_ratios``) and each
+  one's first call seconds (``C_first_call_s``, compilation included)."""
   names = list(timers)
-  rates = {(c, n): [] for c in names for n in functions}
-  first_call_s = {}
-  for repeat in range(repeats):
-    for name in functions:
-      for contestant in common.rotation(names, repeat):
-        timing = timers[contestant](name, iters)
-        first_call_s.setdefault((contestant, name), timing["first_call_s"])
-        rates[contestant, name].append(batch / timing["median_s"])
+  timings = common.interleave([[(name, c) for c in names] for name in functions], repeats,
+                              lambda key: timers[key[1]](key[0], iters))
   results = {}
   for name in functions:
-    row = results[name] = {}
-    for contestant in names:
-      row[f"{contestant}_images_per_s"] = common.spread(rates[contestant, name])
-      row[f"{contestant}_images_per_s_repeats"] = rates[contestant, name]
-      row[f"{contestant}_first_call_s"] = first_call_s[contestant, name]
-    for contestant in names[1:]:
-      ratios = [c / b for c, b in zip(rates[contestant, name], rates[names[0], name])]
-      row[f"{contestant}_ratios"] = ratios
-      row[f"{contestant}_ratio"] = common.spread(ratios)
+    row = common.contest({c: [batch / t["median_s"] for t in timings[name, c]] for c in names})
+    results[name] = {}
+    for c in names:
+      results[name][f"{c}_images_per_s"] = row[c]
+      results[name][f"{c}_images_per_s_repeats"] = row[f"{c}_repeats"]
+      results[name][f"{c}_first_call_s"] = timings[name, c][0]["first_call_s"]
+    for c in names[1:]:
+      results[name][f"{c}_ratio"], results[name][f"{c}_ratios"] = (row[f"{c}_ratio"],
+                                                                  row[f"{c}_ratios"])
   return results
 
 
@@ -256,8 +195,14 @@ def main(_):
   threads = _THREADS.value or len(os.sched_getaffinity(0))
   batch = _BATCH.value
   functions = [f for f in _FUNCTIONS if f in _MEASURE.value]
+  # Imported only now, after _pin_threads: JAX and TensorFlow size their thread pools once.
+  from benchmarks import parts  # pylint: disable=g-import-not-at-top
+  from ssd_jax import experiment  # pylint: disable=g-import-not-at-top
+  cfg = parts.config(_MODEL, batch, _DTYPE.value)
   settings = {"batch": batch, "threads": threads, "dtype": _DTYPE.value, "freeze": _FREEZE.value,
-              "torch_site": _TORCH_SITE.value}
+              "torch_site": _TORCH_SITE.value, "functions": functions,
+              "batch_arrays": parts.first_batch(cfg),
+              "num_classes": experiment.create_data(cfg).label_map.num_classes}
   context = multiprocessing.get_context("spawn")  # a fresh interpreter, no state of this one
   connections, workers, versions = {}, [], {}
   for contestant, conv_impl in contestants(_CONV_IMPL.value, _TORCHVISION.value).items():
@@ -282,7 +227,7 @@ def main(_):
     worker.join()
 
   baseline = next(iter(connections))
-  print(f"batch {batch}, 300x300, {threads} threads, {_DTYPE.value}"
+  print(f"{common.machine()['cpu']}: batch {batch}, 300x300, {threads} threads, {_DTYPE.value}"
         f"{', conv1_1 .. conv2_2 frozen' if _FREEZE.value else ''}; images/s, median [range] of "
         f"{_REPEATS.value} interleaved repeats (first call s), ratio to {baseline}")
   cell = lambda v: common.format_spread(v["median"], v["range"])

@@ -112,6 +112,15 @@ def freeze(tx: optax.GradientTransformation,
   return optax.multi_transform({"trained": tx, "frozen": optax.set_to_zero()}, labels)
 
 
+def batch_targets(batch: dict[str, jnp.ndarray], run: RunSettings, *,
+                  variances: tuple[float, float], mode: str) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """The matching targets of a batch (``matching.encode_targets`` per image, vectorized): loc
+  ``[b, P, 4]`` and classes ``[b, P]`` of ``batch``'s ``boxes``, ``labels`` and ``crowd``."""
+  targets_fn = functools.partial(matching.encode_targets, priors=run.priors,
+                                 iou_threshold=run.iou_threshold, variances=variances, mode=mode)
+  return jax.vmap(targets_fn)(batch["boxes"], batch["labels"], crowd=batch["crowd"])
+
+
 def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSettings, *,
                model: models.SSD, tx: optax.GradientTransformation, lr_fn: optax.Schedule,
                variances: tuple[float, float], mode: str, frozen_layers: Sequence[str] = ()
@@ -125,10 +134,7 @@ def train_step(state: TrainState, batch: dict[str, jnp.ndarray], run: RunSetting
   ``variances`` and ``mode``: ``TargetsAndLoss``'s. ``frozen_layers`` (:func:`frozen_mask`) get a
   zero gradient; ``tx`` must leave them unchanged (``experiment.create_optimizer`` does).
   """
-  targets_fn = functools.partial(matching.encode_targets, priors=run.priors,
-                                 iou_threshold=run.iou_threshold, variances=variances, mode=mode)
-  loc_t, cls_t = jax.vmap(targets_fn)(batch["boxes"], batch["labels"], crowd=batch["crowd"])
-
+  loc_t, cls_t = batch_targets(batch, run, variances=variances, mode=mode)
   images = batch["image"].astype(jnp.float32)
   if "photometric" in batch:
     images = photometric.distort(images, batch["photometric"], batch["footprint"])

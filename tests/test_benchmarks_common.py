@@ -80,3 +80,30 @@ def test_rotation_moves_the_first_by_one_every_repeat():
       ["a", "b", "c"], ["b", "c", "a"], ["c", "a", "b"], ["a", "b", "c"]]
   assert [common.rotation([("x", 1), ("y", 2)], r)[0] for r in range(3)] == [
       ("x", 1), ("y", 2), ("x", 1)]
+
+
+def test_interleave_rotates_each_group_every_repeat_and_keeps_results_in_repeat_order():
+  calls = []
+
+  def measure(item):
+    calls.append(item)
+    return f"{item}{sum(c == item for c in calls)}"
+
+  results = common.interleave([["a", "b"], ["x", "y", "z"]], repeats=3, measure=measure)
+  assert calls == ["a", "b", "x", "y", "z",
+                   "b", "a", "y", "z", "x",
+                   "a", "b", "z", "x", "y"]
+  assert results == {"a": ["a1", "a2", "a3"], "b": ["b1", "b2", "b3"], "x": ["x1", "x2", "x3"],
+                     "y": ["y1", "y2", "y3"], "z": ["z1", "z2", "z3"]}
+  assert common.interleave([["a"]], repeats=0, measure=measure) == {"a": []}
+
+
+def test_contest_gives_spreads_and_per_repeat_ratios_to_the_first():
+  row = common.contest({"base": [2.0, 4.0, 1.0], "new": [4.0, 4.0, 4.0]})
+  assert row["base"] == {"median": 2.0, "range": [1.0, 4.0]}
+  assert row["base_repeats"] == [2.0, 4.0, 1.0] and "base_ratio" not in row
+  assert row["new_ratios"] == [2.0, 1.0, 4.0]
+  assert row["new_ratio"] == {"median": 2.0, "range": [1.0, 4.0]}
+  # The median of the per-repeat ratios (2 and 0.5), not the ratio of the medians (2 / 2.5).
+  two = common.contest({"base": [1.0, 4.0], "new": [2.0, 2.0]})
+  assert two["new_ratio"]["median"] == 1.25
