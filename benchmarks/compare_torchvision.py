@@ -30,7 +30,7 @@ Each contestant runs in a worker process of its own (spawned, long-lived, called
 one), so that no one's allocator state, thread pools or caches reach another's timings: in
 one process, our train step right after torchvision's took up to 1.4x as long, with ~3 s more
 kernel time (page faults), for at least two steps (``common.time_fn``'s untimed first call
-absorbed most of it; benchmarks/RESULTS.md compares the two layouts).
+absorbed most of it; benchmarks/HISTORY.md compares the two layouts).
 Several ``--conv_impl`` values (``auto,cpu_fast,winograd6``) are contestants of their own
 (``ours_auto``, ...; one alone is ``ours``): the A/B that decides what ``auto`` picks on a CPU
 kind, each variant compiled once, against torchvision in the same run or, with

@@ -174,8 +174,8 @@ def _output_transform(m_: jax.Array, batch: int, out_hw: tuple[int, int],
   that XLA fuses with what consumes the output (bias, ReLU, the next layer's padding). Two
   separable passes (rows, then columns) need fewer multiplies but write an intermediate larger
   than the output as strided concatenates: measured slower on a 2-core Xeon;
-  benchmarks/RESULTS.md. The input transform stays separable: as a matmul it needs the
-  overlapping tiles copied out first (measured slower; benchmarks/RESULTS.md).
+  benchmarks/HISTORY.md. The input transform stays separable: as a matmul it needs the
+  overlapping tiles copied out first (measured slower; benchmarks/HISTORY.md).
   """
   m = wg.m
   (th, tw), t = _num_tiles(out_hw, m), m + 2
@@ -240,7 +240,7 @@ def _winograd_conv(x: jax.Array, kernel: jax.Array, pads, tile: int, xla_dx: boo
 def _winograd_conv_fwd(x, kernel, pads, tile, xla_dx):
   # Save only the inputs: inside one jitted train step XLA merges the backward's input transform
   # with this one (a common subexpression), so saving the Winograd-domain input explicitly gains
-  # nothing (measured the same; benchmarks/RESULTS.md), and outside jit the recomputation spares
+  # nothing (measured the same; benchmarks/HISTORY.md), and outside jit the recomputation spares
   # memory.
   return _winograd_forward(x, kernel, pads, WINOGRAD[tile]), (x, kernel)
 
@@ -280,7 +280,7 @@ def _few_channel_conv_fwd(x, kernel, strides, pads, dilation):
 
 def _few_channel_conv_bwd(strides, pads, dilation, res, dy):
   """XLA's input gradient; the kernel gradient as one im2col matmul, [kh * kw * Cin, pixels] @
-  [pixels, Cout] (measured faster than XLA:CPU's own for conv1_1; benchmarks/RESULTS.md)."""
+  [pixels, Cout] (measured faster than XLA:CPU's own for conv1_1; benchmarks/HISTORY.md)."""
   x, kernel = res
   dx = jax.vjp(lambda a: _xla_conv(a, kernel, strides, pads, dilation), x)[1](dy)[0]
   kh, kw, cin, cout = kernel.shape
@@ -304,7 +304,7 @@ _few_channel_conv.defvjp(_few_channel_conv_fwd, _few_channel_conv_bwd)
 # input or output channels: SSD's conv1_2, conv2_1 and multibox heads) from XLA's convolution:
 # measured faster there on a 2-core Xeon, and at 128 channels and more the Winograd one was as
 # fast or faster. AVX2-only CPUs keep the Winograd input gradient: multiplies cost twice as much
-# there, so Winograd saves more (XLA's measured slower on a Zen 3); benchmarks/RESULTS.md.
+# there, so Winograd saves more (XLA's measured slower on a Zen 3); benchmarks/HISTORY.md.
 _XLA_DX_BELOW_CHANNELS = 128
 
 
@@ -408,7 +408,7 @@ def conv2d(x: jax.Array, kernel: jax.Array, *, strides: Union[int, Sequence[int]
       backward pass for stride-1 undilated 3x3 convolutions with padding 0..2, per-tap
       matmuls for the rest; XLA's convolution with an im2col kernel gradient whenever
       Cin < 16), 'winograd6' ('cpu_fast' with F(6x6, 3x3) tiles, kept to measure on other
-      CPUs: not faster on those measured; benchmarks/RESULTS.md) or 'auto' (the default
+      CPUs: not faster on those measured; benchmarks/HISTORY.md) or 'auto' (the default
       backend's choice, :func:`resolve_impl`; on AVX-512 CPUs with XLA's convolution for the
       input gradient of Winograd layers with fewer than 128 input or output channels).
 
