@@ -123,11 +123,7 @@ def compiled(cfg: Config, host_batch: dict[str, np.ndarray],
   mesh = experiment.create_mesh()
   training = experiment.create_training(cfg, mesh)
   model, run_cfg = training.model, training.config
-  state = training.initial_state(run_cfg, mesh)
-  if run_cfg.get("init_from"):  # the weights a frozen run keeps, loaded as training does
-    params = experiment.warm_start(run_cfg, jax.device_get(state.params), training.data.label_map)
-    state = state.replace(params=jax.device_put(params, jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec())))
+  state = training.initial_state(run_cfg, mesh, load_weights=True)  # as a fresh run starts
   batch = train_step.global_batch(host_batch, mesh)
   images = batch["image"]
   # forward and targets run where jit puts them (one device), on the batch unsharded.

@@ -304,9 +304,17 @@ class Training:
   tx: optax.GradientTransformation
   step_fn: Callable  # (state, batch) -> (state, metrics)
 
-  def initial_state(self, config: Config, mesh: jax.sharding.Mesh) -> train_step.TrainState:
-    """The step-0 state (``config.seed``), replicated over ``mesh``."""
-    return train_step.create_train_state(self.model, self.tx, config.seed, mesh)
+  def initial_state(self, config: Config, mesh: jax.sharding.Mesh,
+                    load_weights: bool = False) -> train_step.TrainState:
+    """The step-0 state (``config.seed``), replicated over ``mesh``; with ``load_weights``, its
+    params with ``config.pretrained_backbone`` or ``config.init_from`` loaded when either is set
+    (:func:`warm_start`: the start of a fresh run; a resumed one restores its checkpoint)."""
+    state = train_step.create_train_state(self.model, self.tx, config.seed, mesh)
+    if not (load_weights and (config.get("pretrained_backbone") or config.get("init_from"))):
+      return state
+    params = warm_start(config, jax.device_get(state.params), self.data.label_map)
+    return state.replace(params=jax.device_put(params, jax.sharding.NamedSharding(
+        mesh, jax.sharding.PartitionSpec())))
 
 
 def create_training(config: Config, mesh: jax.sharding.Mesh,

@@ -153,14 +153,9 @@ def _start_run(training: experiment.Training, workdir: str, mode: str,
     # only adds casts. Said once, so that nobody takes it for a speed-up.
     logging.warning("model.dtype=bfloat16 on a CPU: expect it slower than float32 (the CPU "
                     "convolutions compute in float32; bfloat16 pays off on GPUs and TPUs).")
-  state = training.initial_state(config, mesh)
   manager, best_manager = checkpoints.managers(workdir, config, with_best=(
       mode == "train_and_eval" and data.val is not None))
-  if manager.latest_step() is None and (config.get("pretrained_backbone")
-                                        or config.get("init_from")):
-    params = experiment.warm_start(config, jax.device_get(state.params), data.label_map)
-    state = state.replace(params=jax.device_put(params, jax.sharding.NamedSharding(
-        mesh, jax.sharding.PartitionSpec())))
+  state = training.initial_state(config, mesh, load_weights=manager.latest_step() is None)
   state = checkpoints.restore_latest(manager, state)
   writer = metric_writers.create_default_writer(workdir, just_logging=jax.process_index() > 0)
   evaluate = _Evaluation(config, training.model, data, mesh, workdir, writer,
