@@ -7,7 +7,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 python="$(bash "$root/experiments/ensure_venv.sh")"
 cd "$root"
 # Back XLA's large buffers with transparent huge pages: on small VMs first-touch page faults
-# otherwise dominate memory-bound ops (benchmarks/RESULTS.md). Older glibc ignores the tunable.
+# otherwise dominate memory-bound ops (benchmarks/HISTORY.md). Older glibc ignores the tunable.
 export GLIBC_TUNABLES="${GLIBC_TUNABLES:-glibc.malloc.hugetlb=1}"
 exec "$python" -m experiments.main --config=experiments/configs/synthetic.py \
   --workdir="${WORKDIR:-runs/synthetic}" "$@"

@@ -148,7 +148,7 @@ def _start_run(training: experiment.Training, workdir: str, mode: str,
                  config.batch_size, config.num_train_steps, config.eval.every_steps,
                  config.checkpoint.every_steps)
   if config.model.get("dtype") == "bfloat16" and jax.default_backend() == "cpu":
-    # Measured on AVX2, AVX-512 and AMX CPUs (benchmarks/RESULTS.md): the CPU convolutions
+    # Measured on AVX2, AVX-512 and AMX CPUs (benchmarks/HISTORY.md): the CPU convolutions
     # compute in float32 either way and XLA:CPU has no faster bfloat16 matmul, so bf16 there
     # only adds casts. Said once, so that nobody takes it for a speed-up.
     logging.warning("model.dtype=bfloat16 on a CPU: expect it slower than float32 (the CPU "
