@@ -41,8 +41,8 @@ params and loss), torchvision's calls under ``torch.autocast("cpu", dtype=torch.
 each offers for CPUs with AMX or AVX512-BF16.
 ``--freeze``: both train steps with VGG16's first two blocks frozen (conv1_1 .. conv2_2), as the
 paper configs train them (``config.freeze_layers``, Caffe's recipe; ours ``init_from`` a one-step
-run, ``parts.with_weights``), torchvision's by
-``requires_grad_(False)`` on ``backbone.features[:10]``, so that autograd skips them too.
+run, ``parts.with_weights``), torchvision's by ``requires_grad_(False)`` on
+``backbone.features[:10]``, so that autograd skips them too.
 ``--threads N`` pins the process to N cores (``os.sched_setaffinity``, before JAX starts, so
 XLA's thread pool sees N cores) and sets ``torch.set_num_threads(N)``; default: all cores.
 """
