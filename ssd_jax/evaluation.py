@@ -90,7 +90,8 @@ class Evaluator:
         yield local["image"][i], local["orig_size"][i], gt, det
 
   def run(self, params: Any, step: int, png_path: Optional[str] = None) -> dict[str, Any]:
-    """Metrics dict: ``step``, ``num_images``; for each of ``metrics``, ``<metric>_map``,
+    """Metrics dict: ``step``, ``num_images`` (evaluated), ``num_images_unreadable`` (skipped,
+    at most ``sources.MAX_UNREADABLE_SHARE`` of the source, else a ValueError); for each of ``metrics``, ``<metric>_map``,
     ``<metric>_per_class_ap`` and AP by object size (``<metric>_ap_small`` ..., COCO's also
     ``coco_ap50`` ...); the recall overall and by aspect ratio (``recall``,
     ``recall_ar_1to3`` ..., :func:`ssd_jax.metrics.recall_by_aspect_ratio`); with ``priors``,
@@ -106,7 +107,12 @@ class Evaluator:
       sizes.append(orig_size)
     names = list(self.class_names)
     sizes = np.reshape(sizes, (-1, 2))
-    result: dict[str, Any] = {"step": int(step), "num_images": len(ground_truth)}
+    # Unreadable images are skipped by reading (each named in a warning); more than a few stop the
+    # evaluation rather than report metrics on a shrunken set.
+    unreadable = self.source.num_examples - len(ground_truth)
+    sources.check_unreadable(unreadable, self.source.num_examples, "evaluation")
+    result: dict[str, Any] = {"step": int(step), "num_images": len(ground_truth),
+                              "num_images_unreadable": unreadable}
     for metric in self.metrics:
       values = metrics_lib.evaluate_detections(ground_truth, detections, metric,
                                                class_names=names, image_sizes=sizes)

@@ -286,8 +286,15 @@ def test_small_datasets_stream_from_images_decoded_once(fixture):
   assert not too_small.cached
 
 
+@pytest.fixture
+def tolerant(monkeypatch):
+  """Skipping, not stopping, at one unreadable image of the fixture's five."""
+  monkeypatch.setattr(sources, "MAX_UNREADABLE_SHARE", 0.5)
+
+
 @pytest.mark.parametrize("cache_bytes", [sources.decoded_lib.DEFAULT_BUDGET_BYTES, 0])
-def test_stream_skips_unreadable_images_naming_them(fixture, tmp_path, caplog, cache_bytes):
+def test_stream_skips_unreadable_images_naming_them(fixture, tmp_path, caplog, cache_bytes,
+                                                    tolerant):
   root = str(tmp_path / "VOCdevkit")
   shutil.copytree(fixture.voc_root, root)
   with open(os.path.join(root, "VOC2007", "JPEGImages", "000003.jpg"), "wb") as f:
@@ -312,7 +319,21 @@ def test_stream_of_only_unreadable_images_is_an_error(fixture, tmp_path):
   for record in source.records:
     with open(record.image_path, "wb") as f:
       f.write(b"not an image")
+  source.cache_bytes = 0  # read on every pass: the stream itself finds them
   with pytest.raises(tf.errors.InvalidArgumentError, match="none of the 5 images"):
+    stream_ids(source, 1, seed=0)
+
+
+def test_more_unreadable_images_than_a_small_share_stop_training(fixture, tmp_path):
+  """Decoded once for training: two corrupt images of five are found before the first step."""
+  root = str(tmp_path / "VOCdevkit")
+  shutil.copytree(fixture.voc_root, root)
+  source = data.voc_directory(root)
+  for record in source.records[1:3]:
+    with open(record.image_path, "wb") as f:
+      f.write(b"not an image")
+  with pytest.raises(ValueError, match=r"training images: 2 of 5 images cannot be found or "
+                     r"read \(more than 2%\), e\.g\. .*000002\.jpg, .*000003\.jpg"):
     stream_ids(source, 1, seed=0)
 
 
@@ -350,7 +371,8 @@ def voc_object(name, xmin, ymin, xmax, ymax):
           f"<xmax>{xmax}</xmax><ymax>{ymax}</ymax></bndbox></object>")
 
 
-def test_corrupt_and_missing_images_are_skipped_with_warning(fixture, tmp_path, caplog):
+def test_corrupt_and_missing_images_are_skipped_with_warning(fixture, tmp_path, caplog,
+                                                            tolerant):
   root = str(tmp_path / "VOCdevkit")
   shutil.copytree(fixture.voc_root, root)
   jpegs = os.path.join(root, "VOC2007", "JPEGImages")
@@ -361,13 +383,16 @@ def test_corrupt_and_missing_images_are_skipped_with_warning(fixture, tmp_path, 
   with open(os.path.join(jpegs, "000003.jpg"), "wb") as f:
     f.write(b"this is not an image")
   os.remove(os.path.join(root, "VOC2012", "JPEGImages", "2008_000005.jpg"))
-  source = data.voc_directory(root)
   with caplog.at_level(logging.WARNING, logger="ssd_jax.data"):
+    source = data.voc_directory(root)  # A missing file is dropped here, by name.
     examples = collect(source.as_dataset())
+  assert source.num_examples == 4
   assert [ex["image_id"] for ex in examples] == ["000002", "2008_000004"]
-  messages = [r.getMessage() for r in caplog.records if "Skipping" in r.getMessage()]
-  assert len(messages) == 3
-  for name, count in [("000001.jpg", 1), ("000003.jpg", 2), ("2008_000005.jpg", 3)]:
+  messages = [r.getMessage() for r in caplog.records]
+  assert any("2008_000005.jpg not found" in m and "(1 of 5 images)" in m for m in messages)
+  messages = [m for m in messages if "Skipping" in m]
+  assert len(messages) == 2
+  for name, count in [("000001.jpg", 1), ("000003.jpg", 2)]:
     assert any(name in m and f"({count} skipped" in m for m in messages), (name, messages)
 
   # Skipped examples are dropped before decoding: no warning for the corrupt first image.

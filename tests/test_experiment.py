@@ -21,11 +21,11 @@ CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(
 
 def test_every_config_file_is_listed():
   assert {"synthetic", "ssd300_voc0712", "ssd512_voc0712", "ssd300_coco", "custom_voc_dir",
-          "custom_coco_json", "ablation_table2", "ablation_table3"} <= set(CONFIGS)
+          "custom_coco_json", "own_data", "ablation_table2", "ablation_table3"} <= set(CONFIGS)
 
 
 # Config-string variants (``--config=<file>.py:<variant>``).
-VARIANTS = [("custom_voc_dir", "cpu"), ("custom_coco_json", "cpu")]
+VARIANTS = [("custom_voc_dir", "cpu"), ("custom_coco_json", "cpu"), ("own_data", "ssd300")]
 
 
 @pytest.mark.parametrize("name,variant", [(name, None) for name in CONFIGS] + VARIANTS)

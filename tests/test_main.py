@@ -143,6 +143,33 @@ def _starts_from_the_run(source_run, tmp_path):
       assert not np.allclose(mine[..., 1], theirs[..., 1]), key
 
 
+LAYOUTS = os.path.join(ROOT, "tests", "data", "layouts")
+
+
+def test_own_data_recognizes_the_layout_and_holds_out_a_test_split(tmp_path):
+  """labelImg's YOLO folder (no splits): one flag, a held-out test split, metrics on it."""
+  workdir = tmp_path / "run"
+  result = main("own_data", workdir, f"--config.data.root={LAYOUTS}/yolo_labelimg", *TINY)
+  ok(result)
+  assert "yolo dataset (.txt beside the images; classes from classes.txt)" in result.log
+  assert "1 of the training images held out as the reported test split (seed 0)" in result.log
+  assert read_json(workdir / "label_map.json")["class_names"] == ["apple", "pear"]
+  metrics = read_json(workdir / "metrics.json")
+  assert metrics["num_images"] == 1 and metrics["num_images_unreadable"] == 0
+
+
+def test_own_data_with_most_images_missing_stops_naming_them(tmp_path):
+  root = tmp_path / "renamed"
+  shutil.copytree(f"{LAYOUTS}/voc_devkit", root)
+  for name in ("IMG_0001.JPG", "IMG_0002.jpeg"):
+    os.rename(root / "JPEGImages" / name, root / "JPEGImages" / f"x{name}")
+  workdir = tmp_path / "run"
+  result = main("own_data", workdir, f"--config.data.root={root}", *TINY)
+  assert result.returncode != 0
+  assert "2 of 3 images cannot be found or read" in result.log and "IMG_0001.jpg" in result.log
+  assert not (workdir / "checkpoints").exists()
+
+
 def test_eval_without_a_checkpoint_is_an_error_and_writes_nothing(own_voc, tmp_path):
   missing = tmp_path / "never_trained"
   result = main("custom_voc_dir", missing, f"--config.data.root={own_voc}", *TINY, "--mode=eval")

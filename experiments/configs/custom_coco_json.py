@@ -26,9 +26,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.val_annotation_file = c.data.val_image_dir = ""  # none
   c.data.eval_annotation_file = c.data.eval_image_dir = ""
   c.data.max_boxes = 100
-  c.num_train_steps = 20_000
-  c.optimizer.decay_steps = (14_000, 18_000)
   c.eval.metrics = ("voc07", "voc", "coco")
-  c.eval.every_steps = 2_000
-  c.checkpoint.every_steps = 1_000
-  return VARIANTS[variant](c) if variant else c
+  return VARIANTS[variant](c) if variant else common.ssd300_recipe(c)

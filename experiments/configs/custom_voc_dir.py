@@ -27,8 +27,4 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.data.root = ""  # --config.data.root=/path/to/my_data
   c.data.class_names = ()  # () = the names in the training annotations
   c.data.train_years = c.data.val_years = c.data.eval_years = ()  # () = root is the VOC folder
-  c.num_train_steps = 20_000
-  c.optimizer.decay_steps = (14_000, 18_000)
-  c.eval.every_steps = 2_000
-  c.checkpoint.every_steps = 1_000
-  return VARIANTS[variant](c) if variant else c
+  return VARIANTS[variant](c) if variant else common.ssd300_recipe(c)

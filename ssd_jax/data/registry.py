@@ -10,6 +10,11 @@ The fields a source reads, ``<role>`` standing for ``train``/``val``/``eval``:
                  ``data.<role>_years`` (empty = ``root`` is one VOC folder with ``JPEGImages/``,
                  ``Annotations/`` and ``ImageSets/Main/``), ``data.class_names`` (empty = the
                  names found in the training split's annotations, sorted)
+  folder         ``data.root`` (one dataset folder, its layout recognized: VOC, COCO JSON or
+                 YOLO, :mod:`ssd_jax.data.folder`), ``data.holdout`` (share held out for a
+                 missing test or validation split), ``data.split_seed``, ``data.validation``
+                 (whether a validation split is wanted), ``data.class_names`` (VOC: empty = the
+                 names found, sorted)
   coco_json      ``data.annotation_file`` + ``data.image_dir`` (train), the ``val_`` and
                  ``eval_`` pairs (``val_annotation_file`` empty = none)
   tfds           ``data.tfds_name`` (or ``data.<role>_tfds_name``), ``data.<role>_split``,
@@ -24,7 +29,7 @@ from typing import Callable, Optional, Sequence
 
 import ml_collections
 
-from ssd_jax.data import coco_json, sources, synthetic, tfds_source, voc_directory
+from ssd_jax.data import coco_json, folder, sources, synthetic, tfds_source, voc_directory
 
 ROLES = ("train", "val", "eval")
 # (config.data, role, class names of the training source or None for 'train') -> source or None
@@ -84,6 +89,15 @@ def _voc_directory(data, role, class_names):
     class_names = tuple(data.get("class_names") or ()) or None  # None = discover
   return voc_directory(root, split=data[f"{role}_split"],
                        years=tuple(data.get(f"{role}_years") or ()), class_names=class_names)
+
+
+@register("folder")
+def _folder(data, role, class_names):
+  source = folder.folder_source(_required(data, "root", "/path/to/my_data"), role,
+                                class_names=tuple(data.get("class_names") or ()) or None,
+                                holdout=data.holdout, seed=data.split_seed,
+                                validation=data.validation)
+  return source and sources.check_class_names(source, class_names, f"{data.root} ({role})")
 
 
 @register("coco_json")

@@ -33,6 +33,7 @@ all epochs as one dataset, ``stream(seed, start, shard)``.
 import abc
 import dataclasses
 import logging
+import os
 from typing import Optional, Sequence
 
 import numpy as np
@@ -51,6 +52,10 @@ _SILENT_CLIP_PIXELS = 1.0
 _MAX_WARNINGS_PER_KIND = 10
 # The end of an endless range of stream positions.
 _ENDLESS = 2**62
+# At most this share of a dataset's images may be missing or unreadable: so few are skipped, each
+# named in a warning; more stop the run, so that none trains on or reports metrics on a dataset
+# silently shrunk (a folder whose images were renamed or moved loses most of them).
+MAX_UNREADABLE_SHARE = 0.02
 
 
 def even_shard(num_examples: int, shard: Shard) -> np.ndarray:
@@ -248,6 +253,8 @@ class RecordSource(IndexedSource):
       size = decoded_lib.decoded_bytes(paths, self.cache_bytes)
       if size is not None and size <= self.cache_bytes:
         self._decoded = decoded_lib.decode_all(paths)
+        unreadable = [paths[i] for i in self._decoded.unreadable]
+        check_unreadable(len(unreadable), len(paths), "training images", unreadable)
         logger.info("Decoded the %d images (%.0f MB) into memory once, for all epochs%s.",
                     len(paths), size / 2**20, f"; {len(self._decoded.unreadable)} unreadable"
                     if self._decoded.unreadable else "")
@@ -313,6 +320,31 @@ class RecordSource(IndexedSource):
 
     return ds.filter(keep).map(tf.autograph.experimental.do_not_convert(
         lambda ex: {k: v for k, v in ex.items() if k not in ("position", "expected")}))
+
+
+def check_unreadable(num_bad: int, num_images: int, where: str,
+                     examples: Sequence[str] = ()) -> None:
+  """Raises a ValueError giving the count and naming a few ``examples`` (image paths; none: the
+  warnings logged name them) if ``num_bad`` is more than :data:`MAX_UNREADABLE_SHARE` of the
+  ``num_images`` images of ``where``."""
+  if num_bad > MAX_UNREADABLE_SHARE * num_images:
+    named = (f"e.g. {', '.join(list(examples)[:3])}" if examples else
+             "named in the warnings above")
+    raise ValueError(
+        f"{where}: {num_bad} of {num_images} images cannot be found or read (more than "
+        f"{MAX_UNREADABLE_SHARE:.0%}), {named}. Check that the image files are where the "
+        "annotations say (names and extensions) and that they decode.")
+
+
+def drop_missing_images(records: Sequence[Record], where: str) -> list[Record]:
+  """``records`` without those whose image file does not exist: each is named in a warning; more
+  than :data:`MAX_UNREADABLE_SHARE` of them is a ValueError (:func:`check_unreadable`)."""
+  missing = [r.image_path for r in records if not os.path.isfile(r.image_path)]
+  check_unreadable(len(missing), len(records), where, missing)
+  for path in missing:
+    logger.warning("%s: image %s not found; its annotation is skipped (%d of %d images).", where,
+                   path, len(missing), len(records))
+  return [r for r in records if os.path.isfile(r.image_path)] if missing else list(records)
 
 
 class AnnotationIssues:

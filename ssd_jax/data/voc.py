@@ -27,8 +27,10 @@ def voc_directory(root: str, split: str = "trainval", years: Sequence[str] | str
   order, years in the given order; ``VOC<year>`` is looked up in ``root`` and in
   ``root/VOCdevkit``. With no years, ``root`` itself is the VOC folder (``root/JPEGImages``,
   ``root/Annotations``, ``root/ImageSets/Main``): the usual layout of one's own data. Annotations
-  (``Annotations/<id>.xml``) are parsed here; pixels (``JPEGImages/<id>.jpg``) are decoded lazily
-  by ``as_dataset``.
+  (``Annotations/<id>.xml``) are parsed here; pixels are decoded lazily by ``as_dataset``. The
+  image of ``<id>`` is ``JPEGImages/<filename>`` (the XML's ``<filename>``, as labelling tools
+  write it: ``IMG_2385.JPG``), else ``JPEGImages/<id>.<ext>`` for any image extension in any
+  case (:func:`find_image`).
 
   Box convention: VOC ``bndbox`` coordinates are 1-based pixel indices; like the Caffe SSD and
   ssd.pytorch loaders we subtract 1 from all four and divide by the ``<size>`` width/height,
@@ -50,7 +52,8 @@ def voc_directory(root: str, split: str = "trainval", years: Sequence[str] | str
     A source of examples with ``image_id`` the file stem (e.g. ``'000005'``).
 
   Raises:
-    ValueError: missing directory or image set (naming the image sets there); an annotation
+    ValueError: missing directory or image set (naming the image sets there); more than a small
+      share of the images missing (``sources.drop_missing_images``); an annotation
       file that is missing, does not parse, lacks a positive ``<size>`` or a numeric ``bndbox``;
       an object of a class not in ``class_names`` (each message names the file). Bad boxes are
       dropped or clipped with a warning (see ``sources.normalize_pixel_boxes``); images without
@@ -64,17 +67,42 @@ def voc_directory(root: str, split: str = "trainval", years: Sequence[str] | str
   xml_file = lambda folder, image_id: os.path.join(folder, "Annotations", f"{image_id}.xml")
   if class_names is None:
     class_names = sorted({name for folder, image_id in entries
-                          for name in _object_names(xml_file(folder, image_id))})
+                          for name in object_names(xml_file(folder, image_id))})
     logger.info("VOC %s in %s: %d classes found in the annotations: %s", split, root,
                 len(class_names), class_names)
   labels = {name: k + 1 for k, name in enumerate(class_names)}
   issues = sources.AnnotationIssues()
-  records = [_parse_annotation(xml_file(folder, image_id),
-                               os.path.join(folder, "JPEGImages", f"{image_id}.jpg"), image_id,
-                               labels, keep_difficult, issues)
+  images = {folder: ImageIndex(os.path.join(folder, "JPEGImages")) for folder in folders}
+  records = [parse_annotation(xml_file(folder, image_id), images[folder], image_id, labels,
+                              keep_difficult, issues)
              for folder, image_id in entries]
-  issues.summarize(f"VOC {split} {'+'.join(years)} in {root}")
-  return sources.RecordSource(records, class_names)
+  where = f"VOC {split} {'+'.join(years)} in {root}"
+  issues.summarize(where)
+  return sources.RecordSource(sources.drop_missing_images(records, where), class_names)
+
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # what tf.io.decode_image reads
+
+
+class ImageIndex:
+  """The image files of one folder, found by name or by stem, in any case of the extension."""
+
+  def __init__(self, folder: str):
+    self.folder = folder
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    images = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
+    self.by_name = {n: n for n in images}
+    self.by_stem: dict[str, str] = {}
+    for n in images:
+      self.by_stem.setdefault(os.path.splitext(n)[0], n)
+
+  def find(self, image_id: str, filename: str | None = None) -> str:
+    """The path of ``filename`` (a bare name; a path's directories are ignored, as labelling tools
+    write the labeller's own absolute path) if the folder has it, else of ``<image_id>.<ext>``;
+    a path that does not exist (``<image_id>.jpg``) if neither is there."""
+    name = os.path.basename((filename or "").replace("\\", "/").strip())
+    found = self.by_name.get(name) or self.by_stem.get(image_id)
+    return os.path.join(self.folder, found or f"{image_id}.jpg")
 
 
 def _voc_folder(root: str) -> str:
@@ -102,7 +130,7 @@ def _image_set(folder: str, split: str) -> list[str]:
     return [line.split()[0] for line in f if line.strip()]
 
 
-def _object_names(xml_file: str) -> list[str]:
+def object_names(xml_file: str) -> list[str]:
   try:
     root = ElementTree.parse(xml_file).getroot()
   except (ElementTree.ParseError, OSError) as e:
@@ -118,14 +146,16 @@ def _find_year_dir(root: str, year: str) -> str:
   raise ValueError(f"VOC{year} not found: none of {candidates} is a directory")
 
 
-def _parse_annotation(xml_file: str, image_path: str, image_id: str, labels: dict[str, int],
-                      keep_difficult: bool, issues: sources.AnnotationIssues) -> sources.Record:
-  """One ``Annotations/<id>.xml`` file -> ``Record`` (see ``voc_directory`` for conventions)."""
+def parse_annotation(xml_file: str, images: ImageIndex, image_id: str, labels: dict[str, int],
+                     keep_difficult: bool, issues: sources.AnnotationIssues) -> sources.Record:
+  """One VOC XML file -> ``Record`` (see ``voc_directory`` for conventions); its image is looked
+  up in ``images`` by the XML's ``<filename>``, then by ``image_id``."""
   try:
     tree = ElementTree.parse(xml_file)
   except (ElementTree.ParseError, OSError) as e:
     raise ValueError(f"{xml_file}: cannot parse VOC annotation: {e}") from e
   root = tree.getroot()
+  image_path = images.find(image_id, root.findtext("filename"))
   try:
     width = float(root.findtext("size/width"))
     height = float(root.findtext("size/height"))
