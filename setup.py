@@ -24,6 +24,7 @@ setup(
         "pycocotools>=2.0.8",
         "matplotlib>=3.8",
         "pillow>=10.0",
+        "pyyaml>=6.0",
         "tqdm>=4.60",
         "tensorboard>=2.15",
         "scipy>=1.11",

@@ -3,7 +3,7 @@ r"""Training throughput on the default JAX backend, built as ``train.train_and_e
   python -m benchmarks.bench_train [--models=ssd_tiny,ssd300_vgg16] [--batch=0]
       [--dtype=float32|bfloat16] [--steps=20] [--warmup_steps=3] [--blocks=5]
       [--measure=end_to_end,step]
-      [--data=config,voc_folder] [--voc_images=300] [--repeats=1]
+      [--data=config,voc_folder] [--voc_images=300] [--voc_root=DIR] [--repeats=1]
       [--config=experiments/configs/ssd300_voc0712.py] [--config.<field>=<value> ...]
       [--hlo_dir=DIR] [--profile_dir=DIR] [--out=benchmarks/results/bench_train.json]
 
@@ -21,9 +21,9 @@ the rate over all of them, ``MEASURE_images_per_s_blocks`` gives the median and 
 blocks' rates, a spread within one run that costs no extra compile (what a short GPU lease
 affords; ``--repeats`` gives the spread between processes).
 Data (``--data``): ``config`` is the synthetic shapes; ``voc_folder`` the same config reading
-a user's small VOC folder instead, the stand-in of ``experiments/make_voc_folder.py``
-(``--voc_images`` cluttered 300-500 px JPEGs of quality 85, written to a temporary folder): is a
-user's data read as fast as the synthetic default's? ``--repeats`` runs every (model, data) pair
+a user's folder of photos instead (``--voc_root``, e.g. a real photo set; by default the stand-in
+of ``experiments/make_voc_folder.py``, ``--voc_images`` cluttered 300-500 px JPEGs of quality
+85, written to a temporary folder): is a user's data read as fast as the synthetic default's? ``--repeats`` runs every (model, data) pair
 that many times, interleaved, each in its own process; the table gives median and range.
 Also reported: the wait for the first batch (pipeline start-up), the step's compile time
 (``lower().compile()``) and the peak resident memory. ``step`` above ``end_to_end`` means the
@@ -71,7 +71,9 @@ _MEASURE = flags.DEFINE_multi_enum("measure", ["end_to_end", "step"], ["end_to_e
 _DATA = flags.DEFINE_list("data", ["config"], "Data of each run: 'config' (the config's "
                           "source) and/or 'voc_folder' (a stand-in folder of one's own photos).")
 _VOC_IMAGES = flags.DEFINE_integer("voc_images", 300, "Training images of the voc_folder case.")
-_VOC_ROOT = flags.DEFINE_string("voc_root", "", "Internal: the voc_folder case's folder.")
+_VOC_ROOT = flags.DEFINE_string("voc_root", "", "The voc_folder case's folder of one's own photos, "
+                                 "in any layout own_data reads (default: the stand-in, written "
+                                 "to a temporary folder).")
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs of every (model, data) pair, interleaved.")
 _HLO_DIR = flags.DEFINE_string("hlo_dir", "", "Folder for the compiled step's optimized HLO.")
 _PROFILE_DIR = flags.DEFINE_string("profile_dir", "", "Folder for profiler traces of the steps.")

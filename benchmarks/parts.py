@@ -27,7 +27,7 @@ import numpy as np
 
 from benchmarks import common
 from experiments.configs import common as configs_common
-from experiments.configs import custom_voc_dir, ssd300_voc0712, ssd512_voc0712, synthetic
+from experiments.configs import own_data, ssd300_voc0712, ssd512_voc0712, synthetic
 from ssd_jax import experiment, losses, overrides, priors, train, train_step
 
 Config = ml_collections.ConfigDict
@@ -45,7 +45,8 @@ def config(model: str, batch: int, dtype: str = "float32", conv_impl: Optional[s
   ``batch``, ``dtype`` and ``conv_impl`` (None: the base's) set; its data replaced by the
   synthetic shapes generated at the model's input side (no resize hidden in the figures), with
   the base's ``max_boxes`` (the padding the matching works through), or with ``voc_root`` by
-  that VOC folder read as ``custom_voc_dir`` reads one's own photos. ``freeze``: the layers the
+  that folder of one's own photos read as ``own_data`` reads it (any layout it recognizes; the
+  same ``max_boxes``). ``freeze``: the layers the
   paper recipes keep at their ImageNet values (``VGG16_FROZEN_LAYERS``) are frozen, which needs
   ``init_from`` (:func:`write_run`); otherwise every layer trains, as on one's own data.
   """
@@ -57,12 +58,12 @@ def config(model: str, batch: int, dtype: str = "float32", conv_impl: Optional[s
     if conv_impl:
       c.model.conv_impl = conv_impl
     c.freeze_layers = configs_common.VGG16_FROZEN_LAYERS if freeze else ()
-    data = custom_voc_dir.get_config().data if voc_root else synthetic.get_config().data
+    data = own_data.get_config().data if voc_root else synthetic.get_config().data
     if voc_root:
       data.root = voc_root
     else:
       data.synthetic.image_size = experiment.image_size(c)
-      data.max_boxes = c.data.max_boxes
+    data.max_boxes = c.data.max_boxes
     c.data = data
   return c
 

@@ -142,11 +142,11 @@ def _start_run(training: experiment.Training, workdir: str, mode: str,
   if config.get("freeze_layers"):
     logging.info("Frozen at their loaded values (no gradient, no update): %s",
                  list(config.freeze_layers))
-  if config.get("num_epochs"):
-    logging.info("%g epochs of %d images in batches of %d: %d steps (evaluation every %d, "
-                 "checkpoint every %d).", config.num_epochs, data.train.num_examples,
-                 config.batch_size, config.num_train_steps, config.eval.every_steps,
-                 config.checkpoint.every_steps)
+  logging.info("Planned: %d steps of batch %d, %.1f epochs of the %d training images "
+               "(evaluation every %d steps, checkpoint every %d).", config.num_train_steps,
+               config.batch_size, config.num_train_steps * config.batch_size
+               / max(1, data.train.num_examples), data.train.num_examples,
+               config.eval.every_steps, config.checkpoint.every_steps)
   if config.model.get("dtype") == "bfloat16" and jax.default_backend() == "cpu":
     # Measured on AVX2, AVX-512 and AMX CPUs (benchmarks/HISTORY.md): the CPU convolutions
     # compute in float32 either way and XLA:CPU has no faster bfloat16 matmul, so bf16 there

@@ -80,15 +80,15 @@ def test_unknown_config_variants_are_errors():
   assert custom_voc_dir.get_config("") == custom_voc_dir.get_config()
 
 
-def test_cpu_recipe_is_the_small_model_at_a_larger_input_sized_in_epochs():
-  from experiments.configs import custom_voc_dir  # pylint: disable=g-import-not-at-top
-  c = custom_voc_dir.get_config("cpu")
+def test_cpu_recipe_is_the_small_model_at_a_larger_input_with_a_budget_of_steps():
+  from experiments.configs import custom_voc_dir, own_data  # pylint: disable=g-import-not-at-top
+  c = own_data.get_config()
+  other = custom_voc_dir.get_config("cpu")  # the same recipe for an explicit VOC folder
+  for key in ("model", "priors", "augment", "optimizer", "batch_size", "num_train_steps"):
+    assert c[key] == other[key], key
   assert c.model.name == "ssd_tiny" and experiment.image_size(c) == c.model.image_size > 128
-  assert run_priors.prior_spec(c).scales[0] < models.TINY_PRIORS.scales[0]
-  for images in (100, 1000):  # the length follows the dataset
-    r = experiment.in_steps(c, images)
-    assert r.num_train_steps == round(c.num_epochs * images / c.batch_size)
-    assert r.eval.every_steps == round(c.eval.every_epochs * images / c.batch_size)
+  for images in (50, 2000):  # the same budget, whatever the dataset's size
+    assert experiment.in_steps(c, images).num_train_steps == c.num_train_steps
 
 
 def test_lengths_in_epochs_become_steps():

@@ -118,26 +118,27 @@ def ssd300_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def cpu_recipe(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """``ssd_tiny`` from scratch on a few hundred of one's own images, on a laptop's CPU.
+  """``ssd_tiny`` from scratch on one's own photos (50 to a few thousand), on a laptop's CPU.
 
-  Sized in epochs of the training split, so the same recipe fits 100 or 1000 images: AdamW with
-  a cosine schedule (no decay steps to retune), evaluation every few epochs. The input is larger
-  than ``ssd_tiny``'s default 128 px and the smallest priors smaller than the paper's, because
-  users' photos are full of small objects (an object 5% of a 400-px photo wide is 16 px at
-  320 px, 6 px at 128).
+  A fixed budget of optimizer steps, whatever the dataset's size (``num_train_steps``; ~11
+  minutes on 2 cores of a Zen 4 EPYC, evaluations included): sized in epochs, a 50-image set
+  would stop after a minute, long before the model has learned. AdamW with a cosine schedule to
+  0 at the last step (no decay steps to retune). The input is larger than ``ssd_tiny``'s default
+  128 px and the smallest priors smaller than the paper's, because users' photos are full of
+  small objects (an object 5% of a 400-px photo wide is 16 px at 320 px, 6 px at 128).
   """
   c.model.name = "ssd_tiny"
   c.model.image_size = 320
   c.priors = ml_collections.ConfigDict(dict(s_min=0.05, s_max=0.8))
   c.batch_size = 16
-  c.num_epochs = 60.0
+  c.num_train_steps = 2000
   c.optimizer.name = "adamw"
   c.optimizer.schedule = "cosine"
   c.optimizer.lr = 3e-3
   c.optimizer.weight_decay = 1e-4
   c.optimizer.warmup_steps = 50
-  c.eval.every_epochs = 10.0
+  c.eval.every_steps = 500
   c.eval.batch_size = 16
-  c.checkpoint.every_epochs = 5.0
+  c.checkpoint.every_steps = 250
   c.log_every_steps = 20
   return c

@@ -2,6 +2,7 @@
 
 Sources (each with ``class_names``, ``num_examples``, ``shard_size(shard)`` and
 ``as_dataset(shuffle=False, seed=0, skip=0, shard=(0, 1))``):
+  folder_source  one's own dataset folder, its layout recognized (VOC XML, YOLO txt, COCO JSON)
   voc_directory  PASCAL VOC devkit folders (VOC07+12 union by default)
   coco_json      COCO-format JSON + image folder
   tfds_source    tfds-prepared voc/2007, voc/2012, coco/2017 (``'voc/2007+voc/2012'`` = union)
@@ -12,6 +13,7 @@ An experiment config picks one by name (``config.data.source``) through ``regist
 """
 
 from ssd_jax.data.coco import coco_json
+from ssd_jax.data.folder import folder_source
 from ssd_jax.data.sources import example_order
 from ssd_jax.data.sources import Source
 from ssd_jax.data.synthetic_shapes import synthetic

@@ -1,0 +1,153 @@
+r"""mAP against minutes: the own-data recipe trained on dataset folders, as a user runs it.
+
+  python -m benchmarks.bench_own_data DIR [DIR ...] [--repeats=1] [--eval_every_steps=250]
+      [--config=experiments/configs/own_data.py] [--workdir_root=/tmp/bench_own_data]
+      [--out=benchmarks/results/bench_own_data.json] [--png=benchmarks/results/bench_own_data.png]
+      [--previous=JSON] [-- --config.<field>=<value> ...]
+
+Each DIR is trained by ``python -m experiments.main --config=CONFIG --config.data.root=DIR`` in
+its own process (the recipe users run, only the folder given), with an evaluation every
+``--eval_every_steps`` steps on the reported split (the folder's test split or the hold-out).
+Minutes are wall clock from the process's launch (imports, data reading, compilation and the
+evaluations included) to the evaluation's TensorBoard record. ``--repeats`` runs every folder
+that many times, interleaved (A B A B ...), each in a fresh workdir, repeat ``r`` with
+``--config.seed=r`` (initialization, augmentation and order; the hold-out split's seed stays):
+the spread of mAP is the recipe's over seeds, that of minutes also the machine's.
+``--previous`` adds the runs of an earlier invocation (more repeats, run later). Writes a JSON
+of every curve, a markdown table (the median and range over repeats at each evaluation) to
+stdout, and a PNG of VOC07 mAP against minutes, one line per folder.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+from absl import app, flags
+import numpy as np
+import tensorflow as tf
+
+from benchmarks import common
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_REPEATS = flags.DEFINE_integer("repeats", 1, "Runs of each folder, interleaved.")
+_EVAL_EVERY = flags.DEFINE_integer("eval_every_steps", 250, "Steps between evaluations.")
+_CONFIG = flags.DEFINE_string("config", "experiments/configs/own_data.py", "Experiment config.")
+_WORKDIRS = flags.DEFINE_string("workdir_root", None, "Where the runs go (default: a temporary "
+                                "folder, removed afterwards).")
+_OUT = flags.DEFINE_string("out", "benchmarks/results/bench_own_data.json", "JSON output.")
+_PNG = flags.DEFINE_string("png", "benchmarks/results/bench_own_data.png", "Plot output.")
+_PREVIOUS = flags.DEFINE_string("previous", "", "A JSON this benchmark wrote on this machine, "
+                                "with the same config and flags: its runs join this one's (more "
+                                "repeats, later).")
+METRICS = ("voc07_map", "voc_map")
+
+
+def scalars(workdir: str, tags: tuple[str, ...] = METRICS) -> dict[int, dict[str, float]]:
+  """``{step: {tag: value, 'wall_time': seconds since the epoch}}`` of the run's TensorBoard
+  records of ``tags``."""
+  found: dict[int, dict[str, float]] = {}
+  for name in sorted(os.listdir(workdir)):
+    if not name.startswith("events.out.tfevents"):
+      continue
+    for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
+      for value in event.summary.value:
+        if value.tag in tags:
+          entry = found.setdefault(int(event.step), {})
+          entry[value.tag] = float(tf.make_ndarray(value.tensor))
+          entry["wall_time"] = max(entry.get("wall_time", 0.0), event.wall_time)
+  return found
+
+
+def train_curve(root: str, workdir: str, extra: list[str]) -> dict[str, Any]:
+  """One run of the recipe on ``root``: its evaluations as ``(step, minutes, voc07, voc)``."""
+  command = [sys.executable, "-m", "experiments.main", f"--config={_CONFIG.value}",
+             f"--config.data.root={os.path.abspath(root)}", f"--workdir={workdir}",
+             f"--config.eval.every_steps={_EVAL_EVERY.value}", *extra]
+  start = time.time()
+  result = subprocess.run(command, cwd=_ROOT, capture_output=True, text=True)
+  seconds = time.time() - start
+  if result.returncode:
+    raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+  points = scalars(workdir)
+  with open(os.path.join(workdir, "metrics.json")) as f:
+    final = json.load(f)
+  return {"root": root, "seconds": seconds, "num_test_images": final["num_images"],
+          "curve": [{"step": step, "minutes": (p["wall_time"] - start) / 60,
+                     **{m: p[m] for m in METRICS}} for step, p in sorted(points.items())]}
+
+
+def table(runs: list[dict[str, Any]]) -> str:
+  """Markdown: per folder and evaluation step, the median [range] of minutes and mAPs."""
+  lines = ["| dataset | step | minutes | VOC07 mAP | VOC mAP |", "|---|---|---|---|---|"]
+  for root in dict.fromkeys(r["root"] for r in runs):
+    curves = [r["curve"] for r in runs if r["root"] == root]
+    for k, point in enumerate(curves[0]):
+      cell = lambda key: common.format_spread(*common.median_range([c[k][key] for c in curves
+                                                                    if k < len(c)]),
+                                              ".1f" if key == "minutes" else ".3f")
+      lines.append(f"| {os.path.basename(os.path.normpath(root))} | {point['step']} | "
+                   f"{cell('minutes')} | {cell('voc07_map')} | {cell('voc_map')} |")
+  return "\n".join(lines)
+
+
+def plot(runs: list[dict[str, Any]], path: str) -> None:
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, ax = plt.subplots(figsize=(6.5, 4))
+  for root in dict.fromkeys(r["root"] for r in runs):
+    curves = [r["curve"] for r in runs if r["root"] == root]
+    n = min(len(c) for c in curves)
+    minutes = np.median([[p["minutes"] for p in c[:n]] for c in curves], axis=0)
+    maps = np.array([[p["voc07_map"] for p in c[:n]] for c in curves])
+    line, = ax.plot(minutes, np.median(maps, axis=0), marker="o",
+                    label=os.path.basename(os.path.normpath(root)))
+    if len(curves) > 1:
+      ax.fill_between(minutes, maps.min(0), maps.max(0), color=line.get_color(), alpha=0.2)
+  ax.set_xlabel("minutes (wall clock, from the process's start)")
+  ax.set_ylabel("VOC07 mAP@0.5 (test split)")
+  ax.set_ylim(0, 1)
+  ax.grid(alpha=0.3)
+  ax.legend()
+  ax.set_title(f"{os.path.basename(_CONFIG.value)} on {common.machine()['cpu']}, "
+               f"{os.cpu_count()} cores", fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str]) -> None:
+  roots = [a for a in argv[1:] if not a.startswith("--")]
+  extra = [a for a in argv[1:] if a.startswith("--")]
+  if not roots:
+    raise app.UsageError("give one or more dataset folders")
+  workdir_root = _WORKDIRS.value or tempfile.mkdtemp(prefix="bench_own_data_")
+  runs = []
+  if _PREVIOUS.value:
+    with open(_PREVIOUS.value) as f:
+      previous = json.load(f)
+    if (previous["config"], previous["flags"], previous["eval_every_steps"]) != (
+        _CONFIG.value, extra, _EVAL_EVERY.value):
+      raise app.UsageError(f"{_PREVIOUS.value} ran another config or other flags")
+    runs = previous["runs"]
+
+  def measure(root: str) -> None:
+    repeat = sum(r["root"] == root for r in runs)
+    workdir = os.path.join(workdir_root, f"{os.path.basename(os.path.normpath(root))}_{repeat}")
+    runs.append({**train_curve(root, workdir, [*extra, f"--config.seed={repeat}"]),
+                 "repeat": repeat})
+    print(f"{root} #{repeat}: {runs[-1]['curve'][-1]}", flush=True)
+
+  common.interleave([roots], _REPEATS.value, measure)
+  print(table(runs))
+  common.write_json(_OUT.value, {"machine": common.machine(), "config": _CONFIG.value,
+                                 "flags": extra, "eval_every_steps": _EVAL_EVERY.value,
+                                 "runs": runs})
+  plot(runs, _PNG.value)
+
+
+if __name__ == "__main__":
+  app.run(main)
