@@ -145,8 +145,7 @@ def assign_roles(splits: dict[str, list[sources.Record]], holdout: float, seed: 
     train, how = splits["train"], ["train split"]
   elif "trainval" in splits or ALL in splits:
     name = "trainval" if "trainval" in splits else ALL
-    taken = {r.image_path for r in (test or []) + (val or [])} if name == ALL else (
-        {r.image_path for r in val} if val_used else set())
+    taken = {r.image_path for r in val} if val_used else set()  # trainval holds val
     train = [r for r in splits[name] if r.image_path not in taken]
     how = [f"{name} split" if name != ALL else "all images"]
   else:
@@ -157,10 +156,10 @@ def assign_roles(splits: dict[str, list[sources.Record]], holdout: float, seed: 
   elif val_reported:
     roles["eval"] = val
     how.append("no test split: the val split is reported")
-  for role, wanted in (("eval", roles["eval"] is None),
-                       ("val", validation and (val is None or val_reported))):
+  for stream, role, wanted in ((0, "eval", roles["eval"] is None),
+                               (1, "val", validation and (val is None or val_reported))):
     if wanted:
-      roles["train"], roles[role] = _hold_out(roles["train"], holdout, seed + len(how))
+      roles["train"], roles[role] = _hold_out(roles["train"], holdout, (seed, stream))
       how.append(f"{len(roles[role])} of the training images held out as the "
                  f"{'reported test' if role == 'eval' else 'validation'} split (seed {seed})")
   if validation and roles["val"] is None:
@@ -170,10 +169,10 @@ def assign_roles(splits: dict[str, list[sources.Record]], holdout: float, seed: 
   return roles, "; ".join(how)
 
 
-def _hold_out(records: list[sources.Record], share: float, seed: int
+def _hold_out(records: list[sources.Record], share: float, seed: tuple[int, int]
               ) -> tuple[list[sources.Record], list[sources.Record]]:
-  """(kept, held out): ``round(share * n)`` (at least 1) records drawn with ``seed``, both in
-  their original order."""
+  """(kept, held out): ``round(share * n)`` (at least 1, at most ``n - 1``) records drawn with
+  ``seed`` (the split seed and a stream per held-out role), both in their original order."""
   if len(records) < 2:
     raise ValueError(f"{len(records)} training image(s): too few to hold out a test split; add "
                      "images or a test split")
