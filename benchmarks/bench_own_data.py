@@ -80,6 +80,17 @@ def train_curve(root: str, workdir: str, extra: list[str]) -> dict[str, Any]:
                      **{m: p[m] for m in METRICS}} for step, p in sorted(points.items())]}
 
 
+def previous_runs(path: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
+  """The runs of an earlier invocation's JSON, which must have run the same ``settings``
+  (config, flags, evaluation period)."""
+  with open(path) as f:
+    previous = json.load(f)
+  ran = {key: previous.get(key) for key in settings}
+  if ran != settings:
+    raise ValueError(f"{path} ran {ran}, not {settings}: its runs cannot be repeats of these")
+  return previous["runs"]
+
+
 def table(runs: list[dict[str, Any]]) -> str:
   """Markdown: per folder and evaluation step, the median [range] of minutes and mAPs."""
   lines = ["| dataset | step | minutes | VOC07 mAP | VOC mAP |", "|---|---|---|---|---|"]
@@ -125,14 +136,8 @@ def main(argv: list[str]) -> None:
   if not roots:
     raise app.UsageError("give one or more dataset folders")
   workdir_root = _WORKDIRS.value or tempfile.mkdtemp(prefix="bench_own_data_")
-  runs = []
-  if _PREVIOUS.value:
-    with open(_PREVIOUS.value) as f:
-      previous = json.load(f)
-    if (previous["config"], previous["flags"], previous["eval_every_steps"]) != (
-        _CONFIG.value, extra, _EVAL_EVERY.value):
-      raise app.UsageError(f"{_PREVIOUS.value} ran another config or other flags")
-    runs = previous["runs"]
+  settings = {"config": _CONFIG.value, "flags": extra, "eval_every_steps": _EVAL_EVERY.value}
+  runs = previous_runs(_PREVIOUS.value, settings) if _PREVIOUS.value else []
 
   def measure(root: str) -> None:
     repeat = sum(r["root"] == root for r in runs)
@@ -143,9 +148,7 @@ def main(argv: list[str]) -> None:
 
   common.interleave([roots], _REPEATS.value, measure)
   print(table(runs))
-  common.write_json(_OUT.value, {"machine": common.machine(), "config": _CONFIG.value,
-                                 "flags": extra, "eval_every_steps": _EVAL_EVERY.value,
-                                 "runs": runs})
+  common.write_json(_OUT.value, {**settings, "runs": runs})
   plot(runs, _PNG.value)
 
 

@@ -9,10 +9,11 @@ r"""Runs a trained SSD on image files: ``detections.json`` and one annotated PNG
 ``--config`` (with its ``--config.*`` overrides) must be the one the run in ``--workdir`` was
 trained with: it defines the model and the post-processing (``config.eval``); the class names
 come from the run's ``label_map.json`` (no dataset is read). ``--input`` is one image file or a
-folder of ``.jpg``/``.jpeg``/``.png`` images; unreadable files are skipped with a warning. In
-``detections.json`` each image has ``file``, ``width``, ``height`` and ``detections``: ``label``
-(class name), ``class_id`` (1..C), ``score`` and ``box`` ``[xmin, ymin, xmax, ymax]`` in pixels of
-that image; see ``ssd_jax.detect`` for the details.
+folder of images (``.jpg``, ``.jpeg``, ``.png``, ``.bmp``, ``.gif``, any case); unreadable files
+are skipped with a warning. In ``detections.json`` each image has ``file``, ``width``,
+``height`` and ``detections``: ``label`` (class name), ``class_id`` (1..C), ``score`` and
+``box`` ``[xmin, ymin, xmax, ymax]`` in pixels of that image; see ``ssd_jax.detect`` for the
+details.
 """
 
 from absl import app, flags

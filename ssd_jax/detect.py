@@ -25,15 +25,14 @@ from PIL import ImageOps
 import tensorflow as tf
 
 from ssd_jax import experiment, visualize
-from ssd_jax.data import augment
+from ssd_jax.data import augment, sources
 
 P = jax.sharding.PartitionSpec
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 def list_images(path: str) -> list[str]:
-  """``[path]`` for a file (any extension); a folder's ``.jpg``/``.jpeg``/``.png`` files (any
-  case, not recursive), sorted by name.
+  """``[path]`` for a file (any extension); a folder's image files (``sources.IMAGE_EXTENSIONS``
+  in any case, not recursive), sorted by name.
 
   Raises:
     FileNotFoundError: ``path`` does not exist.
@@ -44,10 +43,10 @@ def list_images(path: str) -> list[str]:
   if not os.path.isdir(path):
     raise FileNotFoundError(f"input {path} is neither an image file nor a folder")
   files = sorted(os.path.join(path, name) for name in os.listdir(path)
-                 if name.lower().endswith(IMAGE_EXTENSIONS)
+                 if name.lower().endswith(sources.IMAGE_EXTENSIONS)
                  and os.path.isfile(os.path.join(path, name)))
   if not files:
-    raise ValueError(f"input folder {path} holds no {'/'.join(IMAGE_EXTENSIONS)} image")
+    raise ValueError(f"input folder {path} holds no {'/'.join(sources.IMAGE_EXTENSIONS)} image")
   return files
 
 

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 
 from tests import fixtures
@@ -28,7 +27,7 @@ def bench(tmp_path, *args):
   return json.loads(out.read_text()), png, result.stdout
 
 
-def test_curves_and_repeats_added_later(tmp_path):
+def test_curve_of_a_folder(tmp_path):
   folder = f"{LAYOUTS}/yolo_labelimg"
   payload, png, stdout = bench(tmp_path, folder)
   assert png.stat().st_size > 0 and payload["machine"]["cpu"]
@@ -42,13 +41,34 @@ def test_curves_and_repeats_added_later(tmp_path):
   # The last evaluation is the run's metrics.json.
   final = json.loads((tmp_path / "runs" / "yolo_labelimg_0" / "metrics.json").read_text())
   assert run["curve"][-1]["voc07_map"] == pytest.approx(final["voc07_map"])
-  assert "| yolo_labelimg | 2 |" in stdout
+  assert "| yolo_labelimg | 4 |" in stdout
+  assert payload["flags"] == list(FLAGS) and payload["eval_every_steps"] == 2
 
-  # A later invocation adds a repeat (the next seed); the table gives median [range].
-  again, _, stdout = bench(tmp_path, folder, f"--previous={tmp_path / 'bench.json'}")
-  assert [(r["root"], r["repeat"]) for r in again["runs"]] == [(folder, 0), (folder, 1)]
-  maps = [r["curve"][-1]["voc07_map"] for r in again["runs"]]
-  row = next(line for line in stdout.splitlines() if line.startswith("| yolo_labelimg | 4 |"))
-  assert f"{np.median(maps):.3f} [{min(maps):.3f}-{max(maps):.3f}]" in row
-  with pytest.raises(AssertionError, match="another config or other flags"):
-    bench(tmp_path, folder, f"--previous={tmp_path / 'bench.json'}", "--eval_every_steps=4")
+
+def _run(root, repeat, maps):
+  return {"root": root, "repeat": repeat, "curve": [
+      {"step": 100 * (k + 1), "minutes": 1.0 + k + repeat / 10, "voc07_map": m, "voc_map": m / 2}
+      for k, m in enumerate(maps)]}
+
+
+def test_table_gives_median_and_range_over_repeats():
+  from benchmarks import bench_own_data  # pylint: disable=g-import-not-at-top
+  runs = [_run("/d/faces", 0, [0.1, 0.3]), _run("/d/cells/", 0, [0.5, 0.7]),
+          _run("/d/faces", 1, [0.2, 0.5])]
+  lines = bench_own_data.table(runs).splitlines()
+  assert lines[2:] == [
+      "| faces | 100 | 1.1 [1.0-1.1] | 0.150 [0.100-0.200] | 0.075 [0.050-0.100] |",
+      "| faces | 200 | 2.0 [2.0-2.1] | 0.400 [0.300-0.500] | 0.200 [0.150-0.250] |",
+      "| cells | 100 | 1.0 [1.0-1.0] | 0.500 [0.500-0.500] | 0.250 [0.250-0.250] |",
+      "| cells | 200 | 2.0 [2.0-2.0] | 0.700 [0.700-0.700] | 0.350 [0.350-0.350] |"]
+
+
+def test_previous_runs_must_have_the_same_settings(tmp_path):
+  from benchmarks import bench_own_data  # pylint: disable=g-import-not-at-top
+  settings = {"config": "experiments/configs/own_data.py", "flags": ["--config.x=1"],
+              "eval_every_steps": 250}
+  path = tmp_path / "previous.json"
+  path.write_text(json.dumps({"machine": {}, **settings, "runs": [_run("/d/a", 0, [0.5])]}))
+  assert bench_own_data.previous_runs(str(path), settings) == [_run("/d/a", 0, [0.5])]
+  with pytest.raises(ValueError, match="cannot be repeats"):
+    bench_own_data.previous_runs(str(path), {**settings, "eval_every_steps": 500})

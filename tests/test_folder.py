@@ -233,3 +233,17 @@ def test_yolo_class_names(tmp_path, content, names):
 ])
 def test_yolo_label_file(image, label):
   assert yolo.label_file(image) == label
+
+
+def test_voc_image_is_found_by_its_name_in_another_case(tmp_path):
+  """An XML renamed (its stem no longer the image's) whose ``<filename>`` differs in case."""
+  root = _copy("voc_beside", tmp_path)
+  xml = os.path.join(root, "IMG_0001.xml")
+  with open(xml) as f:
+    content = f.read().replace("<filename>IMG_0001.JPG", "<filename>img_0001.jpg")
+  os.remove(xml)
+  with open(os.path.join(root, "label_1.xml"), "w") as f:
+    f.write(content)
+  record = next(r for r in folder.read_folder(root).splits[folder.ALL]
+                if r.image_id == "label_1")
+  assert record.image_path == os.path.join(root, "IMG_0001.JPG")

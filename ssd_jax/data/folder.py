@@ -325,17 +325,17 @@ def _read_yolo(root: str, class_names: Optional[Sequence[str]]) -> Optional[Fold
   images = os.path.join(root, "images")
   if os.path.isdir(images) and os.path.isdir(os.path.join(root, "labels")):
     for split, path in _split_dirs(images).items():
-      image_sets[split] = _files(path, voc.IMAGE_EXTENSIONS)
+      image_sets[split] = _files(path, sources.IMAGE_EXTENSIONS)
     if not image_sets:
-      image_sets[ALL] = _files(images, voc.IMAGE_EXTENSIONS)
+      image_sets[ALL] = _files(images, sources.IMAGE_EXTENSIONS)
     layout = f"images/ + labels/, splits {', '.join(sorted(image_sets))}"
   else:
     for split, path in _split_dirs(root).items():
       if os.path.isdir(os.path.join(path, "labels")):
-        image_sets[split] = _files(os.path.join(path, "images"), voc.IMAGE_EXTENSIONS)
+        image_sets[split] = _files(os.path.join(path, "images"), sources.IMAGE_EXTENSIONS)
     layout = f"<split>/images + <split>/labels, splits {', '.join(sorted(image_sets))}"
-    if not image_sets and _files(root, (".txt",)) and _files(root, voc.IMAGE_EXTENSIONS):
-      image_sets[ALL] = _files(root, voc.IMAGE_EXTENSIONS)
+    if not image_sets and _files(root, (".txt",)) and _files(root, sources.IMAGE_EXTENSIONS):
+      image_sets[ALL] = _files(root, sources.IMAGE_EXTENSIONS)
       layout = ".txt beside the images"
   if not image_sets:
     return None

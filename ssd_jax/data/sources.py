@@ -56,6 +56,8 @@ _ENDLESS = 2**62
 # named in a warning; more stop the run, so that none trains on or reports metrics on a dataset
 # silently shrunk (a folder whose images were renamed or moved loses most of them).
 MAX_UNREADABLE_SHARE = 0.02
+# Image files by extension (any case): the formats tf.io.decode_image reads.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 
 
 def even_shard(num_examples: int, shard: Shard) -> np.ndarray:

@@ -30,7 +30,7 @@ def voc_directory(root: str, split: str = "trainval", years: Sequence[str] | str
   (``Annotations/<id>.xml``) are parsed here; pixels are decoded lazily by ``as_dataset``. The
   image of ``<id>`` is ``JPEGImages/<filename>`` (the XML's ``<filename>``, as labelling tools
   write it: ``IMG_2385.JPG``), else ``JPEGImages/<id>.<ext>`` for any image extension in any
-  case (:func:`find_image`).
+  case (:meth:`ImageIndex.find`).
 
   Box convention: VOC ``bndbox`` coordinates are 1-based pixel indices; like the Caffe SSD and
   ssd.pytorch loaders we subtract 1 from all four and divide by the ``<size>`` width/height,
@@ -81,27 +81,29 @@ def voc_directory(root: str, split: str = "trainval", years: Sequence[str] | str
   return sources.RecordSource(sources.drop_missing_images(records, where), class_names)
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")  # what tf.io.decode_image reads
-
-
 class ImageIndex:
-  """The image files of one folder, found by name or by stem, in any case of the extension."""
+  """The image files of one folder (``sources.IMAGE_EXTENSIONS``), found by name or by stem."""
 
   def __init__(self, folder: str):
     self.folder = folder
     names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    images = [n for n in names if os.path.splitext(n)[1].lower() in IMAGE_EXTENSIONS]
-    self.by_name = {n: n for n in images}
+    images = [n for n in names if os.path.splitext(n)[1].lower() in sources.IMAGE_EXTENSIONS]
+    self.names = set(images)
+    # Fallbacks, first file wins: the name in any case, the stem with any extension.
+    self.by_lower_name: dict[str, str] = {}
     self.by_stem: dict[str, str] = {}
     for n in images:
+      self.by_lower_name.setdefault(n.lower(), n)
       self.by_stem.setdefault(os.path.splitext(n)[0], n)
 
   def find(self, image_id: str, filename: str | None = None) -> str:
     """The path of ``filename`` (a bare name; a path's directories are ignored, as labelling tools
-    write the labeller's own absolute path) if the folder has it, else of ``<image_id>.<ext>``;
-    a path that does not exist (``<image_id>.jpg``) if neither is there."""
+    write the labeller's own absolute path) if the folder has it, in that case or another, else
+    of ``<image_id>.<ext>`` with any image extension; a path that does not exist
+    (``<image_id>.jpg``) if none is there."""
     name = os.path.basename((filename or "").replace("\\", "/").strip())
-    found = self.by_name.get(name) or self.by_stem.get(image_id)
+    found = (name if name in self.names else self.by_lower_name.get(name.lower())
+             or self.by_stem.get(image_id))
     return os.path.join(self.folder, found or f"{image_id}.jpg")
 
 
