@@ -27,10 +27,8 @@ import time
 from typing import Any
 
 from absl import app, flags
-import numpy as np
-import tensorflow as tf
 
-from benchmarks import common
+from benchmarks import common, own_data_curves
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _REPEATS = flags.DEFINE_integer("repeats", 1, "Runs of each folder, interleaved.")
@@ -43,23 +41,6 @@ _PNG = flags.DEFINE_string("png", "benchmarks/results/bench_own_data.png", "Plot
 _PREVIOUS = flags.DEFINE_string("previous", "", "A JSON this benchmark wrote on this machine, "
                                 "with the same config and flags: its runs join this one's (more "
                                 "repeats, later).")
-METRICS = ("voc07_map", "voc_map")
-
-
-def scalars(workdir: str, tags: tuple[str, ...] = METRICS) -> dict[int, dict[str, float]]:
-  """``{step: {tag: value, 'wall_time': seconds since the epoch}}`` of the run's TensorBoard
-  records of ``tags``."""
-  found: dict[int, dict[str, float]] = {}
-  for name in sorted(os.listdir(workdir)):
-    if not name.startswith("events.out.tfevents"):
-      continue
-    for event in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name)):
-      for value in event.summary.value:
-        if value.tag in tags:
-          entry = found.setdefault(int(event.step), {})
-          entry[value.tag] = float(tf.make_ndarray(value.tensor))
-          entry["wall_time"] = max(entry.get("wall_time", 0.0), event.wall_time)
-  return found
 
 
 def train_curve(root: str, workdir: str, extra: list[str]) -> dict[str, Any]:
@@ -72,62 +53,13 @@ def train_curve(root: str, workdir: str, extra: list[str]) -> dict[str, Any]:
   seconds = time.time() - start
   if result.returncode:
     raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
-  points = scalars(workdir)
+  points = own_data_curves.scalars(workdir)
   with open(os.path.join(workdir, "metrics.json")) as f:
     final = json.load(f)
   return {"root": root, "seconds": seconds, "num_test_images": final["num_images"],
           "curve": [{"step": step, "minutes": (p["wall_time"] - start) / 60,
-                     **{m: p[m] for m in METRICS}} for step, p in sorted(points.items())]}
-
-
-def previous_runs(path: str, settings: dict[str, Any]) -> list[dict[str, Any]]:
-  """The runs of an earlier invocation's JSON, which must have run the same ``settings``
-  (config, flags, evaluation period)."""
-  with open(path) as f:
-    previous = json.load(f)
-  ran = {key: previous.get(key) for key in settings}
-  if ran != settings:
-    raise ValueError(f"{path} ran {ran}, not {settings}: its runs cannot be repeats of these")
-  return previous["runs"]
-
-
-def table(runs: list[dict[str, Any]]) -> str:
-  """Markdown: per folder and evaluation step, the median [range] of minutes and mAPs."""
-  lines = ["| dataset | step | minutes | VOC07 mAP | VOC mAP |", "|---|---|---|---|---|"]
-  for root in dict.fromkeys(r["root"] for r in runs):
-    curves = [r["curve"] for r in runs if r["root"] == root]
-    for k, point in enumerate(curves[0]):
-      cell = lambda key: common.format_spread(*common.median_range([c[k][key] for c in curves
-                                                                    if k < len(c)]),
-                                              ".1f" if key == "minutes" else ".3f")
-      lines.append(f"| {os.path.basename(os.path.normpath(root))} | {point['step']} | "
-                   f"{cell('minutes')} | {cell('voc07_map')} | {cell('voc_map')} |")
-  return "\n".join(lines)
-
-
-def plot(runs: list[dict[str, Any]], path: str) -> None:
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  from matplotlib import pyplot as plt  # pylint: disable=g-import-not-at-top
-  fig, ax = plt.subplots(figsize=(6.5, 4))
-  for root in dict.fromkeys(r["root"] for r in runs):
-    curves = [r["curve"] for r in runs if r["root"] == root]
-    n = min(len(c) for c in curves)
-    minutes = np.median([[p["minutes"] for p in c[:n]] for c in curves], axis=0)
-    maps = np.array([[p["voc07_map"] for p in c[:n]] for c in curves])
-    line, = ax.plot(minutes, np.median(maps, axis=0), marker="o",
-                    label=os.path.basename(os.path.normpath(root)))
-    if len(curves) > 1:
-      ax.fill_between(minutes, maps.min(0), maps.max(0), color=line.get_color(), alpha=0.2)
-  ax.set_xlabel("minutes (wall clock, from the process's start)")
-  ax.set_ylabel("VOC07 mAP@0.5 (test split)")
-  ax.set_ylim(0, 1)
-  ax.grid(alpha=0.3)
-  ax.legend()
-  ax.set_title(f"{os.path.basename(_CONFIG.value)} on {common.machine()['cpu']}, "
-               f"{os.cpu_count()} cores", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
+                     **{m: p[m] for m in own_data_curves.METRICS}}
+                    for step, p in sorted(points.items())]}
 
 
 def main(argv: list[str]) -> None:
@@ -137,7 +69,7 @@ def main(argv: list[str]) -> None:
     raise app.UsageError("give one or more dataset folders")
   workdir_root = _WORKDIRS.value or tempfile.mkdtemp(prefix="bench_own_data_")
   settings = {"config": _CONFIG.value, "flags": extra, "eval_every_steps": _EVAL_EVERY.value}
-  runs = previous_runs(_PREVIOUS.value, settings) if _PREVIOUS.value else []
+  runs = own_data_curves.previous_runs(_PREVIOUS.value, settings) if _PREVIOUS.value else []
 
   def measure(root: str) -> None:
     repeat = sum(r["root"] == root for r in runs)
@@ -147,9 +79,10 @@ def main(argv: list[str]) -> None:
     print(f"{root} #{repeat}: {runs[-1]['curve'][-1]}", flush=True)
 
   common.interleave([roots], _REPEATS.value, measure)
-  print(table(runs))
+  print(own_data_curves.table(runs))
   common.write_json(_OUT.value, {**settings, "runs": runs})
-  plot(runs, _PNG.value)
+  own_data_curves.plot(runs, _PNG.value, f"{os.path.basename(_CONFIG.value)} on "
+                       f"{common.machine()['cpu']}, {os.cpu_count()} cores")
 
 
 if __name__ == "__main__":

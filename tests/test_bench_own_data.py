@@ -1,4 +1,5 @@
-"""benchmarks/bench_own_data.py: the recipe on folders, mAP against minutes, seeds as repeats."""
+"""benchmarks/bench_own_data.py and own_data_curves.py: the recipe on folders, mAP against
+minutes, seeds as repeats."""
 
 import json
 import os
@@ -7,6 +8,7 @@ import sys
 
 import pytest
 
+from benchmarks import own_data_curves
 from tests import fixtures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,10 +54,9 @@ def _run(root, repeat, maps):
 
 
 def test_table_gives_median_and_range_over_repeats():
-  from benchmarks import bench_own_data  # pylint: disable=g-import-not-at-top
   runs = [_run("/d/faces", 0, [0.1, 0.3]), _run("/d/cells/", 0, [0.5, 0.7]),
           _run("/d/faces", 1, [0.2, 0.5])]
-  lines = bench_own_data.table(runs).splitlines()
+  lines = own_data_curves.table(runs).splitlines()
   assert lines[2:] == [
       "| faces | 100 | 1.1 [1.0-1.1] | 0.150 [0.100-0.200] | 0.075 [0.050-0.100] |",
       "| faces | 200 | 2.0 [2.0-2.1] | 0.400 [0.300-0.500] | 0.200 [0.150-0.250] |",
@@ -64,11 +65,10 @@ def test_table_gives_median_and_range_over_repeats():
 
 
 def test_previous_runs_must_have_the_same_settings(tmp_path):
-  from benchmarks import bench_own_data  # pylint: disable=g-import-not-at-top
   settings = {"config": "experiments/configs/own_data.py", "flags": ["--config.x=1"],
               "eval_every_steps": 250}
   path = tmp_path / "previous.json"
   path.write_text(json.dumps({"machine": {}, **settings, "runs": [_run("/d/a", 0, [0.5])]}))
-  assert bench_own_data.previous_runs(str(path), settings) == [_run("/d/a", 0, [0.5])]
+  assert own_data_curves.previous_runs(str(path), settings) == [_run("/d/a", 0, [0.5])]
   with pytest.raises(ValueError, match="cannot be repeats"):
-    bench_own_data.previous_runs(str(path), {**settings, "eval_every_steps": 500})
+    own_data_curves.previous_runs(str(path), {**settings, "eval_every_steps": 500})

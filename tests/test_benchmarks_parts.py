@@ -22,9 +22,11 @@ def test_config_is_the_models_recipe_on_synthetic_data_at_its_input_size():
   # Frozen layers keep loaded weights: without any, the experiment refuses the config.
   with pytest.raises(ValueError, match="freeze_layers"):
     experiment.frozen_layers(frozen)
-  # A VOC folder replaces the synthetic shapes; the model's own input size stays.
+  # A folder of one's own photos (read as own_data reads it) replaces the synthetic shapes; the
+  # model's own input size and padding stay.
   voc = parts.config("ssd_tiny", batch=2, voc_root="/data/mine")
-  assert voc.data.source == "voc_directory" and voc.data.root == "/data/mine"
+  assert voc.data.source == "folder" and voc.data.root == "/data/mine"
+  assert voc.data.max_boxes == parts.config("ssd_tiny", batch=2).data.max_boxes
   assert voc.model.conv_impl == "auto"
 
 

@@ -1,5 +1,7 @@
 """Tests of ssd_jax.evaluation beyond the metrics (those are in test_metrics.py)."""
 
+import types
+
 import jax
 import numpy as np
 import pytest
@@ -9,9 +11,11 @@ from ssd_jax import priors as priors_lib
 from tests import reference_ssd
 
 
-def _evaluator(priors, threshold):
+def _evaluator(priors, threshold, num_examples=1):
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-  return evaluation.Evaluator(predict_fn=None, source=None, class_names=("a",), image_size=64,
+  # Only the size of the source matters where predictions are patched (or not run).
+  source = types.SimpleNamespace(num_examples=num_examples)
+  return evaluation.Evaluator(predict_fn=None, source=source, class_names=("a",), image_size=64,
                               batch_size=1, max_boxes=4, metrics=("voc07",), mesh=mesh,
                               priors=priors, match_threshold=threshold)
 
@@ -66,6 +70,18 @@ def test_run_buckets_objects_as_the_metrics_and_analysis_do(monkeypatch):
   monkeypatch.setattr(evaluation.Evaluator, "predictions",
                       lambda self, params: iter([(None, np.array([500, 1000]), gt, det)]))
   got = _evaluator(None, 0.5).run(params=None, step=3)
+  assert got["num_images"] == 1 and got["num_images_unreadable"] == 0
   # w / h = 0.04 / 0.08 normalized (1 in pixels); 1600 px, 655 at 640 px (medium unscaled).
   assert got["recall_ar_1to2"] == 1.0 and np.isnan(got["recall_ar_1to1"])
   assert got["voc07_ap_small"] == pytest.approx(1.0) and np.isnan(got["voc07_ap_medium"])
+
+
+def test_run_stops_when_more_than_a_few_images_could_not_be_read(monkeypatch):
+  """Reading skips unreadable images (naming them); metrics on a shrunken set are refused."""
+  gt = {"boxes": np.array([[0.1, 0.1, 0.5, 0.5]]), "labels": np.array([1])}
+  det = {"boxes": gt["boxes"], "scores": np.array([0.9]), "labels": np.array([1])}
+  monkeypatch.setattr(evaluation.Evaluator, "predictions", lambda self, params: iter(
+      [(None, np.array([100, 100]), gt, det)] * 49))
+  assert _evaluator(None, 0.5, num_examples=50).run(None, 1)["num_images_unreadable"] == 1
+  with pytest.raises(ValueError, match=r"evaluation: 2 of 51 images cannot be found or read"):
+    _evaluator(None, 0.5, num_examples=51).run(None, 1)
