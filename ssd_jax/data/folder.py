@@ -237,8 +237,9 @@ def _read_voc(root: str, class_names: Optional[Sequence[str]]) -> Optional[Folde
     parent = root
     for candidate in (root, _subdir(root, "images")):
       for split, path in (_split_dirs(candidate).items() if candidate else ()):
-        if _files(path, (".xml",)):
-          xml_sets[split], image_dirs[path], parent = _files(path, (".xml",)), path, candidate
+        xml_files = _files(path, (".xml",))
+        if xml_files:
+          xml_sets[split], image_dirs[path], parent = xml_files, path, candidate
       if xml_sets:
         break
     if not xml_sets:
@@ -259,30 +260,36 @@ def _read_voc(root: str, class_names: Optional[Sequence[str]]) -> Optional[Folde
   return Folder("voc", layout, list(class_names), splits)
 
 
-def _coco_files(root: str) -> dict[str, str]:
-  """``{split: JSON file}`` of the COCO files in ``root``, ``root/annotations`` or a split
-  folder; a single unnamed file in ``root`` is :data:`ALL`."""
-  found: dict[str, str] = {}
+def _coco_files(root: str) -> dict[str, tuple[str, str]]:
+  """``{split: (JSON file, its first image's file_name)}`` of the COCO files in ``root``,
+  ``root/annotations`` or a split folder; a single unnamed file in ``root`` is :data:`ALL`."""
+  found: dict[str, tuple[str, str]] = {}
   candidates = _files(root, (".json",)) + _files(os.path.join(root, "annotations"), (".json",))
   for split, path in _split_dirs(root).items():
     candidates += [(f, split) for f in _files(path, (".json",))]
   for entry in candidates:
     path, split = entry if isinstance(entry, tuple) else (entry, None)
     split = split or split_name(os.path.basename(path)) or ALL
-    if split not in found and _is_coco(path):
-      found[split] = path
+    first_image = None if split in found else _first_coco_image(path)
+    if first_image is not None:
+      found[split] = (path, first_image)
   if ALL in found and len(found) > 1:
     del found[ALL]  # An unnamed file beside named ones (e.g. a class list) is not a split.
   return found
 
 
-def _is_coco(path: str) -> bool:
+def _first_coco_image(path: str) -> Optional[str]:
+  """The ``file_name`` of the first image of a COCO file (``''`` if it lists none); None if
+  ``path`` is not a COCO file."""
   try:
     with open(path) as f:
       content = json.load(f)
   except (OSError, ValueError):
-    return False
-  return isinstance(content, dict) and "images" in content and "categories" in content
+    return None
+  if not (isinstance(content, dict) and "images" in content and "categories" in content):
+    return None
+  images = content["images"]
+  return str(images[0].get("file_name", "")) if images and isinstance(images[0], dict) else ""
 
 
 def _read_coco(root: str, class_names: Optional[Sequence[str]]) -> Optional[Folder]:
@@ -294,19 +301,19 @@ def _read_coco(root: str, class_names: Optional[Sequence[str]]) -> Optional[Fold
   names = None
   splits = {}
   for split in [first] + sorted(set(files) - {first}):
-    source = coco.coco_json(files[split], _coco_image_dir(root, files[split], split),
+    path, first_image = files[split]
+    source = coco.coco_json(path, _coco_image_dir(root, path, first_image, split),
                             class_names=names)
     names = names or source.class_names
     splits[split] = list(source.records)
-  layout = ", ".join(f"{split}: {os.path.relpath(files[split], root)}" for split in sorted(files))
+  layout = ", ".join(f"{split}: {os.path.relpath(files[split][0], root)}"
+                     for split in sorted(files))
   return Folder("coco", layout, list(names), splits)
 
 
-def _coco_image_dir(root: str, annotation_file: str, split: str) -> str:
+def _coco_image_dir(root: str, annotation_file: str, first_image: str, split: str) -> str:
   """The folder holding the JSON's first image (the JSON's own folder if none is found: the
   missing images are then counted and named)."""
-  with open(annotation_file) as f:
-    images = json.load(f)["images"]
   here = os.path.dirname(annotation_file)
   candidates = [here, root, os.path.join(root, "images")]
   for name in sorted(os.listdir(root)):
@@ -314,7 +321,7 @@ def _coco_image_dir(root: str, annotation_file: str, split: str) -> str:
       candidates += [os.path.join(root, name), os.path.join(root, name, "images"),
                      os.path.join(root, "images", name)]
   for candidate in candidates:
-    if images and os.path.isfile(os.path.join(candidate, images[0].get("file_name", ""))):
+    if first_image and os.path.isfile(os.path.join(candidate, first_image)):
       return candidate
   return here
 

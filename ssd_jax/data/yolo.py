@@ -94,21 +94,21 @@ def yolo_records(image_paths: Sequence[str], class_names: Sequence[str],
   """
   records = []
   for path in image_paths:
-    size = image_size(path)
-    lines = _label_lines(label_file(path))
+    size, labels_path = image_size(path), label_file(path)
+    lines = _label_lines(labels_path)
     if size is None:  # Missing or not an image: dropped or skipped as such, and counted.
       records.append(_record(path, np.zeros((0, 4)), np.zeros(0, np.int32)))
       continue
     width, height = size
     boxes, labels, names = [], [], []
     for number, line in lines:
-      label, box = _parse_line(line, f"{label_file(path)}:{number}", len(class_names))
+      label, box = _parse_line(line, f"{labels_path}:{number}", len(class_names))
       boxes.append(box * [width, height, width, height])
       labels.append(label + 1)
       names.append(f"line {number} ({class_names[label]!r})")
     pixel_boxes = np.array(boxes, np.float64).reshape(-1, 4)
-    normalized, keep = sources.normalize_pixel_boxes(pixel_boxes, width, height,
-                                                     label_file(path), names, issues)
+    normalized, keep = sources.normalize_pixel_boxes(pixel_boxes, width, height, labels_path,
+                                                     names, issues)
     records.append(sources.Record(
         image_path=path, image_id=os.path.splitext(os.path.basename(path))[0], boxes=normalized,
         labels=np.array(labels, np.int32)[keep], difficult=np.zeros(len(normalized), bool),
